@@ -100,9 +100,7 @@ class ProtocolError(DriverError):
 class DeviceRejected(DriverError):
     """The device answered with a protocol-level error (e.g. a Modbus exception)."""
 
-    def __init__(
-        self, device: str, endpoint: str, message: str, code: int, reason: Reason
-    ) -> None:
+    def __init__(self, device: str, endpoint: str, message: str, code: int, reason: Reason) -> None:
         super().__init__(device, endpoint, message)
         self.code = code
         self.reason = reason

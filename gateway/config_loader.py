@@ -1,0 +1,391 @@
+"""YAML → validated :class:`~gateway.config_schema.Config`, every problem located.
+
+The loader reads YAML with ruamel.yaml (which remembers where each node stood),
+substitutes ``${ENV}`` references and expands device profiles, validates with the
+pydantic models, runs the cross-checks, and reports *all* problems at once as
+``FILE:LINE:COL: dotted.path: message``. Nothing is started before this passes.
+
+Secrets: ``${NAME}`` takes environment variable NAME (``${NAME:-default}`` gives a
+default), ``${file:PATH}`` takes the content of a file (trailing newline
+stripped). Substituted values are never echoed in messages.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from gateway.config_schema import Config
+
+PathKey = tuple[str | int, ...]
+
+_ENV = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One located finding. ``severity`` is ``error`` or ``warning``."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else "warning: "
+        return f"{self.file}:{self.line}:{self.col}: {self.path or '(top)'}: {tag}{self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class _Where:
+    """Where each node of the merged document came from (1-based line/col)."""
+
+    spots: dict[PathKey, tuple[str, int, int]] = field(default_factory=dict)
+
+    def at(self, path: PathKey) -> tuple[str, int, int]:
+        for cut in range(len(path), -1, -1):
+            spot = self.spots.get(path[:cut])
+            if spot is not None:
+                return spot
+        return next(iter(self.spots.values()), ("<config>", 1, 1))
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid configuration with what ``check`` reports beside it."""
+
+    config: Config
+    path: Path
+    sha256: str
+    warnings: list[Problem]
+
+
+def dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _substitute(text: str, problems: list[str]) -> str:
+    def one(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref.startswith("file:"):
+            try:
+                return Path(ref[5:]).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                problems.append(f"cannot read secret file {ref[5:]!r}: {exc.strerror}")
+                return ""
+        name, sep, default = ref.partition(":-")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"bad substitution ${{{ref}}}: use ${{NAME}} or ${{file:PATH}}")
+            return ""
+        value = os.environ.get(name)
+        if value is None:
+            if sep:
+                return default
+            problems.append(f"environment variable {name} is not set")
+            return ""
+        return value
+
+    return _ENV.sub(one, text)
+
+
+def _plain(node: Any, path: PathKey, file: str, where: _Where, errors: list[Problem]) -> Any:
+    """ruamel node → plain Python data, recording positions and substituting ${...}."""
+    if isinstance(node, CommentedMap):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            line, col = node.lc.key(key)
+            where.spots[(*path, str(key))] = (file, line + 1, col + 1)
+            out[str(key)] = _plain(value, (*path, str(key)), file, where, errors)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, value in enumerate(node):
+            line, col = node.lc.item(i)
+            where.spots[(*path, i)] = (file, line + 1, col + 1)
+            items.append(_plain(value, (*path, i), file, where, errors))
+        return items
+    if isinstance(node, str):
+        found: list[str] = []
+        text = _substitute(str(node), found)
+        for message in found:
+            f, line, col = where.at(path)
+            errors.append(Problem(f, line, col, dotted(path), message))
+        return text
+    return node
+
+
+def _read_yaml(path: Path, errors: list[Problem]) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        errors.append(Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}"))
+        return None
+    except UnicodeDecodeError as exc:
+        errors.append(Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}"))
+        return None
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        errors.append(Problem(str(path), line, col, "", f"YAML: {what}"))
+        return None
+
+
+def profile_dirs(config_path: Path) -> list[Path]:
+    """Where ``profile: NAME`` is looked up, in order."""
+    dirs = [config_path.parent / "profiles", config_path.parent.parent / "profiles"]
+    env = os.environ.get("METROGATE_PROFILES")
+    if env:
+        dirs = [Path(p) for p in env.split(os.pathsep)] + dirs
+    dirs.append(Path(__file__).resolve().parent.parent / "config" / "profiles")
+    return dirs
+
+
+def _expand_profiles(
+    data: dict[str, Any], config_path: Path, where: _Where, errors: list[Problem]
+) -> None:
+    """Merge each device's ``profile:`` (points first, then the device's own keys)."""
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return
+    for i, device in enumerate(devices):
+        if not isinstance(device, dict) or not isinstance(device.get("profile"), str):
+            continue
+        name = device["profile"]
+        dpath: PathKey = ("devices", i)
+        found = next(
+            (
+                d / f"{name}.yaml"
+                for d in profile_dirs(config_path)
+                if (d / f"{name}.yaml").is_file()
+            ),
+            None,
+        )
+        if found is None or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            f, line, col = where.at((*dpath, "profile"))
+            known = sorted(
+                {p.stem for d in profile_dirs(config_path) if d.is_dir() for p in d.glob("*.yaml")}
+            )
+            errors.append(
+                Problem(
+                    f,
+                    line,
+                    col,
+                    dotted((*dpath, "profile")),
+                    f"unknown profile {name!r} (known: {', '.join(known) or 'none'})",
+                )
+            )
+            continue
+        sub = _Where()
+        doc = _plain(_read_yaml(found, errors), (), str(found), sub, errors)
+        if not isinstance(doc, dict):
+            if doc is not None:
+                errors.append(Problem(str(found), 1, 1, "", "a profile is a mapping"))
+            continue
+        extra = set(doc) - {"description", "driver", "defaults", "points"}
+        for key in sorted(extra):
+            f, line, col = sub.at((key,))
+            errors.append(
+                Problem(
+                    f,
+                    line,
+                    col,
+                    key,
+                    "unknown profile key (allowed: description, driver, defaults, points)",
+                )
+            )
+        if "driver" in doc and "driver" in device and doc["driver"] != device["driver"]:
+            f, line, col = where.at((*dpath, "driver"))
+            errors.append(
+                Problem(
+                    f,
+                    line,
+                    col,
+                    dotted((*dpath, "driver")),
+                    f"profile {name!r} is for driver {doc['driver']!r}",
+                )
+            )
+        del device["profile"]
+        for key, value in (doc.get("defaults") or {}).items():
+            if key not in device:
+                device[key] = value
+                _graft(sub, ("defaults", key), where, (*dpath, key))
+        own = device.get("points") or []
+        merged = list(doc.get("points") or [])
+        for j in range(len(merged)):
+            _graft(sub, ("points", j), where, (*dpath, "points", j))
+        # the device's own points follow the profile's; shift their recorded positions
+        for j in range(len(own) - 1, -1, -1):
+            _move(where, (*dpath, "points", j), (*dpath, "points", len(merged) + j))
+        device["points"] = merged + own
+
+
+def _graft(src: _Where, src_path: PathKey, dst: _Where, dst_path: PathKey) -> None:
+    n = len(src_path)
+    for key, spot in src.spots.items():
+        if key[:n] == src_path:
+            dst.spots[dst_path + key[n:]] = spot
+
+
+def _move(where: _Where, old: PathKey, new: PathKey) -> None:
+    n = len(old)
+    moved = {k: v for k, v in where.spots.items() if k[:n] == old}
+    for k in moved:
+        del where.spots[k]
+    for k, v in moved.items():
+        where.spots[new + k[n:]] = v
+
+
+def _field_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for f in model.model_fields.values():
+        for sub in _models_in(f.annotation):
+            names |= _field_names(sub, seen)
+    return names
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _models_in(arg)
+    meta = getattr(annotation, "__origin__", None)
+    if meta is not None and meta is not annotation:
+        yield from _models_in(meta)
+
+
+_KNOWN_KEYS: set[str] = set()
+
+_PATTERN_HELP = {
+    r"^[A-Za-z0-9_.-]+$": "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
+    r"^mqtts?://[^/\s:]+(:\d+)?/?$": "write mqtt://host[:port] or mqtts://host[:port]",
+}
+
+
+def _real_path(loc: tuple[Any, ...], data: Any) -> PathKey:
+    """Drop the discriminator tags pydantic puts into locations of union members."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node:
+            if part == node.get("driver") or part == node.get("kind"):
+                continue  # the union tag, not a key
+            # pydantic names function validators and union members too
+            if any(part.startswith(p) for p in ("function-", "tagged-union[")):
+                continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: Any, path: PathKey) -> str:
+    kind = err["type"]
+    msg = str(err["msg"])
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else "?"
+        if not _KNOWN_KEYS:
+            _KNOWN_KEYS.update(_field_names(Config))
+        close = difflib.get_close_matches(key, sorted(_KNOWN_KEYS), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"missing required key {str(path[-1])!r}" if path else "missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return f"unknown driver {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    if kind == "union_tag_not_found":
+        return "missing required key 'driver'"
+    if kind == "string_pattern_mismatch":
+        pattern = str((err.get("ctx") or {}).get("pattern", ""))
+        msg = _PATTERN_HELP.get(pattern, msg)
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+        shown = err["input"]
+        if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) <= 40:
+            msg = f"{msg} (got {shown!r})"
+    return msg
+
+
+def _locate(where: _Where, path: PathKey, kind: str) -> tuple[str, int, int]:
+    # a missing key is reported where its parent mapping starts
+    return where.at(path[:-1] if kind == "missing" else path)
+
+
+def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
+    """Read, validate and cross-check a config file; raise :class:`ConfigError`."""
+    from gateway.config_checks import cross_checks
+
+    cfg_path = Path(path)
+    errors: list[Problem] = []
+    where = _Where()
+    tree = _read_yaml(cfg_path, errors)
+    if errors:
+        raise ConfigError(errors)
+    data = _plain(tree, (), str(cfg_path), where, errors)
+    where.spots.setdefault((), (str(cfg_path), 1, 1))
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(str(cfg_path), 1, 1, "", "the config is a YAML mapping")])
+    _expand_profiles(data, cfg_path, where, errors)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            p = _real_path(err["loc"], data)
+            if err["type"] == "union_tag_invalid":
+                p = (*p, "driver")
+            f, line, col = _locate(where, p, err["type"])
+            errors.append(Problem(f, line, col, dotted(p), _message(err, p)))
+        errors.sort(key=lambda e: (e.file, e.line, e.col))
+        raise ConfigError(errors) from None
+    if errors:
+        raise ConfigError(errors)
+    base = cfg_path.resolve().parent
+    if not config.gateway.state_dir.is_absolute():
+        config.gateway.state_dir = base / config.gateway.state_dir
+    warnings: list[Problem] = []
+    for p, message, severity in cross_checks(config, today=today):
+        f, line, col = where.at(p)
+        (errors if severity == "error" else warnings).append(
+            Problem(f, line, col, dotted(p), message, severity)
+        )
+    if errors:
+        errors.sort(key=lambda e: (e.file, e.line, e.col))
+        raise ConfigError(errors)
+    digest = hashlib.sha256(cfg_path.read_bytes()).hexdigest()
+    return LoadedConfig(config, cfg_path, digest, warnings)

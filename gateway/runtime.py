@@ -1,0 +1,448 @@
+"""The running gateway: device tasks, the publisher, and housekeeping, in one TaskGroup.
+
+Each enabled device gets its own task that polls on a fixed-rate schedule of the
+monotonic clock, turns samples into readings, runs calibration and rules, and puts
+the result into the outbox — plain function calls, no waiting on the network. The
+publisher is the only consumer of the outbox. A failing device backs off with
+jitter and never delays another device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
+from gateway.clock import ClockJump, ClockMonitor, flag_if_unsynchronised
+from gateway.config_loader import LoadedConfig
+from gateway.config_schema import Config
+from gateway.devices import build_drivers
+from gateway.encoding import make_sealer, topic_base
+from gateway.eventlog import EventLog, EventLogFull, diff_parameters, flatten_parameters
+from gateway.keys import PRIVATE_KEY_NAME, generate_keypair, load_signer
+from gateway.metrology import DeviceMetrology
+from gateway.outbox import DropReport, Outbox
+from gateway.publisher import Publisher
+from gateway.reading import Reading, to_wire
+from gateway.signing import Signer
+from gateway.software_id import SoftwareId, compute_software_id
+
+log = logging.getLogger("metrogate.runtime")
+
+Emit = Callable[[str, list[dict[str, Any]]], object]
+
+
+def next_deadline(scheduled: float, now: float, period: float) -> tuple[float, int]:
+    """The next poll slot after ``scheduled`` on a fixed-rate grid, and slots missed.
+
+    Slots that already passed are skipped, not made up in a burst: a poll that
+    overran (or a stalled loop) costs the slots it overlapped, counted as missed.
+    """
+    nxt = scheduled + period
+    if nxt >= now:
+        return nxt, 0
+    missed = math.floor((now - nxt) / period) + 1
+    return nxt + missed * period, missed
+
+
+@dataclass
+class DeviceHealth:
+    """What health, metrics and ``status`` show per device."""
+
+    id: str
+    driver: str
+    endpoint: str
+    state: str = "starting"
+    polls: int = 0
+    failures: int = 0
+    missed: int = 0
+    readings: int = 0
+    requests_per_poll: int = 0
+    last_ok_us: int | None = None
+    last_error: str | None = None
+    last_duration_s: float | None = None
+    progress_monotonic: float = field(default_factory=time.monotonic)
+
+
+class DevicePoller:
+    """One device's loop: poll, build readings, apply metrology, put into the outbox."""
+
+    def __init__(
+        self,
+        device: Any,
+        driver: Driver,
+        metrology: DeviceMetrology,
+        emit: Emit,
+        *,
+        clock: Clock = utc_now_us,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        synchronised: Callable[[], bool] = lambda: True,
+        on_alarm_change: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.device = device
+        self.driver = driver
+        self.metrology = metrology
+        self.emit = emit
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.synchronised = synchronised
+        self.on_alarm_change = on_alarm_change
+        self.rng = rng or random.Random()
+        self.units = {str(p.id): getattr(p, "unit", None) for p in getattr(device, "points", [])}
+        self.health = DeviceHealth(device.id, device.driver, driver.endpoint)
+        self.health.requests_per_poll = len(driver.describe_plan())
+        self._failures_in_row = 0
+
+    def _backoff(self) -> float:
+        """Seconds to wait after a failed poll: jittered, doubling, capped at 60 s."""
+        period = float(self.device.poll)
+        base = max(period, 0.5)
+        cap = max(period, 60.0)
+        step = min(cap, base * 2 ** min(self._failures_in_row - 1, 16))
+        return float(self.rng.uniform(step / 2, step))
+
+    async def run(self) -> None:
+        """Poll forever (until cancelled)."""
+        period = float(self.device.poll)
+        scheduled = self.monotonic()
+        while True:
+            started = self.monotonic()
+            self.health.progress_monotonic = started
+            await self.poll_once()
+            self.health.last_duration_s = self.monotonic() - started
+            now = self.monotonic()
+            if self._failures_in_row:
+                now += self._backoff()
+            scheduled, missed = next_deadline(scheduled, now, period)
+            if not self._failures_in_row:
+                self.health.missed += missed
+            await self.sleep(max(0.0, scheduled - self.monotonic()))
+
+    async def poll_once(self) -> list[Reading]:
+        """One poll, whatever happens to it; returns the readings put into the outbox."""
+        dev = self.device
+        try:
+            samples = await self.driver.read()
+        except DriverError as exc:
+            self._failed(exc)
+            now = self.clock()
+            readings = [
+                Reading(now, dev.id, pid, None, None, unit, Quality.BAD, exc.reason)
+                for pid, unit in self.units.items()
+            ]
+        else:
+            self._succeeded()
+            readings = [Reading.from_sample(dev.id, s, self.units.get(s.point)) for s in samples]
+        synced = self.synchronised()
+        for r in readings:
+            flag_if_unsynchronised(r, synced)
+        alarms = self.metrology.process(readings, self.clock())
+        self.health.polls += 1
+        self.health.readings += len(readings)
+        if readings:
+            self.emit("data", [to_wire(r) for r in readings])
+        if alarms:
+            self.emit("alarm", alarms)
+            if self.on_alarm_change is not None:
+                self.on_alarm_change(dev.id)
+        return readings
+
+    def _failed(self, exc: DriverError) -> None:
+        self._failures_in_row += 1
+        self.health.failures += 1
+        self.health.last_error = exc.message
+        if self.health.state != "failing":
+            log.error("device %s failing: %s", self.device.id, exc)
+            self.health.state = "failing"
+        else:
+            log.debug("device %s still failing: %s", self.device.id, exc)
+
+    def _succeeded(self) -> None:
+        if self.health.state == "failing":
+            log.info(
+                "device %s recovered after %d failed polls", self.device.id, self._failures_in_row
+            )
+        self.health.state = "ok"
+        self._failures_in_row = 0
+        self.health.last_ok_us = self.clock()
+
+
+def ensure_signer(config: Config) -> Signer:
+    """The gateway's signing key; created at first start when allowed."""
+    path = config.signing.key or config.gateway.state_dir / PRIVATE_KEY_NAME
+    if not path.exists() and config.signing.create:
+        generate_keypair(path.parent)
+        if path.name != PRIVATE_KEY_NAME:
+            os.replace(path.parent / PRIVATE_KEY_NAME, path)
+        log.warning("created a new signing key %s; hand its .pub to the platform", path)
+    return load_signer(path)
+
+
+def legal_parameters(config: Config) -> dict[str, Any]:
+    """The legally relevant parameters: instruments, and per point where and how it is read."""
+    params: dict[str, Any] = {
+        "instruments": {i.id: i.model_dump(mode="json") for i in config.instruments}
+    }
+    for dev in config.devices:
+        d = dev.model_dump(mode="json", exclude={"description", "enabled", "poll", "timeout"})
+        points = d.pop("points", None) or []
+        for p in points:
+            p.pop("sim", None)
+            p.pop("description", None)
+        d["points"] = {p["id"]: p for p in points}
+        params[f"device:{dev.id}"] = d
+    return params
+
+
+class Gateway:
+    """The daemon: everything ``metrogate run`` does, as one async call."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Clock = utc_now_us,
+        clock_monitor: ClockMonitor | None = None,
+        software: SoftwareId | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock
+        self.clock_monitor = clock_monitor or ClockMonitor()
+        self.software = software or compute_software_id()
+        self.pollers: dict[str, DevicePoller] = {}
+        self.metrology: dict[str, DeviceMetrology] = {}
+        self.publisher: Publisher | None = None
+        self.outbox: Outbox | None = None
+        self.started_us = clock()
+        self.ready = asyncio.Event()
+        self._pending_events: list[dict[str, Any]] = []
+        self._eventlog: EventLog | None = None
+
+    @property
+    def base_topic(self) -> str:
+        cfg = self.config
+        return topic_base(cfg.mqtt.prefix, cfg.gateway.site, cfg.gateway.id)
+
+    def record_event(self, type_: str, data: dict[str, Any], *, source: str = "gateway") -> None:
+        """Append to the audit trail and queue the entry for the outbox."""
+        assert self._eventlog is not None
+        self._pending_events.append(self._eventlog.append(type_, data, source=source))
+
+    def _flush_events(self) -> None:
+        if self._pending_events and self.outbox is not None:
+            events, self._pending_events = self._pending_events, []
+            self.outbox.put("event", events)
+
+    def _on_drop(self, report: DropReport) -> None:
+        data = asdict(report) if hasattr(report, "__dataclass_fields__") else dict(vars(report))
+        log.warning("outbox full: dropped %s", data)
+        self.record_event("outbox_drop", data, source="outbox")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then cancel everything and close cleanly."""
+        cfg = self.config
+        state = cfg.gateway.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        signer = ensure_signer(cfg)
+        outbox_path = cfg.outbox.path or state / "outbox.db"
+        with (
+            Outbox(
+                outbox_path,
+                seal=make_sealer(cfg.gateway.id, cfg.gateway.site, signer),
+                max_bytes=int(cfg.outbox.max_bytes),
+                max_age_s=cfg.outbox.max_age,
+                durability=cfg.outbox.durability,
+                max_records=cfg.mqtt.batch.max_readings,
+                max_payload_bytes=cfg.mqtt.batch.max_bytes,
+                clock_us=self.clock,
+                on_drop=self._on_drop,
+            ) as outbox,
+            EventLog(
+                state / "events.log", signer, software_id=self.software.short, clock_us=self.clock
+            ) as eventlog,
+        ):
+            self.outbox, self._eventlog = outbox, eventlog
+            self._startup_events(state)
+            self._flush_events()
+            async with AsyncExitStack() as stack:
+                drivers = await build_drivers(cfg, stack, clock=self.clock)
+                self._build_pollers(drivers)
+                self.publisher = Publisher(
+                    cfg.mqtt,
+                    base_topic=self.base_topic,
+                    client_id=cfg.mqtt.client_id
+                    or f"metrogate-{cfg.gateway.site}-{cfg.gateway.id}",
+                    outbox=outbox,
+                    birth=self.birth(signer),
+                    on_command=self.on_command,
+                )
+                tasks: list[asyncio.Task[None]] = []
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tasks.append(tg.create_task(self.publisher.run(), name="publisher"))
+                        for dev_id, poller in self.pollers.items():
+                            tasks.append(tg.create_task(poller.run(), name=f"device-{dev_id}"))
+                        tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+                        self.ready.set()
+                        log.info(
+                            "gateway %s running: %d devices", cfg.gateway.id, len(self.pollers)
+                        )
+                        await stop.wait()
+                        for t in tasks:
+                            t.cancel()
+                finally:
+                    self._save_rule_state()
+                    self.record_event(
+                        "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
+                    )
+                    self._flush_events()
+
+    def _build_pollers(self, drivers: dict[str, Driver]) -> None:
+        cfg = self.config
+        instruments = {i.id: i for i in cfg.instruments}
+        rule_dir = cfg.gateway.state_dir / "rules"
+        for dev in cfg.devices:
+            if dev.id not in drivers:
+                continue
+            points = [(str(p.id), p, getattr(p, "unit", None)) for p in getattr(dev, "points", [])]
+            metro = DeviceMetrology(dev.id, points, dev, instruments, self.clock)
+            saved = rule_dir / f"{dev.id}.json"
+            if saved.exists():
+                try:
+                    metro.load_state(json.loads(saved.read_text()))
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("rule state of %s unreadable (%s); starting fresh", dev.id, exc)
+            self.metrology[dev.id] = metro
+            driver = drivers[dev.id]
+            identity = driver.identity()
+            if identity:
+                self.record_event(
+                    "instrument_identity", {"device": dev.id, **identity}, source=dev.id
+                )
+            self.pollers[dev.id] = DevicePoller(
+                dev,
+                driver,
+                metro,
+                self._emit,
+                clock=self.clock,
+                synchronised=lambda: self.clock_monitor.synchronised,
+                on_alarm_change=self._save_rule_state_of,
+            )
+
+    def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
+        assert self.outbox is not None
+        self.outbox.put(kind, records)
+
+    def _startup_events(self, state: Path) -> None:
+        cfg = self.config
+        self.record_event("startup", {"software": self.software.as_dict(), "pid": os.getpid()})
+        self.record_event(
+            "config_loaded", {"path": str(self.loaded.path), "sha256": self.loaded.sha256}
+        )
+        params = flatten_parameters(legal_parameters(cfg))
+        snapshot = state / "parameters.json"
+        if snapshot.exists():
+            old = json.loads(snapshot.read_text())
+            changes = diff_parameters(old, params)
+            if changes:
+                try:
+                    self._pending_events += self._eventlog.record_parameter_changes(  # type: ignore[union-attr]
+                        changes, source=str(self.loaded.path)
+                    )
+                except EventLogFull:
+                    raise SystemExit("event log is full: parameter changes refused") from None
+        else:
+            self.record_event("parameters_baseline", {"count": len(params)})
+        tmp = snapshot.with_suffix(".tmp")
+        tmp.write_text(json.dumps(params, sort_keys=True))
+        os.replace(tmp, snapshot)
+
+    def birth(self, signer: Signer) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "v": 1,
+            "state": "online",
+            "gateway": cfg.gateway.id,
+            "site": cfg.gateway.site,
+            "since": self.started_us,
+            "software": self.software.as_dict(),
+            "kid": signer.kid,
+        }
+
+    async def on_command(self, name: str, payload: bytes) -> None:
+        """``cmd/ack`` and ``cmd/shelve`` with ``{"alarm": id, "user": ..., "duration": s}``."""
+        try:
+            body = json.loads(payload or b"{}")
+        except ValueError:
+            log.warning("command %s: payload is not JSON", name)
+            return
+        records = self.alarm_command(name, body)
+        if records is None:
+            log.warning("command %s: unknown command or alarm", name)
+
+    def alarm_command(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        alarm = str(body.get("alarm", ""))
+        user = str(body.get("user", "mqtt"))
+        metro = self.metrology.get(alarm.split("/", 1)[0])
+        if metro is None or name not in ("ack", "shelve"):
+            return None
+        now = self.clock()
+        if name == "ack":
+            records = metro.acknowledge(alarm, user, now)
+        else:
+            records = metro.shelve(alarm, float(body.get("duration", 3600)), user, now)
+        self.record_event(f"alarm_{name}", {"alarm": alarm, "user": user}, source=user)
+        if records:
+            self._emit("alarm", records)
+            self._save_rule_state_of(alarm.split("/", 1)[0])
+        self._flush_events()
+        return records
+
+    def _save_rule_state_of(self, dev_id: str) -> None:
+        metro = self.metrology.get(dev_id)
+        if metro is None:
+            return
+        directory = self.config.gateway.state_dir / "rules"
+        directory.mkdir(exist_ok=True)
+        tmp = directory / f"{dev_id}.json.tmp"
+        tmp.write_text(json.dumps(metro.to_state()))
+        os.replace(tmp, directory / f"{dev_id}.json")
+
+    def _save_rule_state(self) -> None:
+        for dev_id in self.metrology:
+            self._save_rule_state_of(dev_id)
+
+    async def _housekeeping(self) -> None:
+        """Once a second: clock checks, calibration warnings, queued events."""
+        last_rules_save = time.monotonic()
+        while True:
+            for event in self.clock_monitor.check():
+                kind = "clock_jump" if isinstance(event, ClockJump) else "clock_sync"
+                self.record_event(kind, event.event_data(), source="clock")
+            now = self.clock()
+            for metro in self.metrology.values():
+                for entry in metro.events(now):
+                    self.record_event(
+                        str(entry.get("type", "calibration")), entry, source="calibration"
+                    )
+            if self.outbox is not None:
+                self.outbox.enforce_bounds()  # ages batches out while nothing new comes
+            self._flush_events()
+            if time.monotonic() - last_rules_save > 60:
+                self._save_rule_state()
+                last_rules_save = time.monotonic()
+            await asyncio.sleep(1.0)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite from nothing: installs the real services the tests start
+# (Mosquitto, InfluxDB 1.x, VictoriaMetrics) and the Python environment, then runs
+# lint (ruff), types (mypy) and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
+[ -x /usr/bin/influxd ] || command -v influxd >/dev/null || missing+=(influxdb)
+[ -x /usr/bin/victoria-metrics ] || command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing ${missing[*]} (the tests start their own instances on free loopback ports)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -198,16 +198,23 @@ def engineering(spec: PointSpec, raw: Value) -> Value:
 
 
 def raw_from_engineering(spec: PointSpec, value: Value) -> Value:
-    """Invert scale/offset, rounding to the raw type (simulators use it)."""
+    """Invert scale/offset, rounding and clamping to the raw type (simulators use it).
+
+    Integer types round to the nearest integer and clamp to their range (NaN gives
+    0); ``bool`` points take the truth of the value; floats pass through.
+    """
     if isinstance(value, (bool, str)) or spec.type is DataType.STRING:
         return value
+    if spec.type is DataType.BOOL:
+        return bool(value)
     raw = (value - spec.offset) / spec.scale if spec.scale else value
     if spec.type in (DataType.FLOAT32, DataType.FLOAT64):
         return raw
-    if not math.isfinite(raw):
+    if math.isnan(raw):
         return 0
     lo, hi = _int_range(spec.type)
-    return max(lo, min(hi, round(raw)))
+    # infinities clamp like any other out-of-range value
+    return max(lo, min(hi, round(raw))) if math.isfinite(raw) else (hi if raw > 0 else lo)
 
 
 def _int_range(data_type: DataType) -> tuple[int, int]:

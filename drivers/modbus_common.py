@@ -22,6 +22,7 @@ from drivers.base import (
     Reason,
     Sample,
     Value,
+    reraise_pending_cancel,
     utc_now_us,
 )
 from drivers.modbus_codec import DataType, PointSpec, Table, decode, engineering
@@ -114,6 +115,7 @@ class PlanExecutor:
         samples: list[Sample] = []
         timeouts = 0
         for req in self.requests:
+            reraise_pending_cancel()
             try:
                 async with asyncio.timeout(self.timeout):
                     reply = await _call(client, req, self.unit)

@@ -48,7 +48,14 @@ class Request:
 
 
 class PlanError(ValueError):
-    """A point cannot be read at all (wider than a request, or inside a hole)."""
+    """A point cannot be read at all (wider than a request, or inside a hole).
+
+    ``point`` is the id of the offending point, so a config check can locate it.
+    """
+
+    def __init__(self, message: str, point: str | None = None) -> None:
+        super().__init__(message)
+        self.point = point
 
 
 def plan(
@@ -70,9 +77,11 @@ def plan(
         gap = max_gap * 16 if table.is_bit else max_gap
         for p in members:
             if p.width > limit:
-                raise PlanError(f"{p.id}: {p.width} wide, more than {limit} per request")
+                raise PlanError(f"{p.id}: {p.width} wide, more than {limit} per request", p.id)
             if any(h.overlaps(table, p.address, p.end) for h in holes):
-                raise PlanError(f"{p.id}: address {p.address} lies in a hole the device rejects")
+                raise PlanError(
+                    f"{p.id}: address {p.address} lies in a hole the device rejects", p.id
+                )
         start, end, group = members[0].address, members[0].end, [members[0]]
         for p in members[1:]:
             new_end = max(end, p.end)

@@ -82,7 +82,7 @@ def _registers(i: int, dev: ModbusTcpDevice) -> Iterator[Finding]:
             if bits and pa.bit is not None and pb.bit is not None and pa.bit != pb.bit:
                 continue  # two bits of one register
             yield (
-                ("devices", i, "points", a, "address"),
+                ("devices", i, "points", a, _address_key(dev.points[a])),
                 f"{pa.table.value} {pa.address}..{pa.end - 1} overlaps point {pb.id!r} "
                 f"({pb.address}..{pb.end - 1})",
                 "error",
@@ -90,7 +90,15 @@ def _registers(i: int, dev: ModbusTcpDevice) -> Iterator[Finding]:
     try:
         modbus_plan(dev)
     except PlanError as exc:
-        yield ("devices", i, "points"), str(exc), "error"
+        j = next((j for j, p in enumerate(dev.points) if p.id == exc.point), None)
+        path = ("devices", i, "points") if j is None else ("devices", i, "points", j)
+        key = () if j is None else (_address_key(dev.points[j]),)
+        yield (*path, *key), str(exc), "error"
+
+
+def _address_key(point: Any) -> str:
+    """The key that placed a point: ``ref`` when it was given, else ``address``."""
+    return "ref" if getattr(point, "ref", None) is not None else "address"
 
 
 def _endpoints(config: Config) -> Iterator[Finding]:
@@ -137,9 +145,7 @@ def cross_checks(config: Config, *, today: date | None = None) -> list[Finding]:
 
 
 def _serial_checks(config: Config) -> list[Finding]:
-    try:  # SERIAL-TODO
-        from gateway import config_serial
-    except ImportError:
-        return []
+    from gateway import config_serial
+
     check = config_serial.cross_check
     return [(p, m, "error") for p, m in check(config.buses, config.devices)]

@@ -62,6 +62,8 @@ class _Where:
     """Where each node of the merged document came from (1-based line/col)."""
 
     spots: dict[PathKey, tuple[str, int, int]] = field(default_factory=dict)
+    # values that came from ${...}: they may be secrets, so messages never show them
+    substituted: set[PathKey] = field(default_factory=set)
 
     def at(self, path: PathKey) -> tuple[str, int, int]:
         for cut in range(len(path), -1, -1):
@@ -131,6 +133,8 @@ def _plain(node: Any, path: PathKey, file: str, where: _Where, errors: list[Prob
     if isinstance(node, str):
         found: list[str] = []
         text = _substitute(str(node), found)
+        if text != node:
+            where.substituted.add(path)
         for message in found:
             f, line, col = where.at(path)
             errors.append(Problem(f, line, col, dotted(path), message))
@@ -239,11 +243,12 @@ def _expand_profiles(
                 _graft(sub, ("defaults", key), where, (*dpath, key))
         own = device.get("points") or []
         merged = list(doc.get("points") or [])
-        for j in range(len(merged)):
-            _graft(sub, ("points", j), where, (*dpath, "points", j))
-        # the device's own points follow the profile's; shift their recorded positions
+        # the device's own points follow the profile's: shift their recorded positions
+        # first (last one first), so the profile's positions do not overwrite them
         for j in range(len(own) - 1, -1, -1):
             _move(where, (*dpath, "points", j), (*dpath, "points", len(merged) + j))
+        for j in range(len(merged)):
+            _graft(sub, ("points", j), where, (*dpath, "points", j))
         device["points"] = merged + own
 
 
@@ -252,6 +257,7 @@ def _graft(src: _Where, src_path: PathKey, dst: _Where, dst_path: PathKey) -> No
     for key, spot in src.spots.items():
         if key[:n] == src_path:
             dst.spots[dst_path + key[n:]] = spot
+    dst.substituted |= {dst_path + key[n:] for key in src.substituted if key[:n] == src_path}
 
 
 def _move(where: _Where, old: PathKey, new: PathKey) -> None:
@@ -312,7 +318,7 @@ def _real_path(loc: tuple[Any, ...], data: Any) -> PathKey:
     return tuple(out)
 
 
-def _message(err: Any, path: PathKey) -> str:
+def _message(err: Any, path: PathKey, *, show_input: bool = True) -> str:
     kind = err["type"]
     msg = str(err["msg"])
     if kind == "extra_forbidden":
@@ -335,7 +341,7 @@ def _message(err: Any, path: PathKey) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
-    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+    if show_input and "input" in err and kind not in ("model_type", "dict_type", "list_type"):
         shown = err["input"]
         if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) <= 40:
             msg = f"{msg} (got {shown!r})"
@@ -360,17 +366,24 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     data = _plain(tree, (), str(cfg_path), where, errors)
     where.spots.setdefault((), (str(cfg_path), 1, 1))
     if not isinstance(data, dict):
-        raise ConfigError([Problem(str(cfg_path), 1, 1, "", "the config is a YAML mapping")])
+        got = "the file is empty" if data is None else f"got a {type(data).__name__}"
+        message = f"the config must be a YAML mapping of sections (gateway, devices, ...); {got}"
+        raise ConfigError([Problem(str(cfg_path), 1, 1, "", message)])
     _expand_profiles(data, cfg_path, where, errors)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
+        # a value whose ${...} failed is already reported; its validation error is noise
+        reported = {e.path for e in errors}
         for err in exc.errors():
             p = _real_path(err["loc"], data)
             if err["type"] == "union_tag_invalid":
                 p = (*p, "driver")
+            if dotted(p) in reported:
+                continue
             f, line, col = _locate(where, p, err["type"])
-            errors.append(Problem(f, line, col, dotted(p), _message(err, p)))
+            shown = p not in where.substituted
+            errors.append(Problem(f, line, col, dotted(p), _message(err, p, show_input=shown)))
         errors.sort(key=lambda e: (e.file, e.line, e.col))
         raise ConfigError(errors) from None
     if errors:

@@ -49,7 +49,9 @@ def parse_reference(ref: int | str) -> tuple[Table, int]:
     """
     text = str(ref).strip()
     if not text.isdigit() or len(text) not in (5, 6):
-        raise ValueError(f"reference {ref!r}: write 5 or 6 digits, e.g. 40001 or 400001")
+        # YAML reads 00001 as the number 1: coil references must be quoted
+        hint = ' (quote coil references: ref: "00001")' if isinstance(ref, int) else ""
+        raise ValueError(f"reference {ref!r}: write 5 or 6 digits, e.g. 40001 or 400001{hint}")
     table = _REF_TABLES.get(int(text[0]))
     if table is None:
         raise ValueError(f"reference {ref!r}: first digit must be 0, 1, 3 or 4")
@@ -91,9 +93,24 @@ class ModbusPoint(PointMetrologyFields):
             raise ValueError("give table and address (0-based), or ref (e.g. 40001)")
         if self.type is None:
             self.type = DataType.BOOL if self.table.is_bit else DataType.UINT16
-        problem = point_types_ok(self.point_spec(Order.ABCD))
+        spec = self.point_spec(Order.ABCD)
+        problem = point_types_ok(spec)
         if problem:
             raise ValueError(problem)
+        if self.type is not DataType.STRING:
+            # silently ignoring these would read something other than what was meant
+            if self.length:
+                raise ValueError(
+                    f"length is the register count of a string point; a {self.type.value} "
+                    f"point is {spec.width} register(s) wide by its type"
+                )
+            if "chars_per_register" in self.model_fields_set:
+                raise ValueError("chars_per_register applies to string points only")
+        if spec.end > 65536:
+            raise ValueError(
+                f"{self.table.value} {self.address} + {spec.width} register(s) runs past "
+                "the last address 65535"
+            )
         return self
 
     def point_spec(self, device_order: Order) -> PointSpec:

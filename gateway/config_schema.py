@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     ByteSize,
@@ -22,6 +22,7 @@ from pydantic import (
 
 from gateway.config_metrology import InstrumentConfig
 from gateway.config_modbus import Ident, ModbusTcpDevice, Strict
+from gateway.config_serial import BusConfig, SerialDeviceConfig
 from gateway.config_types import Duration
 
 
@@ -112,7 +113,7 @@ class SigningConfig(Strict):
     )
 
 
-Device = Annotated[ModbusTcpDevice, Field(discriminator="driver")]  # SERIAL-TODO
+Device = Annotated[ModbusTcpDevice | SerialDeviceConfig, Field(discriminator="driver")]
 
 
 class LogConfig(Strict):
@@ -129,5 +130,5 @@ class Config(Strict):
     signing: SigningConfig = SigningConfig()
     log: LogConfig = LogConfig()
     instruments: list[InstrumentConfig] = Field(default_factory=list)
-    buses: list[Any] = Field(default_factory=list)  # SERIAL-TODO
+    buses: list[BusConfig] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)

@@ -101,7 +101,7 @@ class Publisher:
 
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             identifier=self.client_id,
@@ -116,6 +116,9 @@ class Publisher:
             max_inflight_messages=cfg.inflight,
             timeout=cfg.publish_timeout,
         )
+        # the in-flight window is ours and bounded; aiomqtt's warning assumes one at a time
+        client.pending_calls_threshold = cfg.inflight + 10
+        return client
 
     async def run(self) -> None:
         """Connect and publish forever; returns only by cancellation."""

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
+from drivers.base import Clock, Driver, DriverError, Quality, reraise_pending_cancel, utc_now_us
 from gateway.clock import ClockJump, ClockMonitor, flag_if_unsynchronised
 from gateway.config_loader import LoadedConfig
 from gateway.config_schema import Config
@@ -122,6 +122,7 @@ class DevicePoller:
             started = self.monotonic()
             self.health.progress_monotonic = started
             await self.poll_once()
+            reraise_pending_cancel()
             self.health.last_duration_s = self.monotonic() - started
             now = self.monotonic()
             if self._failures_in_row:

@@ -7,16 +7,32 @@ the gateway proper never depends on :mod:`simulators`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
-from drivers.modbus_codec import DataType
+from drivers.modbus_codec import DataType, PointSpec, raw_from_engineering
 from gateway.config_modbus import ModbusTcpDevice
 from gateway.config_schema import Config
+from gateway.config_serial import (
+    Dlt645Device,
+    ModbusAsciiDevice,
+    ModbusRtuDevice,
+    MtSicsDevice,
+    ToledoDevice,
+)
 from simulators.modbus_device import ModbusTcpSimulator, SimPoint
+from simulators.pty import Responder, SimLine
+from simulators.serial_instruments import Dlt645Sim, MtSicsSim, RtuBusSim, RtuSlave, ToledoSim
 from simulators.values import build_generator
+
+SERIAL_KINDS = (ModbusRtuDevice, ModbusAsciiDevice, MtSicsDevice, ToledoDevice, Dlt645Device)
 
 
 class SimConfigError(ValueError):
@@ -90,13 +106,117 @@ async def run_simulators(
 
 
 async def _serial_sims(config: Config, stack: AsyncExitStack) -> list[RunningSim]:
-    try:
-        from gateway.config_serial import run_serial_simulators
-    except ImportError:
-        return []
+    """One pseudo-terminal per bus, answering for every device on it.
+
+    The bus's ``port`` is pointed at the pty (the simulated line is always local).
+    Values: Modbus points follow their ``sim:`` setting; a balance shows about
+    100 g, a scale 12.34 kg, a DL/T 645 meter a growing energy count with plausible
+    voltage and current. Generic ASCII instruments cannot be derived from their
+    regular expression and are not simulated.
+    """
+    by_bus: dict[str, list[object]] = defaultdict(list)
+    for dev in config.devices:
+        if dev.enabled and isinstance(dev, SERIAL_KINDS):
+            by_bus[dev.bus].append(dev)
     found: list[RunningSim] = []
-    for kind, endpoint, devices, server in await stack.enter_async_context(
-        run_serial_simulators(config)
-    ):
-        found.append(RunningSim(kind, endpoint, tuple(devices), server))
+    updaters: list[Callable[[float], None]] = []
+    for bus in config.buses:
+        devs = by_bus.get(bus.id, [])
+        built = _responder(devs)
+        if built is None:
+            continue
+        responder, update = built
+        line = stack.enter_context(SimLine(responder))
+        bus.port = line.path
+        updaters.append(update)
+        ids = tuple(str(getattr(d, "id", "?")) for d in devs)
+        found.append(RunningSim(str(getattr(devs[0], "driver", "serial")), line.path, ids, line))
+    if updaters:
+        task = asyncio.get_running_loop().create_task(_refresh(updaters), name="serial-sim-values")
+        stack.push_async_callback(_cancel, task)
     return found
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _refresh(updaters: list[Callable[[float], None]]) -> None:
+    t0 = time.monotonic()
+    while True:
+        for update in updaters:
+            update(time.monotonic() - t0)
+        await asyncio.sleep(0.25)
+
+
+def _responder(devs: list[object]) -> tuple[Responder, Callable[[float], None]] | None:
+    kinds = {type(d) for d in devs}
+    if not devs or (len(kinds) > 1 and not kinds <= {ModbusRtuDevice, ModbusAsciiDevice}):
+        return None
+    first = devs[0]
+    if isinstance(first, ModbusRtuDevice | ModbusAsciiDevice):
+        slaves: dict[int, RtuSlave] = {}
+        gens: list[tuple[RtuSlave, PointSpec, object]] = []
+        for d in devs:
+            assert isinstance(d, ModbusRtuDevice | ModbusAsciiDevice)
+            specs = d.specs()
+            slave = RtuSlave(specs)
+            slaves[d.unit] = slave
+            for point, spec in zip(d.points, specs, strict=True):
+                gens.append((slave, spec, build_generator(point.sim, _default(point.type))))
+        framing: Literal["rtu", "ascii"] = (
+            "ascii" if isinstance(first, ModbusAsciiDevice) else "rtu"
+        )
+
+        def update_modbus(t: float) -> None:
+            for slave, spec, gen in gens:
+                slave.set(spec.id, raw_from_engineering(spec, gen.value(t)))  # type: ignore[attr-defined]
+
+        update_modbus(0.0)
+        return RtuBusSim(slaves, framing=framing), update_modbus
+    if isinstance(first, MtSicsDevice):
+        balance = MtSicsSim(weight=100.0, unit=first.points[0].unit or "g")
+
+        def update_balance(t: float) -> None:
+            balance.weight = round(100.0 + 0.05 * math.sin(t / 3), 2)
+
+        return balance, update_balance
+    if isinstance(first, ToledoDevice):
+        scale = ToledoSim(weight=12.34)
+        return scale, lambda t: None
+    if isinstance(first, Dlt645Device):
+        meters: dict[str, dict[int, int]] = {}
+        for d in devs:
+            assert isinstance(d, Dlt645Device)
+            meters[d.address] = {p.point().di: 0 for p in d.points}
+        meter = Dlt645Sim(meters)
+
+        def update_meters(t: float) -> None:
+            for values in meter.values.values():
+                for di in values:
+                    values[di] = _meter_value(di, t)
+
+        update_meters(0.0)
+        return meter, update_meters
+    return None
+
+
+def _meter_value(di: int, t: float) -> int:
+    """BCD digits of a plausible single-phase meter reading at time ``t``."""
+    current = 5000 + int(500 * math.sin(t / 7))  # XXX.XXX A
+    match di:
+        case 0x00010000:  # forward active energy, XXXXXX.XX kWh
+            return 123456 + int(t * 10)
+        case 0x02010100:  # phase-A voltage, XXX.X V
+            return 2300 + int(20 * math.sin(t / 5))
+        case 0x02020100:
+            return current
+        case 0x02030000:  # active power, XX.XXXX kW
+            return current * 23 // 100 * 10
+        case 0x02060000:  # power factor, X.XXX
+            return 985
+        case 0x02800002:  # frequency, XX.XX Hz
+            return 5000 + int(3 * math.sin(t))
+    return 3  # reverse energy and tamper counters: small and steady

@@ -26,8 +26,16 @@ def synced_clock() -> ClockMonitor:
     return ClockMonitor(probe=lambda: SyncState.SYNCHRONISED)
 
 
-def line_config(tmp: Path, broker_port: int, sim_port: int, *, poll: str = "100ms",
-                units: int = 2, points: int = 10, extra: str = "") -> LoadedConfig:
+def line_config(
+    tmp: Path,
+    broker_port: int,
+    sim_port: int,
+    *,
+    poll: str = "100ms",
+    units: int = 2,
+    points: int = 10,
+    extra: str = "",
+) -> LoadedConfig:
     """A production line: ``units`` Modbus TCP devices behind one simulated port."""
     devices = []
     for u in range(1, units + 1):

@@ -20,7 +20,7 @@ from gateway.runtime import Gateway
 from simulators.modbus_device import ModbusTcpSimulator, SimPoint
 from simulators.values import Ramp
 from tests.integration.gwtest import Collector, line_config, synced_clock, wait_until
-from tests.services import Mosquitto, free_port
+from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services
 
@@ -77,7 +77,9 @@ def assert_complete(collector: Collector, last_seq: int) -> None:
         assert stamps == sorted(stamps), f"{dev}: readings out of order"
 
 
-async def test_readings_reach_the_broker_signed_and_valid(mosquitto: Mosquitto, tmp_path: Path) -> None:
+async def test_readings_reach_the_broker_signed_and_valid(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
         async with running(loaded) as gw, collecting(mosquitto, loaded) as col:
@@ -107,8 +109,9 @@ async def test_broker_outage_loses_nothing(mosquitto: Mosquitto, tmp_path: Path)
             await wait_until(lambda: outbox.stats().batches >= 30, 20, "a backlog while down")
             assert gw.publisher is not None and not gw.publisher.stats.connected
             mosquitto.start()
-            await wait_until(lambda: gw.publisher is not None and gw.publisher.stats.connected,
-                             20, "reconnect")
+            await wait_until(
+                lambda: gw.publisher is not None and gw.publisher.stats.connected, 20, "reconnect"
+            )
             target = outbox.stats().next_seq + 20  # live data keeps coming during the drain
             await wait_until(lambda: max(col.bodies, default=0) >= target, 30, "drain + live")
             last = max(col.bodies)
@@ -124,12 +127,18 @@ async def test_dead_device_does_not_stop_the_others(mosquitto: Mosquitto, tmp_pa
             await wait_until(lambda: gw.pollers["dev2"].health.state == "failing", 10, "failing")
             before = len(col.readings("dev1"))
             polls_before = gw.pollers["dev1"].health.polls
-            await wait_until(lambda: gw.pollers["dev1"].health.polls >= polls_before + 20, 10,
-                             "dev1 keeps polling")
+            await wait_until(
+                lambda: gw.pollers["dev1"].health.polls >= polls_before + 20,
+                10,
+                "dev1 keeps polling",
+            )
             await wait_until(lambda: len(col.readings("dev1")) >= before + 200, 10, "dev1 data")
             dead = [r for r in col.readings("dev2") if r["quality"] == "bad"]
-            await wait_until(lambda: any(r["quality"] == "bad" for r in col.readings("dev2")), 10,
-                             "dev2 reported bad")
+            await wait_until(
+                lambda: any(r["quality"] == "bad" for r in col.readings("dev2")),
+                10,
+                "dev2 reported bad",
+            )
             dead = [r for r in col.readings("dev2") if r["quality"] == "bad"]
             sim.faults[2].silent = False
             await wait_until(lambda: gw.pollers["dev2"].health.state == "ok", 70, "recovery")
@@ -142,14 +151,24 @@ async def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: 
         loaded = line_config(tmp_path, mosquitto.port, sim.port, poll="80ms")
         cfg_path = loaded.path
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        cmd = [sys.executable, "-m", "gateway", "run", "-c", str(cfg_path), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "-c",
+            str(cfg_path),
+            "--log-level",
+            "warning",
+        ]
         async with collecting(mosquitto, loaded) as col:
             for round_ in range(3):
                 proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
                 try:
                     seen = len(col.bodies)
-                    await wait_until(lambda s=seen: len(col.bodies) >= s + 20, 30,
-                                     f"batches in round {round_}")
+                    await wait_until(
+                        lambda s=seen: len(col.bodies) >= s + 20, 30, f"batches in round {round_}"
+                    )
                 finally:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait(timeout=10)
@@ -159,11 +178,15 @@ async def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: 
             finally:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=20) == 0
-            with Outbox(loaded.config.gateway.state_dir / "outbox.db", seal=_no_seal,
-                        max_bytes=1 << 30) as outbox:
+            with Outbox(
+                loaded.config.gateway.state_dir / "outbox.db", seal=_no_seal, max_bytes=1 << 30
+            ) as outbox:
                 stats = outbox.stats()
-            await wait_until(lambda: max(col.bodies, default=0) >= stats.next_seq - 1 - stats.batches,
-                             20, "everything published")
+            await wait_until(
+                lambda: max(col.bodies, default=0) >= stats.next_seq - 1 - stats.batches,
+                20,
+                "everything published",
+            )
     assert stats.dropped_batches == 0
     last_published = stats.next_seq - 1 - stats.batches
     assert_complete(col, last_published)

@@ -1,0 +1,107 @@
+"""Ingest throughput: one worker, Mosquitto → InfluxDB 1.x (v1 /write) and VictoriaMetrics (v2).
+
+Compares with a bare write loop of the same points (pre-built line protocol, 5,000
+lines per request: raw HTTP for v1, influxdb-client for v2). Run from the repo root:
+``python bench/bench_ingest.py [--messages 1000 --per 100]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from supervision.model import parse_batch, parse_topic
+from supervision.sinks.influxdb import InfluxV1Sink, InfluxV2Sink
+from supervision.sinks.line_protocol import batch_lines
+from tests.db_services import InfluxDB1, Mosquitto, VictoriaMetrics
+from tests.ingest_support import Publisher, data_batch, new_signer, register, topic
+from tests.integration.test_ingest import in_process
+
+
+async def ingest_run(
+    tmp: Path, broker: Mosquitto, store: dict[str, Any], msgs: list[bytes]
+) -> float:
+    cfg = {
+        "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "client_id": f"b{time.time_ns()}",
+                 "receive_maximum": 2000},
+        "keys_dir": str(tmp / "keys"), "store": store,
+        "batch": {"max_lines": 5000, "max_delay": 0.2}, "stats_interval": 0,
+    }  # fmt: skip
+    pub = Publisher(broker.port)
+    async with in_process(cfg) as ingest:
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, pub.publish, [(topic("gw1"), m) for m in msgs])
+        while ingest.counts["acked"] < len(msgs):
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        await fut
+    pub.close()
+    return elapsed
+
+
+async def bare_run(sink: InfluxV1Sink | InfluxV2Sink, msgs: list[bytes]) -> float:
+    from gateway.signing import split_payload
+
+    lines: list[str] = []
+    for m in msgs:
+        site, gw, kind = parse_topic(topic("gw1"))
+        lines += batch_lines(parse_batch(split_payload(m)[0], site, gw, kind))
+    t0 = time.perf_counter()
+    for i in range(0, len(lines), 5000):
+        await sink.write([lines[i : i + 5000]])
+    elapsed = time.perf_counter() - t0
+    await sink.aclose()
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--per", type=int, default=100)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        s = new_signer()
+        register(tmp / "keys", "gw1", s)
+        n = a.messages * a.per
+        batches = [data_batch(s, "gw1", q, a.per) for q in range(1, a.messages + 1)]
+        broker, influx, vm = (
+            Mosquitto(tmp / "mq"),
+            InfluxDB1(tmp / "ix"),
+            VictoriaMetrics(tmp / "vm"),
+        )
+        try:
+            for svc in (broker, influx, vm):
+                svc.start()
+            v1 = {
+                "kind": "influxdb_v1",
+                "url": influx.url,
+                "database": "a",
+                "create_database": True,
+            }
+            t_ing = asyncio.run(ingest_run(tmp, broker, v1, batches))
+            bare = InfluxV1Sink(influx.url, "b", create_database=True)
+            asyncio.run(bare.open())
+            t_bare = asyncio.run(bare_run(bare, batches))
+            print(f"influxdb 1.x v1: ingest {n / t_ing:,.0f} readings/s, bare write loop "
+                  f"{n / t_bare:,.0f} readings/s, ratio {t_ing / t_bare:.2f}")  # fmt: skip
+            v2 = {"kind": "influxdb_v2", "url": vm.url, "bucket": "a"}
+            t_ing = asyncio.run(ingest_run(tmp, broker, v2, batches))
+            t_bare = asyncio.run(bare_run(InfluxV2Sink(vm.url, "b"), batches))
+            print(f"victoria-metrics v2: ingest {n / t_ing:,.0f} readings/s, bare influxdb-client "
+                  f"loop {n / t_bare:,.0f} readings/s, ratio {t_ing / t_bare:.2f}")  # fmt: skip
+        finally:
+            for svc in (broker, influx, vm):
+                svc.close()
+
+
+if __name__ == "__main__":
+    main()

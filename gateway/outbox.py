@@ -1,0 +1,669 @@
+"""The durable outbox: the only link between device tasks and the MQTT publisher.
+
+Producers (device tasks, the alarm and event logs) call :meth:`Outbox.put`; the
+publisher calls :meth:`Outbox.take`, publishes, and calls :meth:`Outbox.settle` once
+the broker has acknowledged (PUBACK). Everything runs in one asyncio thread; the
+SQLite connection is used from that thread only.
+
+Sealing. A batch is sealed when it enters: it gets the next gateway-wide sequence
+number, is encoded and signed by the ``seal`` function, and the exact bytes that
+will be published are stored. A redelivery after a crash or reconnect is therefore
+byte-identical. Sequence numbers start at 1, strictly increase across all kinds,
+and are never reused: the next number is persisted in the same transaction as the
+batches that consumed it, so it survives settling every row, restarts and (with
+``durability="power"``) power loss.
+
+Durability. The file is SQLite in WAL mode, opened with an exclusive lock so a
+second process cannot use the same outbox. When :meth:`Outbox.put` has returned,
+the batches are durable at the chosen level:
+
+* ``"process"`` (``PRAGMA synchronous=NORMAL``): a commit reaches the WAL file in
+  the operating system's cache. Everything ``put()`` returned survives a crash or
+  ``SIGKILL`` of the process. A power loss or kernel panic may lose the most recent
+  commits (never corrupts the file: SQLite rolls back to the last synced commit).
+* ``"power"`` (``PRAGMA synchronous=FULL``): every commit is fsync'ed before
+  ``put()`` returns, so it also survives power loss, provided the storage honours
+  flushes (cheap SD cards and USB sticks may not). Costs one fsync per ``put()``.
+
+Bound. ``max_bytes`` bounds the stored payload bytes (the file is larger by
+SQLite's page overhead plus a WAL of at most a few MiB); ``max_age_s`` optionally
+bounds the age of the oldest batch by its ``sealed_us``. When a ``put()`` goes past
+a bound, the oldest batches are deleted in the same transaction, the persisted drop
+counters grow, and ``on_drop`` is told after the commit — a drop is never silent.
+Age is judged by the injected clock; a gateway without RTC that seals batches
+before its clock is set may see them age out once the clock jumps forward.
+
+Integrity. A file that exists but fails ``PRAGMA quick_check`` or whose bookkeeping
+is inconsistent raises :class:`OutboxCorrupt` at open; it is never recreated
+silently (that would restart sequence numbers). A new file is built under a
+temporary name and renamed into place, so an existing file is always a complete
+outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+from drivers.base import utc_now_us
+
+__all__ = [
+    "KINDS",
+    "DropReport",
+    "Outbox",
+    "OutboxClosed",
+    "OutboxCorrupt",
+    "OutboxError",
+    "OutboxLocked",
+    "OutboxStats",
+    "SealFn",
+    "Sealed",
+]
+
+log = logging.getLogger(__name__)
+
+KINDS: Final = frozenset({"data", "alarm", "event"})
+"""The batch kinds (``type`` in docs/wire.md)."""
+
+Durability = Literal["process", "power"]
+
+SealFn = Callable[[str, int, int, list[dict[str, Any]]], bytes]
+"""``seal(kind, seq, sealed_us, records) -> payload``: encode and sign one batch."""
+
+_APPLICATION_ID: Final = 0x4D475442  # "MGTB": marks the file as a metrogate outbox
+_SCHEMA_VERSION: Final = 1
+_SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
+_WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
+_LOCK_WAIT_S: Final = 1.0  # at open, a lock held by a process still exiting may clear
+_IN_CHUNK: Final = 500  # below SQLite's oldest host-parameter limit (999)
+_META_KEYS: Final = ("next_seq", "dropped_batches", "dropped_records", "created_us")
+
+_SCHEMA: Final = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE batches (
+    seq       INTEGER PRIMARY KEY,
+    kind      TEXT    NOT NULL,
+    sealed_us INTEGER NOT NULL,
+    records   INTEGER NOT NULL,
+    nbytes    INTEGER NOT NULL,
+    payload   BLOB    NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """One stored batch, exactly as it will be published."""
+
+    seq: int
+    kind: str
+    payload: bytes
+    records: int
+    sealed_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """Current content and lifetime drop totals (persisted since the file was created)."""
+
+    batches: int
+    records: int
+    bytes: int
+    oldest_sealed_us: int | None
+    dropped_batches: int
+    dropped_records: int
+    next_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropReport:
+    """Batches deleted unsent by one ``put()`` because a bound was exceeded.
+
+    ``first_seq``..``last_seq`` is the range the dropped batches came from (batches
+    in it that were already settled are not counted); ``reason`` is ``"bytes"`` or
+    ``"age"``.
+    """
+
+    batches: int
+    records: int
+    first_seq: int
+    last_seq: int
+    reason: Literal["bytes", "age"] = "bytes"
+
+
+class OutboxError(Exception):
+    """A failure of the outbox file; carries its path."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"outbox {path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class OutboxCorrupt(OutboxError):
+    """The file fails its integrity check at open; it must be inspected, not recreated."""
+
+
+class OutboxLocked(OutboxError):
+    """Another process holds the outbox file."""
+
+
+class OutboxClosed(OutboxError):
+    """The outbox was used outside its ``with`` block."""
+
+
+class Outbox:
+    """A bounded, durable, sealed-batch queue on SQLite (see the module docstring).
+
+    Use as a (synchronous) context manager; every method but :meth:`wait_for_new`
+    is synchronous and short: a put with ``durability="process"`` costs tens of µs.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        seal: SealFn,
+        max_bytes: int,
+        max_age_s: float | None = None,
+        durability: Durability = "process",
+        max_records: int = 1000,
+        max_payload_bytes: int = 256_000,
+        clock_us: Callable[[], int] = utc_now_us,
+        on_drop: Callable[[DropReport], None] | None = None,
+    ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
+        if max_records < 1:
+            raise ValueError(f"max_records must be >= 1, not {max_records}")
+        if max_payload_bytes < 1:
+            raise ValueError(f"max_payload_bytes must be >= 1, not {max_payload_bytes}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        if max_age_s is not None and max_age_s <= 0:
+            raise ValueError(f"max_age_s must be > 0, not {max_age_s}")
+        self.path = Path(path)
+        self.durability: Durability = durability
+        self._seal = seal
+        self._max_bytes = max_bytes
+        self._max_age_us = None if max_age_s is None else round(max_age_s * 1_000_000)
+        self._max_records = max_records
+        # A batch larger than the whole bound would push itself out on entry.
+        self._max_payload_bytes = min(max_payload_bytes, max_bytes)
+        self._clock_us = clock_us
+        self._on_drop = on_drop
+        self._conn: sqlite3.Connection | None = None
+        # Running totals, loaded once at open and kept in step with every commit.
+        self._batches = 0
+        self._records = 0
+        self._bytes = 0
+        self._next_seq = 1
+        self._dropped_batches = 0
+        self._dropped_records = 0
+        self._oldest: tuple[int, int] | None = None  # (seq, sealed_us), None = unknown/empty
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._in_on_drop = False
+
+    # -- open / close -------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        if self._conn is not None:
+            raise OutboxError(self.path, "already open")
+        if not self.path.exists():
+            try:
+                self._create()
+            except (sqlite3.Error, OSError) as exc:
+                raise OutboxError(self.path, f"cannot create ({exc})") from exc
+        conn = self._connect()
+        try:
+            self._check_and_load(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (checkpointing the WAL) and wake any waiter so it fails fast."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._wake()
+
+    def _create(self) -> None:
+        """Build a fresh outbox beside ``path`` and rename it into place (atomic)."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            stale.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            # Statement by statement: executescript() would commit the open transaction.
+            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                conn.execute(stmt)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("next_seq", 1),
+                    ("dropped_batches", 0),
+                    ("dropped_records", 0),
+                    ("created_us", self._clock_us()),
+                ],
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # last connection: checkpoints and removes the WAL
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=_LOCK_WAIT_S)
+        except sqlite3.Error as exc:
+            raise OutboxError(self.path, f"cannot open ({exc})") from exc
+        try:
+            # EXCLUSIVE before WAL: one owner, and the WAL index lives in heap, not -shm.
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(self.path, f"cannot use WAL journal (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise self._open_error(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_error(self, exc: sqlite3.DatabaseError) -> OutboxError:
+        """Classify an SQLite failure at open: held by another process, or damaged."""
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc)
+        ):
+            return OutboxLocked(self.path, "in use by another process")
+        return OutboxCorrupt(self.path, f"not a readable outbox ({exc})")
+
+    def _check_and_load(self, conn: sqlite3.Connection) -> None:
+        """Integrity check, then load the running totals (the only full scan)."""
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(10)")]
+            if problems != ["ok"]:
+                raise OutboxCorrupt(self.path, "integrity check failed: " + "; ".join(problems))
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if app_id != _APPLICATION_ID:
+                raise OutboxCorrupt(self.path, "not a metrogate outbox (application_id)")
+            if version != _SCHEMA_VERSION:
+                raise OutboxError(self.path, f"unsupported outbox schema version {version}")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            missing = [k for k in _META_KEYS if not isinstance(meta.get(k), int)]
+            if missing:
+                raise OutboxCorrupt(self.path, f"bookkeeping lost: {', '.join(missing)}")
+            n, recs, nbytes, max_seq, bad = conn.execute(
+                "SELECT count(*), total(records), total(nbytes), max(seq),"
+                " sum(kind NOT IN ('data','alarm','event') OR nbytes != length(payload))"
+                " FROM batches"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        if meta["next_seq"] < 1 or (max_seq is not None and meta["next_seq"] <= max_seq):
+            raise OutboxCorrupt(
+                self.path, f"next_seq {meta['next_seq']} is not above stored seq {max_seq}"
+            )
+        if bad:
+            raise OutboxCorrupt(self.path, f"{bad} batch rows are inconsistent")
+        self._batches, self._records, self._bytes = n, int(recs), int(nbytes)
+        self._next_seq = meta["next_seq"]
+        self._dropped_batches = meta["dropped_batches"]
+        self._dropped_records = meta["dropped_records"]
+        self._oldest = None
+
+    # -- producer side ------------------------------------------------------------
+
+    def put(self, kind: str, records: list[dict[str, Any]]) -> list[int]:
+        """Seal ``records`` into one or more batches and store them durably.
+
+        Records are split into chunks of at most ``max_records`` whose sealed payload
+        is at most ``max_payload_bytes`` (a chunk that seals too big is halved, and
+        later chunks of the same call keep the smaller size); each chunk gets the next
+        seq. All chunks, the advanced seq counter and any drops the bound forces are
+        one transaction. Returns the assigned seqs in order (empty for no records).
+        A single call larger than ``max_bytes`` drops its own oldest batches, reported
+        like any other drop.
+
+        Raises ``ValueError`` for an unknown kind or a record that alone seals larger
+        than ``max_payload_bytes``; :class:`OutboxError` if the write fails. Either
+        way nothing was stored and no seq was consumed.
+        """
+        conn = self._require_open()
+        if kind not in KINDS:
+            raise ValueError(f"unknown batch kind {kind!r} (expected one of {sorted(KINDS)})")
+        if self._in_on_drop:
+            # A put from inside on_drop could cascade drops without end; defer instead.
+            raise RuntimeError("Outbox.put() called from on_drop; schedule it instead")
+        if not records:
+            return []
+        sealed_us = self._clock_us()
+        rows = self._seal_chunks(kind, sealed_us, records)
+        new_bytes = sum(r[4] for r in rows)
+        new_records = sum(r[3] for r in rows)
+        next_seq = rows[-1][0] + 1
+        with self._transaction(conn, "cannot store batch"):
+            conn.executemany(
+                "INSERT INTO batches (seq, kind, sealed_us, records, nbytes, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+            drops, freed = self._drop_in_txn(conn, self._bytes + new_bytes, sealed_us)
+        self._next_seq = next_seq
+        self._batches += len(rows)
+        self._records += new_records
+        self._bytes += new_bytes
+        if self._oldest is None and self._batches == len(rows):
+            self._oldest = (rows[0][0], sealed_us)
+        self._apply_drops(drops, freed)
+        self._wake()
+        self._report(drops)
+        return [r[0] for r in rows]
+
+    def enforce_bounds(self) -> list[DropReport]:
+        """Apply ``max_age_s`` now (``put()`` does this itself); returns what was dropped.
+
+        Call it periodically while nothing is put, so an idle outbox still ages out.
+        """
+        conn = self._require_open()
+        if self._batches == 0:
+            return []
+        with self._transaction(conn, "cannot drop old batches"):
+            drops, freed = self._drop_in_txn(conn, self._bytes, self._clock_us())
+        self._apply_drops(drops, freed)
+        self._report(drops)
+        return drops
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:
+        """One write transaction: committed on success, rolled back on any error.
+
+        SQLite failures surface as :class:`OutboxError` naming ``what`` failed.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back by itself (e.g. on a full disk).
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise OutboxError(self.path, f"{what} ({exc})") from exc
+
+    def _seal_chunks(
+        self, kind: str, sealed_us: int, records: list[dict[str, Any]]
+    ) -> list[tuple[int, str, int, int, int, bytes]]:
+        """Rows ``(seq, kind, sealed_us, records, nbytes, payload)`` ready to insert."""
+        rows: list[tuple[int, str, int, int, int, bytes]] = []
+        seq = self._next_seq
+        size = self._max_records
+        i = 0
+        while i < len(records):
+            chunk = records[i : i + size]
+            payload = self._seal(kind, seq, sealed_us, chunk)
+            if len(payload) > self._max_payload_bytes:
+                if len(chunk) == 1:
+                    raise ValueError(
+                        f"one {kind} record seals to {len(payload)} bytes,"
+                        f" above max_payload_bytes {self._max_payload_bytes}"
+                    )
+                size = len(chunk) // 2
+                continue
+            rows.append((seq, kind, sealed_us, len(chunk), len(payload), bytes(payload)))
+            seq += 1
+            i += len(chunk)
+        return rows
+
+    def _drop_in_txn(
+        self, conn: sqlite3.Connection, total_bytes: int, now_us: int
+    ) -> tuple[list[DropReport], int]:
+        """Delete the oldest batches past a bound, inside the caller's transaction.
+
+        Returns the reports and the payload bytes freed. Drops are always a prefix in
+        seq order: batches past ``max_age_s`` first, then more while over ``max_bytes``.
+        """
+        cutoff = None if self._max_age_us is None else now_us - self._max_age_us
+        if total_bytes <= self._max_bytes:
+            if cutoff is None:
+                return [], 0
+            row = conn.execute("SELECT sealed_us FROM batches ORDER BY seq LIMIT 1").fetchone()
+            if row is None or row[0] >= cutoff:
+                return [], 0
+        aged: list[tuple[int, int]] = []  # (seq, records)
+        sized: list[tuple[int, int]] = []
+        freed = 0
+        cur = conn.execute("SELECT seq, records, nbytes, sealed_us FROM batches ORDER BY seq")
+        try:
+            for seq, recs, nbytes, sealed in cur:
+                if cutoff is not None and not sized and sealed < cutoff:
+                    aged.append((seq, recs))
+                elif total_bytes - freed > self._max_bytes:
+                    sized.append((seq, recs))
+                else:
+                    break
+                freed += nbytes
+        finally:
+            cur.close()
+        if not aged and not sized:
+            return [], 0
+        conn.execute("DELETE FROM batches WHERE seq <= ?", ((sized or aged)[-1][0],))
+        reasons: tuple[tuple[list[tuple[int, int]], Literal["age", "bytes"]], ...] = (
+            (aged, "age"),
+            (sized, "bytes"),
+        )
+        reports = [
+            DropReport(len(part), sum(r for _, r in part), part[0][0], part[-1][0], reason)
+            for part, reason in reasons
+            if part
+        ]
+        for key, amount in (
+            ("dropped_batches", sum(d.batches for d in reports)),
+            ("dropped_records", sum(d.records for d in reports)),
+        ):
+            conn.execute("UPDATE meta SET value = value + ? WHERE key = ?", (amount, key))
+        return reports, freed
+
+    def _apply_drops(self, drops: list[DropReport], freed: int) -> None:
+        """Bring the in-memory totals in step with a committed drop."""
+        if not drops:
+            return
+        n = sum(d.batches for d in drops)
+        recs = sum(d.records for d in drops)
+        self._batches -= n
+        self._records -= recs
+        self._bytes -= freed
+        self._dropped_batches += n
+        self._dropped_records += recs
+        self._oldest = None
+
+    def _report(self, drops: list[DropReport]) -> None:
+        """Tell ``on_drop`` about each drop; a failing handler is logged, not raised.
+
+        The batches are committed by now, so ``put()`` must still return their seqs.
+        """
+        if self._on_drop is None:
+            return
+        for report in drops:
+            self._in_on_drop = True
+            try:
+                self._on_drop(report)
+            except Exception:
+                log.exception("outbox %s: on_drop handler failed for %s", self.path, report)
+            finally:
+                self._in_on_drop = False
+
+    # -- consumer side ------------------------------------------------------------
+
+    def take(self, limit: int, after_seq: int = 0) -> list[Sealed]:
+        """Up to ``limit`` stored batches with ``seq > after_seq``, oldest first.
+
+        Taking does not remove anything; :meth:`settle` does.
+        """
+        conn = self._require_open()
+        if limit < 1:
+            return []
+        try:
+            rows = conn.execute(
+                "SELECT seq, kind, payload, records, sealed_us FROM batches"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
+        return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
+
+    def settle(self, seqs: Iterable[int]) -> None:
+        """Delete the given batches (the broker acknowledged them), in one transaction.
+
+        Unknown seqs (already settled, or dropped by the bound) are ignored.
+        """
+        conn = self._require_open()
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return
+        gone_batches = gone_records = gone_bytes = 0
+        with self._transaction(conn, "cannot settle batches"):
+            for i in range(0, len(wanted), _IN_CHUNK):
+                part = wanted[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(part))
+                n, recs, nbytes = conn.execute(
+                    f"SELECT count(*), total(records), total(nbytes) FROM batches"
+                    f" WHERE seq IN ({marks})",
+                    part,
+                ).fetchone()
+                conn.execute(f"DELETE FROM batches WHERE seq IN ({marks})", part)
+                gone_batches += n
+                gone_records += int(recs)
+                gone_bytes += int(nbytes)
+        self._batches -= gone_batches
+        self._records -= gone_records
+        self._bytes -= gone_bytes
+        if self._oldest is not None and self._oldest[0] in set(wanted):
+            self._oldest = None
+
+    # The API takes a plain timeout: the publisher's loop passes its idle deadline.
+    async def wait_for_new(self, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait up to ``timeout`` s for a stored batch with ``seq > after_seq``.
+
+        Returns True as soon as one exists (at once if one already does), False on
+        timeout. Raises :class:`OutboxClosed` if the outbox closes meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while not self._exists_after(after_seq):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            try:
+                async with asyncio.timeout(remaining):
+                    await waiter
+            except TimeoutError:
+                return self._exists_after(after_seq)
+            finally:
+                self._waiters.discard(waiter)
+        return True
+
+    def _exists_after(self, after_seq: int) -> bool:
+        conn = self._require_open()
+        if after_seq >= self._next_seq - 1 or self._batches == 0:
+            return False
+        row = conn.execute("SELECT 1 FROM batches WHERE seq > ? LIMIT 1", (after_seq,))
+        return row.fetchone() is not None
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    # -- observation --------------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        """Current totals from memory (plus one indexed lookup for the oldest batch)."""
+        self._require_open()
+        oldest = self._oldest_row()
+        return OutboxStats(
+            batches=self._batches,
+            records=self._records,
+            bytes=self._bytes,
+            oldest_sealed_us=None if oldest is None else oldest[1],
+            dropped_batches=self._dropped_batches,
+            dropped_records=self._dropped_records,
+            next_seq=self._next_seq,
+        )
+
+    def sqlite_settings(self) -> dict[str, str | int]:
+        """The connection's effective journal mode, synchronous level and locking mode."""
+        conn = self._require_open()
+        return {
+            "journal_mode": conn.execute("PRAGMA journal_mode").fetchone()[0],
+            "synchronous": conn.execute("PRAGMA synchronous").fetchone()[0],
+            "locking_mode": conn.execute("PRAGMA locking_mode").fetchone()[0],
+        }
+
+    def _oldest_row(self) -> tuple[int, int] | None:
+        if self._batches == 0:
+            return None
+        if self._oldest is None:
+            conn = self._require_open()
+            row = conn.execute("SELECT seq, sealed_us FROM batches ORDER BY seq LIMIT 1")
+            found = row.fetchone()
+            self._oldest = None if found is None else (int(found[0]), int(found[1]))
+        return self._oldest
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OutboxClosed(self.path, "not open (use it inside a with block)")
+        return self._conn
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename still happened
+    finally:
+        os.close(fd)

@@ -1,0 +1,434 @@
+"""Simulated serial instruments: a multi-slave Modbus RTU/ASCII bus, an MT-SICS
+balance, a Toledo continuous-output scale, DL/T 645 meters and a generic ASCII
+instrument. Each is a :class:`simulators.pty.Responder`; serve it with
+:class:`simulators.pty.SimLine` (pty) or :class:`simulators.pty.SimTcp`.
+
+Register maps come from the same :class:`drivers.modbus_codec.PointSpec` objects
+the gateway reads with. Faults are switched on per slave/meter at any time with
+``faults[unit] = {Fault.SILENT}`` (the serving thread reads the current set):
+
+* ``SILENT`` — never answers; ``LATE`` — answers after ``late_by`` seconds;
+* ``BAD_CRC`` — checksum corrupted; ``TRUNCATED`` — only the first half is sent;
+* ``NOISE`` — garbage bytes before the reply; ``WRONG_SLAVE`` — the reply carries
+  another address; ``UNSTABLE`` / ``OVERLOAD`` / ``UNDERLOAD`` / ``BUSY`` — balance
+  and scale states; ``NO_DATA`` — the meter refuses every DI.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Literal
+
+from drivers import dlt645
+from drivers.base import Value
+from drivers.modbus_codec import PointSpec, Table, encode
+from drivers.modbus_serial import FUNCTION_CODES, ascii_frame, crc16, lrc, rtu_frame
+from drivers.toledo import encode_frame
+from simulators.pty import Emit
+
+__all__ = [
+    "AsciiInstrumentSim",
+    "Dlt645Sim",
+    "Fault",
+    "MtSicsSim",
+    "RtuBusSim",
+    "RtuSlave",
+    "ToledoSim",
+]
+
+NOISE = b"\x00\xff\x13\x87\x95\xaa"
+"""Line noise: bytes outside printable ASCII, as framing errors produce."""
+
+
+class Fault(StrEnum):
+    SILENT = "silent"
+    LATE = "late"
+    BAD_CRC = "bad_crc"
+    TRUNCATED = "truncated"
+    NOISE = "noise"
+    WRONG_SLAVE = "wrong_slave"
+    UNSTABLE = "unstable"
+    OVERLOAD = "overload"
+    UNDERLOAD = "underload"
+    BUSY = "busy"
+    NO_DATA = "no_data"
+
+
+def _damage(
+    frame: bytes, faults: frozenset[Fault] | set[Fault], request_len: int, late: float
+) -> list[Emit]:
+    """Apply transport faults to a reply frame."""
+    if Fault.SILENT in faults:
+        return []
+    if Fault.BAD_CRC in faults:
+        frame = frame[:-2] + bytes(((frame[-2] ^ 0x5A), frame[-1]))
+    if Fault.TRUNCATED in faults:
+        frame = frame[: max(1, len(frame) // 2)]
+    if Fault.NOISE in faults:
+        frame = NOISE + frame
+    delay = late if Fault.LATE in faults else 0.0
+    return [Emit(frame, request_len, delay)]
+
+
+# ---------------------------------------------------------------------------- Modbus
+
+
+class RtuSlave:
+    """One simulated Modbus slave's register map, built from point definitions."""
+
+    def __init__(
+        self, points: Sequence[PointSpec], values: Mapping[str, Value] | None = None
+    ) -> None:
+        self.points = {p.id: p for p in points}
+        self.words: dict[Table, dict[int, int]] = {t: {} for t in Table}
+        for p in points:
+            self.set(p.id, (values or {}).get(p.id, 0))
+
+    def set(self, point: str, raw: Value) -> None:
+        """Store a raw value for ``point`` (what the driver decodes before scale/offset)."""
+        p = self.points[point]
+        if p.table.is_bit:
+            self.words[p.table][p.address] = int(bool(raw))
+            return
+        for i, w in enumerate(encode(p, raw)):
+            if p.bit is not None:
+                old = self.words[p.table].get(p.address + i, 0) & ~(1 << p.bit)
+                w = old | w
+            self.words[p.table][p.address + i] = w
+
+    def read(self, table: Table, address: int, count: int) -> list[int] | None:
+        """The words/bits asked for, or None (exception 02) if any address is unmapped."""
+        cells = self.words[table]
+        if any(a not in cells for a in range(address, address + count)):
+            return None
+        return [cells[a] for a in range(address, address + count)]
+
+
+_TABLE_OF = {fc: t for t, fc in FUNCTION_CODES.items()}
+
+
+def reply_pdu(slave: RtuSlave, pdu: bytes) -> bytes:
+    """The reply PDU for a read request PDU (exception 01/02/03 where due)."""
+    fc = pdu[0]
+    table = _TABLE_OF.get(fc)
+    if table is None or len(pdu) != 5:
+        return bytes((fc | 0x80, 0x01))
+    address, count = int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big")
+    limit = 2000 if table.is_bit else 125
+    if not 1 <= count <= limit:
+        return bytes((fc | 0x80, 0x03))
+    cells = slave.read(table, address, count)
+    if cells is None:
+        return bytes((fc | 0x80, 0x02))
+    if table.is_bit:
+        data = bytearray((count + 7) // 8)
+        for i, bit in enumerate(cells):
+            if bit:
+                data[i // 8] |= 1 << (i % 8)
+        return bytes((fc, len(data))) + bytes(data)
+    payload = b"".join(w.to_bytes(2, "big") for w in cells)
+    return bytes((fc, len(payload))) + payload
+
+
+class RtuBusSim:
+    """Several Modbus slaves on one line (RTU or ASCII framing)."""
+
+    stream_period: float | None = None
+
+    def __init__(
+        self,
+        slaves: Mapping[int, RtuSlave],
+        *,
+        framing: Literal["rtu", "ascii"] = "rtu",
+        late_by: float = 1.0,
+    ) -> None:
+        self.slaves = dict(slaves)
+        self.framing = framing
+        self.late_by = late_by
+        self.faults: dict[int, set[Fault]] = {}
+        self.requests: dict[int, int] = {}
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[Emit]:
+        self._buf += data
+        out: list[Emit] = []
+        for _ in range(64):
+            found = self._next_request()
+            if found is None:
+                break
+            unit, pdu, size = found
+            out += self._answer(unit, pdu, size)
+        if len(self._buf) > 512:
+            self._buf = self._buf[-256:]
+        return out
+
+    def _next_request(self) -> tuple[int, bytes, int] | None:
+        if self.framing == "ascii":
+            start = self._buf.find(b":")
+            end = self._buf.find(b"\r\n", start + 1) if start >= 0 else -1
+            if start < 0 or end < 0:
+                return None
+            line, self._buf = self._buf[start + 1 : end], self._buf[end + 2 :]
+            try:
+                body = bytes.fromhex(line.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                return None
+            if len(body) < 3 or lrc(body[:-1]) != body[-1]:
+                return None
+            return body[0], body[1:-1], end + 2 - start
+        # read requests are 8 bytes: slide over noise until a CRC-valid one turns up
+        for i in range(max(0, len(self._buf) - 7)):
+            cand = self._buf[i : i + 8]
+            if crc16(cand[:6]) == int.from_bytes(cand[6:], "little"):
+                self._buf = self._buf[i + 8 :]
+                return cand[0], cand[1:6], 8
+        return None
+
+    def _answer(self, unit: int, pdu: bytes, size: int) -> list[Emit]:
+        slave = self.slaves.get(unit)
+        if slave is None:
+            return []
+        self.requests[unit] = self.requests.get(unit, 0) + 1
+        faults = self.faults.get(unit, set())
+        address = unit
+        if Fault.WRONG_SLAVE in faults:
+            address = (unit % 247) + 1
+        reply = reply_pdu(slave, pdu)
+        frame = rtu_frame(address, reply) if self.framing == "rtu" else ascii_frame(address, reply)
+        if self.framing == "ascii" and Fault.BAD_CRC in faults:
+            frame = frame[:-4] + (b"00" if frame[-4:-2] != b"00" else b"11") + b"\r\n"
+            faults = faults - {Fault.BAD_CRC}
+        return _damage(frame, faults, size, self.late_by)
+
+    def stream(self) -> bytes:
+        return b""
+
+
+# ---------------------------------------------------------------------------- MT-SICS
+
+
+class MtSicsSim:
+    """An MT-SICS level-0 balance. ``weight`` and ``unit`` may be changed at any time."""
+
+    stream_period: float | None = None
+
+    def __init__(
+        self,
+        *,
+        weight: float = 100.0,
+        unit: str = "g",
+        decimals: int = 2,
+        serial_number: str = "0123456789",
+        software: str = "3.2.0.5.4",
+        late_by: float = 1.0,
+    ) -> None:
+        self.weight, self.unit, self.decimals = weight, unit, decimals
+        self.serial_number, self.software = serial_number, software
+        self.late_by = late_by
+        self.faults: set[Fault] = set()
+        self.commands: list[str] = []
+        self._buf = b""
+
+    def _weight_line(self, status: str) -> str:
+        return f"S {status} {self.weight:>10.{self.decimals}f} {self.unit}"
+
+    def respond(self, command: str) -> str:
+        match command:
+            case "I4" | "@":
+                return f'I4 A "{self.serial_number}"'
+            case "I5":
+                return f'I5 A "{self.software}"'
+            case "S" | "SI":
+                if Fault.OVERLOAD in self.faults:
+                    return "S +"
+                if Fault.UNDERLOAD in self.faults:
+                    return "S -"
+                if Fault.BUSY in self.faults:
+                    return "S I"
+                if Fault.UNSTABLE in self.faults:
+                    return "S I" if command == "S" else self._weight_line("D")
+                return self._weight_line("S")
+            case "Z" | "ZI":
+                return "Z A"
+            case _:
+                return "ES"
+
+    def feed(self, data: bytes) -> list[Emit]:
+        self._buf += data
+        out: list[Emit] = []
+        for _ in range(64):
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                break
+            raw, self._buf = self._buf[:end], self._buf[end + 2 :]
+            command = raw.decode("latin-1").strip()
+            self.commands.append(command)
+            line = (self.respond(command) + "\r\n").encode()
+            if Fault.TRUNCATED in self.faults:
+                line = line[: len(line) // 2]
+                out += [Emit(line, end + 2)]
+                continue
+            faults = self.faults - {Fault.BAD_CRC, Fault.TRUNCATED}
+            out += _damage(line, faults, end + 2, self.late_by)
+        if len(self._buf) > 256:
+            self._buf = b""
+        return out
+
+    def stream(self) -> bytes:
+        return b""
+
+
+# ---------------------------------------------------------------------------- Toledo
+
+
+class ToledoSim:
+    """A scale streaming Toledo continuous frames every ``period`` seconds."""
+
+    def __init__(
+        self,
+        *,
+        weight: float = 12.34,
+        tare: float = 0.0,
+        decimals: int = 2,
+        kg: bool = True,
+        period: float = 0.02,
+        checksum: bool = True,
+    ) -> None:
+        self.stream_period: float | None = period
+        self.weight, self.tare, self.decimals, self.kg = weight, tare, decimals, kg
+        self.checksum = checksum
+        self.faults: set[Fault] = set()
+        self.sent = 0
+
+    def feed(self, data: bytes) -> list[Emit]:
+        return []
+
+    def stream(self) -> bytes:
+        if Fault.SILENT in self.faults:
+            return b""
+        frame = encode_frame(
+            self.weight,
+            self.tare,
+            decimals=self.decimals,
+            kg=self.kg,
+            net=self.tare != 0,
+            motion=Fault.UNSTABLE in self.faults,
+            out_of_range=Fault.OVERLOAD in self.faults,
+            checksum=self.checksum,
+        )
+        if Fault.BAD_CRC in self.faults and self.checksum:
+            frame = frame[:-1] + bytes(((frame[-1] + 1) & 0x7F,))
+        if Fault.TRUNCATED in self.faults:
+            frame = frame[:9]
+        if Fault.NOISE in self.faults:
+            frame = NOISE + b"\x02\x02" + frame
+        self.sent += 1
+        return frame
+
+
+# ---------------------------------------------------------------------------- DL/T 645
+
+
+class Dlt645Sim:
+    """Several DL/T 645-2007 meters on one line. ``values[address][di]`` = BCD integer."""
+
+    stream_period: float | None = None
+
+    def __init__(self, meters: Mapping[str, Mapping[int, int]], *, late_by: float = 1.0) -> None:
+        self.values = {a: dict(v) for a, v in meters.items()}
+        self.faults: dict[str, set[Fault]] = {}
+        self.late_by = late_by
+        self.requests: dict[str, int] = {}
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[Emit]:
+        self._buf += data
+        out: list[Emit] = []
+        for _ in range(64):
+            found = dlt645.find_frame(self._buf)
+            if found is None:
+                break
+            start, end = found
+            frame, self._buf = self._buf[start:end], self._buf[end:]
+            request = dlt645.parse_frame(frame)
+            if request.control != dlt645.READ or request.address not in self.values:
+                continue
+            out += self._answer(request, end)
+        if len(self._buf) > 512:
+            self._buf = b""
+        return out
+
+    def _answer(self, request: dlt645.Reply, size: int) -> list[Emit]:
+        address = request.address
+        self.requests[address] = self.requests.get(address, 0) + 1
+        faults = self.faults.get(address, set())
+        di = int.from_bytes(request.data[:4], "little")
+        item = dlt645.DATA_ITEMS.get(di)
+        reply_address = address
+        if Fault.WRONG_SLAVE in faults:
+            reply_address = f"{(int(address) + 1) % 10**12:012d}"
+        if Fault.NO_DATA in faults or item is None or di not in self.values[address]:
+            frame = dlt645.error_frame(reply_address, 0x02)
+        else:
+            value = self.values[address][di]
+            raw = dlt645.bcd_encode(abs(value), item.length)
+            if value < 0:
+                raw = raw[:-1] + bytes((raw[-1] | 0x80,))
+            frame = dlt645.reply_frame(reply_address, di, raw)
+        frame = b"\xfe\xfe\xfe\xfe" + frame
+        if Fault.BAD_CRC in faults:
+            frame = frame[:-2] + bytes(((frame[-2] + 1) & 0xFF,)) + frame[-1:]
+        return _damage(frame, faults - {Fault.BAD_CRC}, size, self.late_by)
+
+    def stream(self) -> bytes:
+        return b""
+
+
+# ---------------------------------------------------------------------------- generic ASCII
+
+
+class AsciiInstrumentSim:
+    """Answers each request line with a fixed line, or streams lines when ``period`` is set."""
+
+    def __init__(
+        self,
+        replies: Mapping[str, str],
+        *,
+        terminator: bytes = b"\r\n",
+        period: float | None = None,
+        stream_lines: Iterable[str] = (),
+    ) -> None:
+        self.replies = dict(replies)
+        self.terminator = terminator
+        self.stream_period = period
+        self._lines = list(stream_lines) or [""]
+        self._i = 0
+        self.faults: set[Fault] = set()
+        self._buf = b""
+        self._rng = random.Random(7)
+
+    def feed(self, data: bytes) -> list[Emit]:
+        self._buf += data
+        out: list[Emit] = []
+        for _ in range(64):
+            end = self._buf.find(self.terminator)
+            if end < 0:
+                break
+            req, self._buf = self._buf[:end], self._buf[end + len(self.terminator) :]
+            reply = self.replies.get(req.decode("latin-1"))
+            if reply is not None:
+                line = reply.encode("latin-1") + self.terminator
+                out += _damage(line, self.faults - {Fault.BAD_CRC}, end, 1.0)
+        return out
+
+    def stream(self) -> bytes:
+        if Fault.SILENT in self.faults:
+            return b""
+        line = self._lines[self._i % len(self._lines)]
+        self._i += 1
+        out = line.encode("latin-1") + self.terminator
+        if Fault.NOISE in self.faults:
+            out = bytes(self._rng.randrange(256) for _ in range(5)) + out
+        return out

@@ -1,0 +1,139 @@
+"""Configuration of the ingest service (the ``ingest.yaml`` file), pydantic v2 models.
+
+Unknown keys are errors (``extra="forbid"``). Secrets (``password``, ``token``)
+may be written as ``${ENV_NAME}`` and are read from the environment when the file
+is loaded; they are never logged. See ``config/examples/ingest.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+from gateway.config_types import Duration
+
+__all__ = [
+    "BatchConfig",
+    "InfluxV1Store",
+    "InfluxV2Store",
+    "IngestConfig",
+    "MqttConfig",
+    "SqliteStore",
+    "TlsConfig",
+    "expand_env",
+    "load_config",
+]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: Any) -> Any:
+    """Replace every ``${NAME}`` in a string with the environment variable's value."""
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV.sub(sub, value)
+
+
+Secret = Annotated[SecretStr, BeforeValidator(expand_env)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Model):
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False  # skip hostname verification (test brokers only)
+
+
+class MqttConfig(_Model):
+    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")
+    # Stable per worker: a restarted worker resumes its session and gets back the
+    # messages it had not acknowledged.
+    client_id: str = Field(min_length=1, max_length=64)
+    group: str = Field("metrogate-ingest", pattern=r"^[^/+#]+$")
+    prefix: str = Field("metrogate", min_length=1)
+    kinds: list[Literal["data", "alarm", "event", "status"]] = ["data", "alarm", "event", "status"]
+    username: str | None = None
+    password: Secret | None = None
+    tls: TlsConfig | None = None
+    keepalive: Duration = 30.0
+    session_expiry: Duration = 7 * 86400.0
+    # Messages the broker may have in flight to this worker before acknowledgement;
+    # the bound on memory when the store is down, and on batch size.
+    receive_maximum: int = Field(2000, ge=1, le=65535)
+    dead_letter_topic: str = Field("metrogate/deadletter", pattern=r"^[^+#]+$")
+
+
+class InfluxV1Store(_Model):
+    kind: Literal["influxdb_v1"]
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://")
+    database: str = Field(min_length=1)
+    retention_policy: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    timeout: Duration = 10.0
+    create_database: bool = False
+
+
+class InfluxV2Store(_Model):
+    kind: Literal["influxdb_v2"]
+    url: str = Field(pattern=r"^https?://")
+    bucket: str = Field(min_length=1)
+    org: str = ""
+    token: Secret | None = None
+    timeout: Duration = 10.0
+
+
+class SqliteStore(_Model):
+    kind: Literal["sqlite"]
+    path: Path
+
+
+Store = Annotated[InfluxV1Store | InfluxV2Store | SqliteStore, Field(discriminator="kind")]
+
+
+class BatchConfig(_Model):
+    max_lines: int = Field(5000, ge=1, le=1_000_000)
+    max_delay: Duration = 1.0
+    retry_initial: Duration = 0.5
+    retry_max: Duration = 30.0
+
+
+class IngestConfig(_Model):
+    mqtt: MqttConfig
+    keys_dir: Path
+    store: Store
+    batch: BatchConfig = BatchConfig.model_validate({})
+    stats_interval: Duration = 60.0
+
+
+def load_config(path: Path) -> IngestConfig:
+    """Read and validate an ingest YAML file; pydantic's ValidationError on bad content.
+
+    Relative paths in the file are taken relative to the file's directory.
+    """
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    cfg = IngestConfig.model_validate(data)
+    base = path.parent
+    updates: dict[str, Any] = {}
+    if not cfg.keys_dir.is_absolute():
+        updates["keys_dir"] = base / cfg.keys_dir
+    if isinstance(cfg.store, SqliteStore) and not cfg.store.path.is_absolute():
+        updates["store"] = cfg.store.model_copy(update={"path": base / cfg.store.path})
+    return cfg.model_copy(update=updates) if updates else cfg

@@ -1,0 +1,352 @@
+"""The ingest worker: MQTT shared subscription → verify → store → acknowledge.
+
+Two tasks in one TaskGroup:
+
+* *consume* takes messages from the :class:`~supervision.mqtt.MqttSource`, verifies
+  each (registered key for the topic's gateway, signature, schema, sequence) and
+  encodes it for the sink, collecting a :class:`_Pending` batch until it holds
+  ``max_lines`` points or its oldest message waited ``max_delay``;
+* *write* writes one pending batch at a time, retrying with capped, jittered
+  back-off while the store is unavailable, waits for the PUBACKs of any
+  dead-letters, and only then acknowledges every message the batch covers.
+
+A full hand-over queue (size 1) stops *consume*; the broker then stops sending
+once ``receive_maximum`` messages are unacknowledged: memory stays bounded while
+the store is down and nothing is lost. A message the store refuses (4xx) is
+isolated by writing the batch's messages one by one; the refused ones are
+dead-lettered. Dead-lettered messages are acknowledged only after the dead-letter
+publication was acknowledged by the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.signing import SignatureError, verify_payload
+from supervision.config import (
+    BatchConfig,
+    InfluxV1Store,
+    InfluxV2Store,
+    IngestConfig,
+    SqliteStore,
+    load_config,
+)
+from supervision.keyring import Keyring
+from supervision.model import SchemaError, parse_batch, parse_status, parse_topic
+from supervision.mqtt import Incoming, MqttSource
+from supervision.sequence import SequenceTracker, SeqVerdict
+from supervision.sinks import Chunk, Sink, StoreRejected, StoreUnavailable
+
+__all__ = ["Ingest", "build_sink", "main", "run_ingest", "subscription_topics"]
+
+log = logging.getLogger(__name__)
+
+
+def subscription_topics(prefix: str, group: str, kinds: list[str]) -> list[str]:
+    """``$share/{group}/{prefix}/v1/+/+/{kind}`` for each kind."""
+    return [f"$share/{group}/{prefix}/v1/+/+/{k}" for k in kinds]
+
+
+def build_sink(store: InfluxV1Store | InfluxV2Store | SqliteStore) -> Sink:
+    """The sink a store configuration describes."""
+    if isinstance(store, InfluxV1Store):
+        from supervision.sinks.influxdb import InfluxV1Sink
+
+        return InfluxV1Sink(
+            store.url,
+            store.database,
+            retention_policy=store.retention_policy,
+            username=store.username,
+            password=store.password.get_secret_value() if store.password else None,
+            timeout=store.timeout,
+            create_database=store.create_database,
+        )
+    if isinstance(store, InfluxV2Store):
+        from supervision.sinks.influxdb import InfluxV2Sink
+
+        return InfluxV2Sink(
+            store.url,
+            store.bucket,
+            org=store.org,
+            token=store.token.get_secret_value() if store.token else "",
+            timeout=store.timeout,
+        )
+    from supervision.sinks.sqlite import SqliteSink
+
+    return SqliteSink(store.path)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Messages collected for one store write."""
+
+    started: float
+    entries: list[tuple[Chunk | None, Incoming]] = field(default_factory=list)
+    dead_letters: list[asyncio.Future[None]] = field(default_factory=list)
+    lines: int = 0
+    readings: int = 0
+
+
+class Ingest:
+    """One ingest worker. Build it with its source, sink and keys; ``await run()``.
+
+    ``run`` returns after :meth:`stop` once everything received was written and
+    acknowledged; cancelling it instead leaves unacknowledged messages to be
+    redelivered (at-least-once holds either way).
+    """
+
+    def __init__(
+        self,
+        source: MqttSource,
+        sink: Sink,
+        keyring: Keyring,
+        *,
+        batch: BatchConfig,
+        dead_letter_topic: str,
+        worker: str,
+        tracker: SequenceTracker | None = None,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._keyring = keyring
+        self._cfg = batch
+        self._dl_topic = dead_letter_topic
+        self._worker = worker
+        self._tracker = tracker or SequenceTracker()
+        self._ready: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=1)
+        self.counts: Counter[str] = Counter()
+
+    # -- verification ------------------------------------------------------------------
+
+    def _dead_letter(self, m: Incoming, reason: str, detail: str, p: _Pending) -> None:
+        self.counts["dead_letter"] += 1
+        self.counts[f"dead_letter.{reason}"] += 1
+        log.warning("dead-letter %s from %s: %s", reason, m.topic, detail)
+        doc = {
+            "v": 1,
+            "reason": reason,
+            "detail": detail,
+            "topic": m.topic,
+            "worker": self._worker,
+            "received": m.received_ns // 1000,
+            "payload_b64": base64.b64encode(m.payload).decode("ascii"),
+        }
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        p.dead_letters.append(self._source.publish(self._dl_topic, body))
+        p.entries.append((None, m))
+
+    def _accept(self, m: Incoming, p: _Pending) -> None:
+        """Verify and encode one message into ``p`` (never raises for bad content)."""
+        self.counts["received"] += 1
+        try:
+            site, gateway, kind = parse_topic(m.topic)
+            if kind == "status":
+                status = parse_status(m.payload, site, gateway)
+                chunk = self._sink.encode_status(status, m.received_ns)
+                p.entries.append((chunk, m))
+                p.lines += self._sink.lines_in(chunk)
+                return
+            if gateway not in self._keyring.gateways:
+                raise SchemaError("unknown_gateway", f"no key registered for gateway {gateway}")
+            body, kid = verify_payload(m.payload, self._keyring.keys)
+            if self._keyring.gateway_of[kid] != gateway:
+                raise SchemaError("key_mismatch", f"key {kid} is not registered for {gateway}")
+            batch = parse_batch(body, site, gateway, kind)
+        except SignatureError as exc:
+            self._dead_letter(m, exc.kind, str(exc), p)
+            return
+        except SchemaError as exc:
+            self._dead_letter(m, exc.reason, exc.detail, p)
+            return
+        digest = hashlib.blake2b(m.payload, digest_size=16).digest()
+        verdict = self._tracker.observe(gateway, batch.seq, digest)
+        if verdict is SeqVerdict.DUPLICATE:
+            # already in this or an earlier write: acknowledging with this batch is safe
+            self.counts["duplicate"] += 1
+            p.entries.append((None, m))
+            return
+        if verdict is SeqVerdict.CONFLICT:
+            self._dead_letter(
+                m, "sequence_conflict", f"{gateway} seq {batch.seq} seen with other bytes", p
+            )
+            return
+        if verdict is SeqVerdict.LATE:
+            self.counts["late"] += 1
+        chunk = self._sink.encode(batch)
+        p.entries.append((chunk, m))
+        p.lines += self._sink.lines_in(chunk)
+        p.readings += len(batch.rows)
+
+    # -- the two tasks -----------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        p: _Pending | None = None
+        max_lines, max_delay = self._cfg.max_lines, self._cfg.max_delay
+        while True:
+            if p is None:
+                m = await self._source.get()
+            else:
+                try:
+                    async with asyncio.timeout(max(0.0, p.started + max_delay - loop.time())):
+                        m = await self._source.get()
+                except TimeoutError:
+                    await self._ready.put(p)
+                    p = None
+                    continue
+            if m is None:
+                if p is not None:
+                    await self._ready.put(p)
+                await self._ready.put(None)
+                return
+            if p is None:
+                p = _Pending(loop.time())
+            self._accept(m, p)
+            if p.lines >= max_lines or len(p.entries) >= 50_000:
+                await self._ready.put(p)
+                p = None
+
+    async def _write(self) -> None:
+        while True:
+            p = await self._ready.get()
+            if p is None:
+                return
+            await self._store(p)
+            for fut in p.dead_letters:
+                await self._await_dead_letter(fut)
+            for _, m in p.entries:
+                self._source.ack(m)
+            self.counts["acked"] += len(p.entries)
+            self.counts["readings_written"] += p.readings
+            self.counts["writes"] += 1
+
+    async def _await_dead_letter(self, fut: asyncio.Future[None]) -> None:
+        # paho resends an unacknowledged publish after a reconnect: keep waiting
+        while True:
+            try:
+                async with asyncio.timeout(30):
+                    await asyncio.shield(fut)
+                return
+            except TimeoutError:
+                log.warning("dead-letter publication still unacknowledged after 30 s")
+
+    async def _store(self, p: _Pending) -> None:
+        chunks = [c for c, _ in p.entries if c is not None]
+        if not chunks:
+            return
+        try:
+            await self._retrying(chunks)
+        except StoreRejected as exc:
+            log.warning("store refused a batch (%s); isolating the messages at fault", exc)
+            for chunk, m in p.entries:
+                if chunk is None:
+                    continue
+                try:
+                    await self._retrying([chunk])
+                except StoreRejected as one:
+                    self.counts["store_rejected"] += 1
+                    self._dead_letter(m, "store_rejected", str(one), p)
+
+    async def _retrying(self, chunks: list[Chunk]) -> None:
+        """Write until the store accepts (returns) or refuses the content (StoreRejected)."""
+        delay = self._cfg.retry_initial
+        down_since: float | None = None
+        while True:
+            try:
+                await self._sink.write(chunks)
+            except StoreUnavailable as exc:
+                self.counts["write_failures"] += 1
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.error("store unavailable, holding messages and retrying: %s", exc)
+                else:
+                    log.debug("store still unavailable: %s", exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._cfg.retry_max)
+                continue
+            if down_since is not None:
+                log.warning("store recovered after %.1f s", time.monotonic() - down_since)
+            return
+
+    async def _report(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            log.info("ingest stats: %s", json.dumps(dict(self.counts), sort_keys=True))
+
+    def stop(self) -> None:
+        """Finish: write and acknowledge what was received, then make :meth:`run` return."""
+        self._source.close_input()
+
+    async def run(self, stats_interval: float = 0.0) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._write(), name="ingest-write")
+            reporter = None
+            if stats_interval > 0:
+                reporter = tg.create_task(self._report(stats_interval), name="ingest-stats")
+            await self._consume()
+            if reporter is not None:
+                reporter.cancel()
+
+
+async def run_ingest(cfg: IngestConfig, *, stop: asyncio.Event | None = None) -> Counter[str]:
+    """Run a worker from its configuration until ``stop`` is set (or SIGTERM/SIGINT)."""
+    keyring = Keyring.load(cfg.keys_dir)
+    log.info("ingest: %d gateway keys from %s", len(keyring.gateways), cfg.keys_dir)
+    sink = build_sink(cfg.store)
+    await sink.open()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    topics = subscription_topics(cfg.mqtt.prefix, cfg.mqtt.group, list(cfg.mqtt.kinds))
+    try:
+        async with MqttSource(cfg.mqtt, topics) as source:
+            ingest = Ingest(
+                source,
+                sink,
+                keyring,
+                batch=cfg.batch,
+                dead_letter_topic=cfg.mqtt.dead_letter_topic,
+                worker=cfg.mqtt.client_id,
+            )
+            log.info("ingest %s: %s → %s", cfg.mqtt.client_id, ", ".join(topics), sink.name)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(ingest.run(cfg.stats_interval), name="ingest")
+                await stop.wait()
+                ingest.stop()
+            log.info("ingest stopped: %s", json.dumps(dict(ingest.counts), sort_keys=True))
+            return ingest.counts
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await sink.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m supervision.ingest -c FILE``."""
+    ap = argparse.ArgumentParser(prog="supervision.ingest", description=__doc__)
+    ap.add_argument("-c", "--config", type=Path, required=True)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    cfg = load_config(args.config)
+    asyncio.run(run_ingest(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""InfluxDB line protocol for received batches, built directly as strings.
+
+The schema (docs/ingest.md):
+
+``reading,site=S,gateway=G,device=D,point=P[,instrument=I][,unit=U] <fields> <ts ns>``
+  fields: ``value`` (float) or ``value_bool`` / ``value_str``; ``raw`` likewise;
+  ``quality``, ``reason``, ``flags`` (comma-joined), ``verdict``, ``certificate``
+  (strings); ``U``, ``k`` (floats); ``seq`` (integer, the batch). A reading with a
+  null value keeps its quality fields so a missed poll stays visible.
+``alarm`` / ``event``: tags site, gateway and the item's identifying keys; fields the
+  item's other scalars plus ``seq``.
+``batch,site=S,gateway=G,kind=K seq=Ni,n=Ni,sealed=Ni <sealed µs·1000 + seq mod 1000>``
+  one point per received batch, the ground truth for completeness and gaps.
+``gateway_status,site=S,gateway=G state="online",version="…"``.
+
+Numbers are always floats so an integer-looking value never causes a field type
+conflict; non-finite floats are left out (line protocol cannot carry them). Every
+point is a pure function of the batch bytes, so a redelivery rewrites identical
+points: writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from supervision.model import Batch, Row, Scalar, Status
+
+__all__ = [
+    "batch_lines",
+    "escape_measurement",
+    "escape_string",
+    "escape_tag",
+    "status_line",
+]
+
+_TAG: Final = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\"})
+_MEASUREMENT: Final = str.maketrans({",": "\\,", " ": "\\ ", "\\": "\\\\"})
+_STRING: Final = str.maketrans({'"': '\\"', "\\": "\\\\"})
+_SERIES_CACHE_MAX: Final = 100_000
+
+
+def escape_tag(s: str) -> str:
+    """Escape a tag key, tag value or field key (commas, equals signs, spaces, backslashes)."""
+    return s.translate(_TAG)
+
+
+def escape_measurement(s: str) -> str:
+    """Escape a measurement name (commas, spaces, backslashes)."""
+    return s.translate(_MEASUREMENT)
+
+
+def escape_string(s: str) -> str:
+    """A string field value, quoted, with double quotes and backslashes escaped."""
+    return '"' + s.translate(_STRING) + '"'
+
+
+def _scalar_field(key: str, v: Scalar) -> str | None:
+    """``key=v`` with the field name suffixed by type for bools and strings."""
+    t = type(v)
+    if t is float:
+        return f"{key}={v!r}" if math.isfinite(v) else None  # type: ignore[arg-type]
+    if t is bool:
+        return f"{key}_bool={'true' if v else 'false'}"
+    if t is str:
+        return f"{key}_str={escape_string(v)}"  # type: ignore[arg-type]
+    return None
+
+
+def _plain_field(key: str, v: Scalar) -> str | None:
+    """``key=v`` typed by the value itself (alarm and event items)."""
+    t = type(v)
+    if t is float:
+        return f"{key}={v!r}" if math.isfinite(v) else None  # type: ignore[arg-type]
+    if t is bool:
+        return f"{key}={'true' if v else 'false'}"
+    if t is str:
+        return f"{key}={escape_string(v)}"  # type: ignore[arg-type]
+    return None
+
+
+class _SeriesCache:
+    """Escaped ``reading,<tags>`` prefixes, memoised: ids repeat on every poll."""
+
+    def __init__(self) -> None:
+        self._d: dict[tuple[str, str, str, str, str | None, str | None], str] = {}
+
+    def get(self, site: str, gateway: str, r: Row) -> str:
+        key = (site, gateway, r.device, r.point, r.instrument, r.unit)
+        s = self._d.get(key)
+        if s is None:
+            s = (
+                f"reading,site={escape_tag(site)},gateway={escape_tag(gateway)}"
+                f",device={escape_tag(r.device)},point={escape_tag(r.point)}"
+            )
+            if r.instrument is not None:
+                s += f",instrument={escape_tag(r.instrument)}"
+            if r.unit is not None:
+                s += f",unit={escape_tag(r.unit)}"
+            if len(self._d) >= _SERIES_CACHE_MAX:
+                self._d.clear()  # a bound, not an LRU: churn of this size is itself a problem
+            self._d[key] = s
+        return s
+
+
+_CACHE = _SeriesCache()
+
+
+def reading_line(site: str, gateway: str, seq_field: str, r: Row) -> str:
+    """One ``reading`` point (see the module docstring)."""
+    parts = [f"quality={escape_string(r.quality)}", seq_field]
+    v = r.value
+    if type(v) is float:
+        if math.isfinite(v):
+            parts.append(f"value={v!r}")
+    elif v is not None:
+        f = _scalar_field("value", v)
+        if f is not None:
+            parts.append(f)
+    if r.raw is not None:
+        f = _scalar_field("raw", r.raw)
+        if f is not None:
+            parts.append(f)
+    if r.reason is not None:
+        parts.append(f"reason={escape_string(r.reason)}")
+    if r.flags:
+        parts.append(f"flags={escape_string(','.join(r.flags))}")
+    if r.uncertainty is not None and math.isfinite(r.uncertainty):
+        parts.append(f"U={r.uncertainty!r}")
+    if r.coverage is not None and math.isfinite(r.coverage):
+        parts.append(f"k={r.coverage!r}")
+    if r.verdict is not None:
+        parts.append(f"verdict={escape_string(r.verdict)}")
+    if r.certificate is not None:
+        parts.append(f"certificate={escape_string(r.certificate)}")
+    return f"{_CACHE.get(site, gateway, r)} {','.join(parts)} {r.ts_us}000"
+
+
+def batch_lines(batch: Batch) -> list[str]:
+    """All points of one batch: its content plus its ``batch`` bookkeeping point."""
+    seq_field = f"seq={batch.seq}i"
+    site, gateway = batch.site, batch.gateway
+    if batch.kind == "data":
+        lines = [reading_line(site, gateway, seq_field, r) for r in batch.rows]
+    else:
+        head = f"{batch.kind},site={escape_tag(site)},gateway={escape_tag(gateway)}"
+        lines = []
+        for it in batch.items:
+            tags = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in it.tags)
+            fields = [seq_field]
+            for k, fv in it.fields:
+                f = _plain_field(escape_tag(k), fv)
+                if f is not None:
+                    fields.append(f)
+            lines.append(f"{head}{tags} {','.join(fields)} {it.ts_us}000")
+    # sub-µs digits carry seq mod 1000 so two batches sealed in one µs stay two points
+    ts_ns = batch.sealed_us * 1000 + batch.seq % 1000
+    lines.append(
+        f"batch,site={escape_tag(site)},gateway={escape_tag(gateway)},kind={batch.kind} "
+        f"seq={batch.seq}i,n={batch.size}i,sealed={batch.sealed_us}i {ts_ns}"
+    )
+    return lines
+
+
+def status_line(status: Status, received_ns: int) -> str:
+    """A ``gateway_status`` point, stamped with the birth time when known."""
+    ts = status.since_us * 1000 if status.since_us is not None else received_ns
+    fields = f"state={escape_string(status.state)}"
+    if status.version is not None:
+        fields += f",version={escape_string(status.version)}"
+    return (
+        f"gateway_status,site={escape_tag(status.site)},gateway={escape_tag(status.gateway)}"
+        f" {fields} {ts}"
+    )

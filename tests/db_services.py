@@ -1,0 +1,237 @@
+"""Real database (and, until a shared one exists, broker) processes for integration tests.
+
+Each class starts its server on a free 127.0.0.1 port in a temporary directory,
+waits for readiness by polling with a bounded deadline, and can ``stop()`` and
+``restart()`` it on the same port with the same data to inject faults. ``close()``
+always kills the process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+INFLUXD = "/usr/bin/influxd"
+VICTORIA = "/usr/bin/victoria-metrics"
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    """Poll ``cond`` until true; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http_ok(port: int, path: str) -> bool:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        c.request("GET", path)
+        ok = 200 <= c.getresponse().status < 300
+        c.close()
+        return ok
+    except OSError:
+        return False
+
+
+def tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class _Service:
+    """A server process with stop/restart; subclasses give the command and readiness."""
+
+    name = "service"
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = (self.dir / "server.log").open("ab")
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None, f"{self.name} already running"
+        self.proc = subprocess.Popen(
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir
+        )
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                log = (self.dir / "server.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{log}")
+            return self.ready()
+
+        wait_until(up, timeout, f"{self.name} on port {self.port}")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: a crash, not a shutdown) and wait for it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+
+
+class InfluxDB1(_Service):
+    """Debian's influxd 1.x: v1 ``/write`` and InfluxQL ``/query``."""
+
+    name = "influxd"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.rpc_port = free_port()
+        cfg = f"""
+reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{tmp}/meta"
+[data]
+  dir = "{tmp}/data"
+  wal-dir = "{tmp}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+"""
+        (tmp / "influxdb.conf").write_text(cfg)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [INFLUXD, "-config", str(self.dir / "influxdb.conf")]
+
+    def ready(self) -> bool:
+        return http_ok(self.port, "/ping")
+
+    def query(self, q: str, db: str | None = None) -> dict[str, Any]:
+        params = {"q": q, "epoch": "ns"} | ({"db": db} if db else {})
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.request(
+            "POST",
+            "/query",
+            urllib.parse.urlencode(params),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        assert r.status == 200, body
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+
+    def scalar(self, q: str, db: str) -> Any:
+        """The first value of the first row of a query, or 0 when there is none."""
+        res = self.query(q, db)["results"][0]
+        assert "error" not in res, res
+        series = res.get("series")
+        return series[0]["values"][0][1] if series else 0
+
+
+class VictoriaMetrics(_Service):
+    """victoria-metrics: accepts the v2 write API at /api/v2/write."""
+
+    name = "victoria-metrics"
+
+    def command(self) -> list[str]:
+        return [
+            VICTORIA,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.dir / 'data'}",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=ERROR",
+            "-retentionPeriod=100y",  # test data is stamped in the past
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return http_ok(self.port, "/health")
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """Every series matching ``match`` from /api/v1/export (after a flush)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.request("GET", "/internal/force_flush")
+        c.getresponse().read()
+        q = urllib.parse.urlencode({"match[]": match, "start": "0"})
+        c.request("GET", f"/api/v1/export?{q}")
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        assert r.status == 200, body
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+class Mosquitto(_Service):
+    """Minimal Mosquitto 2 broker sized for ack-after-write consumers.
+
+    ``max_inflight_messages`` and ``max_queued_messages`` are raised: with the
+    defaults (20 and 1000) a consumer that acknowledges after its store write
+    starves, and a queue beyond 1000 drops messages.
+    """
+
+    name = "mosquitto"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        (tmp / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "set_tcp_nodelay true\n"
+            "max_inflight_messages 0\n"
+            "max_queued_messages 0\n"
+        )
+
+    def command(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")]
+
+    def ready(self) -> bool:
+        return tcp_open(self.port)
+
+
+def have(binary: str) -> bool:
+    return shutil.which(binary) is not None

@@ -170,6 +170,29 @@ print(n * {points} / dt, (c1.user - c0.user + c1.system - c0.system) / (n * {poi
     return {"readings_per_s": rate, "publisher_cpu_per_1000": cpu}
 
 
+def plain_loop(
+    tmp: Path, broker: Mosquitto, devices: int, points: int, poll: str, seconds: float
+) -> dict[str, float]:
+    """bench/plain_loop.py against the same simulated devices and schedule."""
+    sim_cfg = tmp / "sim-plain.yaml"
+    sim_cfg.write_text(
+        "gateway: {id: bench, site: lab}\n" + device_yaml(devices, points, 502, "1s", "200ms")
+    )
+    sim, port = start_sim(sim_cfg)
+    args = [str(a) for a in (port, devices, points, _seconds(poll), seconds, broker.port)]
+    try:
+        out = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "plain_loop.py"), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        stop(sim)
+    rate, cpu = map(float, out.stdout.split())
+    return {"readings_per_s": rate, "cpu_per_1000": cpu}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
@@ -177,7 +200,13 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--poll", default="10ms")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only-memory", action="store_true")
     args = ap.parse_args()
+    if args.only_memory:
+        with tempfile.TemporaryDirectory() as d, Mosquitto(Path(d) / "mosquitto") as broker:
+            mem = gateway_run(Path(d) / "mem", broker, 100, 50, "1s", 15)
+            print("100 devices x 50 points at 1 s:", json.dumps(mem, indent=1), flush=True)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         with Mosquitto(tmp / "mosquitto") as broker:
@@ -185,6 +214,9 @@ def main() -> None:
                 tmp / "e2e", broker, args.devices, args.points, args.poll, args.seconds
             )
             print("gateway end to end:", json.dumps(e2e, indent=1), flush=True)
+            plain = plain_loop(tmp, broker, args.devices, args.points, args.poll, args.seconds)
+            print("plain pymodbus+paho loop, same schedule:", json.dumps(plain), flush=True)
+            print(f"gateway / plain loop = {e2e['readings_per_s'] / plain['readings_per_s']:.2f}")
             modbus = bare_pymodbus(tmp, args.devices, args.points, args.seconds)
             print("bare pymodbus loop:", json.dumps(modbus), flush=True)
             paho = bare_paho(broker, args.points, args.seconds)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -21,11 +23,17 @@ from drivers.base import (
     Quality,
     Reason,
     Sample,
-    Value,
     reraise_pending_cancel,
     utc_now_us,
 )
-from drivers.modbus_codec import DataType, PointSpec, Table, decode, engineering
+from drivers.modbus_codec import (
+    BlockDecoder,
+    DataType,
+    PointSpec,
+    Table,
+    block_decoder,
+    engineering,
+)
 from drivers.modbus_plan import Request
 
 # Modbus exception code → reading reason (METROLOGY.md, "Reading quality").
@@ -69,23 +77,64 @@ def _failed(req: Request, reason: Reason, ts_us: int) -> list[Sample]:
     return [Sample(p.id, None, None, Quality.BAD, reason, ts_us) for p in req.points]
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A request's points with their decoders, byte offsets and scaling."""
+
+    ids: tuple[str, ...]
+    offsets: tuple[int, ...]
+    ends: tuple[int, ...]
+    decoders: tuple[BlockDecoder, ...]
+    specs: tuple[PointSpec, ...]
+    plain: tuple[bool, ...]
+
+
+_compiled: dict[int, tuple[Request, _Compiled]] = {}
+
+
+def _compile(req: Request) -> _Compiled:
+    hit = _compiled.get(id(req))
+    if hit is not None and hit[0] is req:
+        return hit[1]
+    points = req.points
+    comp = _Compiled(
+        ids=tuple(p.id for p in points),
+        offsets=tuple(p.address - req.address for p in points),
+        ends=tuple(p.end - req.address for p in points),
+        decoders=tuple(block_decoder(p) for p in points),
+        specs=points,
+        plain=tuple(p.scale == 1.0 and p.offset == 0.0 for p in points),
+    )
+    _compiled[id(req)] = (req, comp)  # keeps req alive, so its id is never reused
+    return comp
+
+
 def decode_request(req: Request, data: Sequence[int] | Sequence[bool], ts_us: int) -> list[Sample]:
     """Samples for every point of ``req`` from the reply's registers or bits."""
+    comp = _compile(req)
     out: list[Sample] = []
-    for p in req.points:
-        lo = p.address - req.address
-        if p.end - req.address > len(data):
-            out.append(Sample(p.id, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
+    n = len(data)
+    good = Quality.GOOD
+    if req.table.is_bit:
+        for pid, lo, end in zip(comp.ids, comp.offsets, comp.ends, strict=True):
+            if end > n:
+                out.append(Sample(pid, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
+            else:
+                bit = bool(data[lo])
+                out.append(Sample(pid, bit, bit, good, None, ts_us))
+        return out
+    block = struct.pack(f">{n}H", *data)
+    for pid, lo, end, dec, spec, plain in zip(
+        comp.ids, comp.offsets, comp.ends, comp.decoders, comp.specs, comp.plain, strict=True
+    ):
+        if end > n:
+            out.append(Sample(pid, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
             continue
-        raw: Value
-        if req.table.is_bit:
-            raw = bool(data[lo])
-        else:
-            raw = decode(p, [int(w) for w in data[lo : lo + p.width]])
+        raw = dec(block, 2 * lo)
         if isinstance(raw, float) and not math.isfinite(raw):
-            out.append(Sample(p.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
+            out.append(Sample(pid, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
             continue
-        out.append(Sample(p.id, engineering(p, raw), raw, Quality.GOOD, None, ts_us))
+        out.append(Sample(pid, raw if plain else engineering(spec, raw), raw, good, None, ts_us))
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from drivers.base import utc_now_us
 from gateway import __version__
-from gateway.config_loader import ConfigError, LoadedConfig, load_config
+from gateway.config_loader import ConfigError, LoadedConfig, load_config, load_config_compact
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -48,9 +48,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.INFO)
 
 
-def _load(args: argparse.Namespace) -> LoadedConfig | None:
+def _load(args: argparse.Namespace, *, compact: bool = False) -> LoadedConfig | None:
     try:
-        loaded = load_config(args.config)
+        loaded = load_config_compact(args.config) if compact else load_config(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -172,7 +172,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = _load(args, compact=True)
     if loaded is None:
         return EXIT_INVALID
     setup_logging(

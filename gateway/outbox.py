@@ -102,6 +102,10 @@ CREATE TABLE batches (
 """
 
 
+SINGLE_RECORD_LIMIT: Final = 16 * 1024 * 1024
+"""A record that alone exceeds ``max_payload_bytes`` is still sealed, alone, up to this."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sealed:
     """One stored batch, exactly as it will be published."""
@@ -437,14 +441,17 @@ class Outbox:
         while i < len(records):
             chunk = records[i : i + size]
             payload = self._seal(kind, seq, sealed_us, chunk)
-            if len(payload) > self._max_payload_bytes:
-                if len(chunk) == 1:
-                    raise ValueError(
-                        f"one {kind} record seals to {len(payload)} bytes,"
-                        f" above max_payload_bytes {self._max_payload_bytes}"
-                    )
+            if len(payload) > self._max_payload_bytes and len(chunk) > 1:
                 size = len(chunk) // 2
                 continue
+            if len(payload) > SINGLE_RECORD_LIMIT:
+                raise ValueError(
+                    f"one {kind} record seals to {len(payload)} bytes,"
+                    f" above the {SINGLE_RECORD_LIMIT} bytes one batch may ever hold"
+                )
+            if len(payload) > self._max_payload_bytes:
+                # a lone record (e.g. the parameter baseline of a big site) travels alone
+                log.warning("a %s batch of one record is %d bytes", kind, len(payload))
             rows.append((seq, kind, sealed_us, len(chunk), len(payload), bytes(payload)))
             seq += 1
             i += len(chunk)

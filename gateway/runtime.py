@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from drivers.base import Clock, Driver, DriverError, Quality, reraise_pending_cancel, utc_now_us
@@ -28,7 +27,7 @@ from gateway.config_loader import LoadedConfig
 from gateway.config_schema import Config
 from gateway.devices import build_drivers
 from gateway.encoding import make_sealer, topic_base
-from gateway.eventlog import EventLog, EventLogFull, diff_parameters, flatten_parameters
+from gateway.eventlog import EventLog, EventLogFull
 from gateway.keys import PRIVATE_KEY_NAME, generate_keypair, load_signer
 from gateway.metrology import DeviceMetrology
 from gateway.outbox import DropReport, Outbox
@@ -89,6 +88,8 @@ class DevicePoller:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         synchronised: Callable[[], bool] = lambda: True,
         on_alarm_change: Callable[[str], None] | None = None,
+        on_identity: Callable[[str, dict[str, str]], None] | None = None,
+        on_tamper: Callable[[str, dict[str, int]], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.device = device
@@ -100,6 +101,10 @@ class DevicePoller:
         self.sleep = sleep
         self.synchronised = synchronised
         self.on_alarm_change = on_alarm_change
+        self.on_identity = on_identity
+        self.on_tamper = on_tamper
+        self.tamper_points = tamper_points(device)
+        self._identity: dict[str, str] = {}
         self.rng = rng or random.Random()
         self.units = {str(p.id): getattr(p, "unit", None) for p in getattr(device, "points", [])}
         self.health = DeviceHealth(device.id, device.driver, driver.endpoint)
@@ -161,6 +166,23 @@ class DevicePoller:
                 self.on_alarm_change(dev.id)
         return readings
 
+    def _evidence(self, readings: list[Reading]) -> None:
+        """Instrument identity and tamper counters go to the audit trail when they change."""
+        identity = self.driver.identity()
+        if identity and identity != self._identity and self.on_identity is not None:
+            self._identity = dict(identity)
+            self.on_identity(self.device.id, self._identity)
+        if self.tamper_points and self.on_tamper is not None:
+            counters = {
+                r.point: int(r.value)
+                for r in readings
+                if r.point in self.tamper_points
+                and r.quality is Quality.GOOD
+                and isinstance(r.value, int | float)
+            }
+            if counters:
+                self.on_tamper(self.device.id, counters)
+
     def _failed(self, exc: DriverError) -> None:
         self._failures_in_row += 1
         self.health.failures += 1
@@ -181,6 +203,20 @@ class DevicePoller:
         self.health.last_ok_us = self.clock()
 
 
+TAMPER_DIS = ("03300D00", "03300E00", "03300000", "03300400", "03110000")
+"""DL/T 645 counters that are evidence of tampering: covers opened, programming,
+clock set, power down."""
+
+
+def tamper_points(device: Any) -> set[str]:
+    """Points of ``device`` whose values are tamper counters (audit-trail material)."""
+    return {
+        str(p.id)
+        for p in getattr(device, "points", [])
+        if str(getattr(p, "di", "")).upper() in TAMPER_DIS
+    }
+
+
 def ensure_signer(config: Config) -> Signer:
     """The gateway's signing key; created at first start when allowed."""
     path = config.signing.key or config.gateway.state_dir / PRIVATE_KEY_NAME
@@ -192,18 +228,32 @@ def ensure_signer(config: Config) -> Signer:
     return load_signer(path)
 
 
+_NOT_LEGAL = {"description", "enabled", "poll", "timeout", "sim", "profile"}
+"""Keys that do not change a measurement result (how often, not what or how)."""
+
+
+def _pruned(value: Any) -> Any:
+    """Drop unset (None) and empty values, so the audit trail holds what is configured."""
+    if isinstance(value, dict):
+        out = {k: _pruned(v) for k, v in value.items() if k not in _NOT_LEGAL}
+        return {k: v for k, v in out.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def legal_parameters(config: Config) -> dict[str, Any]:
-    """The legally relevant parameters: instruments, and per point where and how it is read."""
+    """The legally relevant parameters: instruments, and per point where and how it is read.
+
+    Addresses, data types, byte order, scale, offset, units, calibration, limits and
+    rules are in; poll periods, timeouts, descriptions and simulator settings are not.
+    """
     params: dict[str, Any] = {
-        "instruments": {i.id: i.model_dump(mode="json") for i in config.instruments}
+        "instruments": {i.id: _pruned(i.model_dump(mode="json")) for i in config.instruments}
     }
     for dev in config.devices:
-        d = dev.model_dump(mode="json", exclude={"description", "enabled", "poll", "timeout"})
-        points = d.pop("points", None) or []
-        for p in points:
-            p.pop("sim", None)
-            p.pop("description", None)
-        d["points"] = {p["id"]: p for p in points}
+        d = _pruned(dev.model_dump(mode="json", exclude_none=True))
+        d["points"] = {p["id"]: p for p in d.get("points", [])}
         params[f"device:{dev.id}"] = d
     return params
 
@@ -277,7 +327,7 @@ class Gateway:
             ) as eventlog,
         ):
             self.outbox, self._eventlog = outbox, eventlog
-            self._startup_events(state)
+            self._startup_events()
             self._flush_events()
             async with AsyncExitStack() as stack:
                 drivers = await build_drivers(cfg, stack, clock=self.clock)
@@ -329,11 +379,6 @@ class Gateway:
                     log.error("rule state of %s unreadable (%s); starting fresh", dev.id, exc)
             self.metrology[dev.id] = metro
             driver = drivers[dev.id]
-            identity = driver.identity()
-            if identity:
-                self.record_event(
-                    "instrument_identity", {"device": dev.id, **identity}, source=dev.id
-                )
             self.pollers[dev.id] = DevicePoller(
                 dev,
                 driver,
@@ -342,35 +387,42 @@ class Gateway:
                 clock=self.clock,
                 synchronised=lambda: self.clock_monitor.synchronised,
                 on_alarm_change=self._save_rule_state_of,
+                on_identity=self._identity_seen,
+                on_tamper=self._tamper_seen,
             )
+
+    def _identity_seen(self, device: str, identity: dict[str, str]) -> None:
+        assert self._eventlog is not None
+        entry = self._eventlog.record_instrument_identity(device, identity, source=device)
+        if entry is not None:
+            self._pending_events.append(entry)
+
+    def _tamper_seen(self, device: str, counters: dict[str, int]) -> None:
+        assert self._eventlog is not None
+        entry = self._eventlog.record_tamper_counters(device, counters, source=device)
+        if entry is not None:
+            self._pending_events.append(entry)
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
         assert self.outbox is not None
         self.outbox.put(kind, records)
 
-    def _startup_events(self, state: Path) -> None:
-        cfg = self.config
-        self.record_event("startup", {"software": self.software.as_dict(), "pid": os.getpid()})
-        self.record_event(
-            "config_loaded", {"path": str(self.loaded.path), "sha256": self.loaded.sha256}
+    def _startup_events(self) -> None:
+        assert self._eventlog is not None
+        log_ = self._eventlog
+        self._pending_events += log_.record_startup(
+            self.software.as_dict(),
+            config_path=str(self.loaded.path),
+            config_sha256=self.loaded.sha256,
         )
-        params = flatten_parameters(legal_parameters(cfg))
-        snapshot = state / "parameters.json"
-        if snapshot.exists():
-            old = json.loads(snapshot.read_text())
-            changes = diff_parameters(old, params)
-            if changes:
-                try:
-                    self._pending_events += self._eventlog.record_parameter_changes(  # type: ignore[union-attr]
-                        changes, source=str(self.loaded.path)
-                    )
-                except EventLogFull:
-                    raise SystemExit("event log is full: parameter changes refused") from None
-        else:
-            self.record_event("parameters_baseline", {"count": len(params)})
-        tmp = snapshot.with_suffix(".tmp")
-        tmp.write_text(json.dumps(params, sort_keys=True))
-        os.replace(tmp, snapshot)
+        try:
+            self._pending_events += log_.reconcile_parameters(
+                legal_parameters(self.config), source=str(self.loaded.path)
+            )
+        except EventLogFull:
+            raise SystemExit(
+                "event log is full: changes of legally relevant parameters are refused"
+            ) from None
 
     def birth(self, signer: Signer) -> dict[str, Any]:
         cfg = self.config
@@ -437,9 +489,10 @@ class Gateway:
             now = self.clock()
             for metro in self.metrology.values():
                 for entry in metro.events(now):
-                    self.record_event(
-                        str(entry.get("type", "calibration")), entry, source="calibration"
-                    )
+                    self.record_event(str(entry["event"]), entry, source="calibration")
+                alarms = metro.tick(now)
+                if alarms:
+                    self._emit("alarm", alarms)
             if self.outbox is not None:
                 self.outbox.enforce_bounds()  # ages batches out while nothing new comes
             self._flush_events()

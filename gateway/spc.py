@@ -29,8 +29,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from gateway.config_metrology import SpcConfig, SpecLimits
 
 __all__ = ["A2", "D2", "D4", "Capability", "ControlChart", "Nelson"]
@@ -229,6 +227,8 @@ class ControlChart:
             self.learning_ranges.append(rng)
         if len(self.learning) < self.cfg.learn:
             return
+        import numpy as np  # loaded on first use: a gateway without SPC saves ~16 MB RSS
+
         data = np.asarray(self.learning, dtype=float)
         center = float(data.mean()) if self.cfg.center is None else self.cfg.center
         if self.cfg.sigma is not None:
@@ -310,6 +310,8 @@ class ControlChart:
         """Cp/Cpk (within σ̂ of the chart) and Pp/Ppk (overall s) over the rolling window."""
         if self.cfg.capability_window is None or len(self.cap_values) < 2:
             return None
+        import numpy as np  # loaded on first use (see _learn)
+
         data = np.asarray(self.cap_values, dtype=float)
         mean = float(data.mean())
         s = float(data.std(ddof=1))

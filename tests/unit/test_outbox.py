@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.outbox import (
+    SINGLE_RECORD_LIMIT,
     DropReport,
     Outbox,
     OutboxClosed,
@@ -147,11 +148,18 @@ def test_split_by_payload_bytes(tmp_path: Path) -> None:
         assert sum(b.records for b in taken) == 10
 
 
-def test_record_too_big_alone_is_rejected_and_consumes_nothing(tmp_path: Path) -> None:
+def test_record_too_big_for_a_batch_travels_alone(tmp_path: Path) -> None:
     with make(tmp_path / "ob.db", max_payload_bytes=300) as ob:
         ob.put("data", recs(1))
-        with pytest.raises(ValueError, match="max_payload_bytes"):
-            ob.put("data", [*recs(1), {"big": "y" * 1000}])
+        assert ob.put("data", [*recs(1), {"big": "y" * 1000}]) == [2, 3]
+        assert [b.records for b in ob.take(10)] == [1, 1, 1]
+
+
+def test_record_above_the_hard_limit_is_rejected_and_consumes_nothing(tmp_path: Path) -> None:
+    with make(tmp_path / "ob.db", max_payload_bytes=300) as ob:
+        ob.put("data", recs(1))
+        with pytest.raises(ValueError, match="one batch may ever hold"):
+            ob.put("data", [*recs(1), {"big": "y" * (SINGLE_RECORD_LIMIT + 1)}])
         assert ob.stats().next_seq == 2 and ob.stats().batches == 1
         assert ob.put("data", recs(1)) == [2]
 

@@ -1,0 +1,63 @@
+"""The gateway's audit trail across runs: parameter changes, identities, integrity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from gateway.keys import PUBLIC_KEY_NAME, load_public_keys
+from gateway.runtime import Gateway
+from gateway.verify import verify_event_log
+from simulators.modbus_device import ModbusTcpSimulator
+from tests.integration.gwtest import line_config, synced_clock, wait_until
+from tests.integration.test_gateway_e2e import sim_units
+from tests.services import free_port
+
+
+async def run_once(tmp: Path, sim_port: int, extra_points: int = 0, scale: str = "") -> Gateway:
+    loaded = line_config(tmp, free_port(), sim_port, units=1, points=2)
+    if scale:
+        text = loaded.path.read_text().replace(
+            "type: float32, unit: bar,", f"type: float32, unit: bar, scale: {scale},", 1
+        )
+        loaded.path.write_text(text)
+        from gateway.config_loader import load_config
+
+        loaded = load_config(loaded.path)
+    gateway = Gateway(loaded, clock_monitor=synced_clock())
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop))
+    async with asyncio.timeout(10):
+        await gateway.ready.wait()
+    await wait_until(lambda: gateway.pollers["dev1"].health.polls >= 2, 10, "two polls")
+    stop.set()
+    async with asyncio.timeout(10):
+        await task
+    return gateway
+
+
+def entries(state: Path) -> list[dict[str, object]]:
+    out = []
+    for line in (state / "events.log").read_bytes().splitlines():
+        out.append(json.loads(line.split(b"\t", 1)[0]))
+    return out
+
+
+async def test_a_config_change_between_runs_is_logged_with_old_and_new(tmp_path: Path) -> None:
+    async with ModbusTcpSimulator(sim_units(1, 2)) as sim:
+        await run_once(tmp_path, sim.port)
+        await run_once(tmp_path, sim.port, scale="0.5")
+    state = tmp_path / "state"
+    log = entries(state)
+    types = [e["type"] for e in log]
+    assert types.count("startup") == 2 and types.count("shutdown") == 2
+    assert "parameters_baseline" in types
+    changes = [e["data"] for e in log if e["type"] == "parameter_changed"]
+    assert changes, types
+    change = next(c for c in changes if "scale" in json.dumps(c))
+    assert change["old"] == 1.0 and change["new"] == 0.5, change
+    keys = load_public_keys([state / PUBLIC_KEY_NAME])
+    report = verify_event_log(state / "events.log", keys)
+    assert report.ok, report.problems
+    assert report.entries == len(log)

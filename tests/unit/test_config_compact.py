@@ -1,0 +1,30 @@
+"""load_config_compact gives what load_config gives, errors included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config_loader import ConfigError, load_config, load_config_compact
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+
+
+def test_same_result_as_in_process() -> None:
+    direct = load_config(EXAMPLES / "demo.yaml")
+    compact = load_config_compact(EXAMPLES / "demo.yaml")
+    assert compact.config == direct.config
+    assert compact.sha256 == direct.sha256
+    assert [str(w) for w in compact.warnings] == [str(w) for w in direct.warnings]
+
+
+def test_errors_come_back_located(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {id: gw, site: s}\ndevices:\n  - {id: d, driver: nope}\n")
+    with pytest.raises(ConfigError) as direct:
+        load_config(bad)
+    with pytest.raises(ConfigError) as compact:
+        load_config_compact(bad)
+    assert [str(p) for p in compact.value.problems] == [str(p) for p in direct.value.problems]
+    assert str(compact.value.problems[0]).startswith(f"{bad}:3:")

@@ -50,7 +50,7 @@ def find_binary(name: str, *candidates: str) -> str:
 class Mosquitto:
     """A real Mosquitto broker on 127.0.0.1, with persistence in its own directory."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, extra: str = "") -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -58,16 +58,20 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"
+        # with extra listeners each one carries its own authentication settings
+        per_listener = "per_listener_settings true\n" if extra else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            per_listener + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # as root, stay root: the files live in the test's private temp dir
+            "user root\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "set_tcp_nodelay true\n"
             "log_type error\nlog_type warning\n"
-            f"log_dest file {self.log}\n"
+            f"log_dest file {self.log}\n" + extra
         )
 
     @property

@@ -70,6 +70,7 @@ class Collector:
     deliveries: int = 0
     status: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def readings(self, device: str | None = None) -> list[dict[str, Any]]:
         out = []
@@ -88,6 +89,7 @@ class Collector:
                     "127.0.0.1", self.url_port, identifier="test-collector", clean_session=False
                 ) as client:
                     await client.subscribe(f"{self.base}/#", qos=1)
+                    self.subscribed.set()
                     async for message in client.messages:
                         self._take(str(message.topic), message.payload)
             except aiomqtt.MqttError:

@@ -60,6 +60,8 @@ async def collecting(broker: Mosquitto, loaded: LoadedConfig) -> AsyncIterator[C
     collector = Collector(broker.port, base, cfg.gateway.state_dir)
     task = asyncio.create_task(collector.run(), name="collector")
     try:
+        async with asyncio.timeout(10):
+            await collector.subscribed.wait()  # nothing the gateway publishes is missed
         yield collector
     finally:
         task.cancel()
@@ -82,7 +84,7 @@ async def test_readings_reach_the_broker_signed_and_valid(
 ) -> None:
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
-        async with running(loaded) as gw, collecting(mosquitto, loaded) as col:
+        async with collecting(mosquitto, loaded) as col, running(loaded) as gw:
             await wait_until(lambda: len(col.readings()) >= 400, 20, "400 readings")
             await wait_until(lambda: any(s["state"] == "online" for s in col.status), 5, "birth")
             requests_per_poll = {p.health.requests_per_poll for p in gw.pollers.values()}
@@ -101,7 +103,7 @@ async def test_readings_reach_the_broker_signed_and_valid(
 async def test_broker_outage_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
-        async with running(loaded) as gw, collecting(mosquitto, loaded) as col:
+        async with collecting(mosquitto, loaded) as col, running(loaded) as gw:
             await wait_until(lambda: len(col.bodies) >= 10, 20, "first batches")
             mosquitto.stop()
             assert gw.outbox is not None
@@ -121,7 +123,7 @@ async def test_broker_outage_loses_nothing(mosquitto: Mosquitto, tmp_path: Path)
 async def test_dead_device_does_not_stop_the_others(mosquitto: Mosquitto, tmp_path: Path) -> None:
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
-        async with running(loaded) as gw, collecting(mosquitto, loaded) as col:
+        async with collecting(mosquitto, loaded) as col, running(loaded) as gw:
             await wait_until(lambda: len(col.readings("dev2")) >= 50, 20, "dev2 readings")
             sim.faults[2].silent = True
             await wait_until(lambda: gw.pollers["dev2"].health.state == "failing", 10, "failing")

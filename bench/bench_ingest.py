@@ -30,6 +30,7 @@ async def ingest_run(
 ) -> float:
     cfg = {
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "client_id": f"b{time.time_ns()}",
+                 "group": f"g{time.time_ns()}",  # a retired session keeps its share
                  "receive_maximum": 2000},
         "keys_dir": str(tmp / "keys"), "store": store,
         "batch": {"max_lines": 5000, "max_delay": 0.2}, "stats_interval": 0,
@@ -39,7 +40,7 @@ async def ingest_run(
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(None, pub.publish, [(topic("gw1"), m) for m in msgs])
-        while ingest.counts["acked"] < len(msgs):
+        while ingest.counts["acked"] < len(msgs):  # polling a counter
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
         await fut

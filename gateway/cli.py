@@ -175,8 +175,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args, compact=True)
     if loaded is None:
         return EXIT_INVALID
-    setup_logging(
-        args.log_level or loaded.config.log.level, args.log_format or loaded.config.log.format
+    from gateway.ops.logfmt import configure_logging
+
+    cfg = loaded.config
+    # known secret values are masked wherever they would appear in a log line
+    secrets = [s.get_secret_value() for s in (cfg.mqtt.password,) if s is not None]
+    configure_logging(
+        args.log_level or cfg.log.level, args.log_format or cfg.log.format, secrets=secrets
     )
     from gateway.runtime import Gateway
 
@@ -278,6 +283,9 @@ def _optional_commands(sub: Any) -> None:
     cli_trust.add_keygen_parser(sub)
     cli_trust.add_verify_parser(sub)
     cli_trust.add_version_parser(sub)
+    from gateway import cli_ops
+
+    cli_ops.add_status_parser(sub)
     try:
         from supervision import cli as supervision_cli
     except ImportError:  # pragma: no cover - supervision is part of the distribution

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
@@ -29,6 +29,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from gateway.config_schema import Config
 
 PathKey = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 _ENV = re.compile(r"\$\{([^}]*)\}")
 
@@ -294,7 +295,7 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
         yield from _models_in(meta)
 
 
-_KNOWN_KEYS: set[str] = set()
+_KNOWN_KEYS: dict[type[BaseModel], list[str]] = {}
 
 _PATTERN_HELP = {
     r"^[A-Za-z0-9_.-]+$": "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
@@ -321,14 +322,16 @@ def _real_path(loc: tuple[Any, ...], data: Any) -> PathKey:
     return tuple(out)
 
 
-def _message(err: Any, path: PathKey, *, show_input: bool = True) -> str:
+def _message(
+    err: Any, path: PathKey, *, show_input: bool = True, model: type[BaseModel] = Config
+) -> str:
     kind = err["type"]
     msg = str(err["msg"])
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
-        if not _KNOWN_KEYS:
-            _KNOWN_KEYS.update(_field_names(Config))
-        close = difflib.get_close_matches(key, sorted(_KNOWN_KEYS), n=1, cutoff=0.75)
+        if model not in _KNOWN_KEYS:
+            _KNOWN_KEYS[model] = sorted(_field_names(model))
+        close = difflib.get_close_matches(key, _KNOWN_KEYS[model], n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown key {key!r}{hint}"
     if kind == "missing":
@@ -356,13 +359,10 @@ def _locate(where: _Where, path: PathKey, kind: str) -> tuple[str, int, int]:
     return where.at(path[:-1] if kind == "missing" else path)
 
 
-def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
-    """Read, validate and cross-check a config file; raise :class:`ConfigError`."""
-    from gateway.config_checks import cross_checks
-
-    cfg_path = Path(path)
-    errors: list[Problem] = []
-    where = _Where()
+def _read_mapping(
+    cfg_path: Path, where: _Where, errors: list[Problem], what: str
+) -> dict[str, Any]:
+    """The YAML file as plain data with ``${...}`` substituted; ConfigError if unusable."""
     tree = _read_yaml(cfg_path, errors)
     if errors:
         raise ConfigError(errors)
@@ -370,11 +370,15 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     where.spots.setdefault((), (str(cfg_path), 1, 1))
     if not isinstance(data, dict):
         got = "the file is empty" if data is None else f"got a {type(data).__name__}"
-        message = f"the config must be a YAML mapping of sections (gateway, devices, ...); {got}"
+        message = f"the config must be a YAML mapping of sections ({what}); {got}"
         raise ConfigError([Problem(str(cfg_path), 1, 1, "", message)])
-    _expand_profiles(data, cfg_path, where, errors)
+    return data
+
+
+def _validate(model: type[M], data: dict[str, Any], where: _Where, errors: list[Problem]) -> M:
+    """``model.model_validate(data)``; every problem (and earlier ones) as ConfigError."""
     try:
-        config = Config.model_validate(data)
+        result = model.model_validate(data)
     except ValidationError as exc:
         # a value whose ${...} failed is already reported; its validation error is noise
         reported = {e.path for e in errors}
@@ -386,11 +390,39 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
                 continue
             f, line, col = _locate(where, p, err["type"])
             shown = p not in where.substituted
-            errors.append(Problem(f, line, col, dotted(p), _message(err, p, show_input=shown)))
+            msg = _message(err, p, show_input=shown, model=model)
+            errors.append(Problem(f, line, col, dotted(p), msg))
         errors.sort(key=lambda e: (e.file, e.line, e.col))
         raise ConfigError(errors) from None
     if errors:
         raise ConfigError(errors)
+    return result
+
+
+def load_model(path: str | Path, model_cls: type[M]) -> M:
+    """Read a YAML file into ``model_cls``: ``${...}`` substituted, every problem located.
+
+    The same machinery as :func:`load_config` without its gateway specifics
+    (profiles, cross-checks); used for the ingest configuration. Raises
+    :class:`ConfigError` listing every problem as ``FILE:LINE:COL: path: message``.
+    """
+    cfg_path = Path(path)
+    errors: list[Problem] = []
+    where = _Where()
+    data = _read_mapping(cfg_path, where, errors, ", ".join(model_cls.model_fields))
+    return _validate(model_cls, data, where, errors)
+
+
+def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
+    """Read, validate and cross-check a config file; raise :class:`ConfigError`."""
+    from gateway.config_checks import cross_checks
+
+    cfg_path = Path(path)
+    errors: list[Problem] = []
+    where = _Where()
+    data = _read_mapping(cfg_path, where, errors, "gateway, devices, ...")
+    _expand_profiles(data, cfg_path, where, errors)
+    config = _validate(Config, data, where, errors)
     base = cfg_path.resolve().parent
     if not config.gateway.state_dir.is_absolute():
         config.gateway.state_dir = base / config.gateway.state_dir

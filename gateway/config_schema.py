@@ -22,6 +22,7 @@ from pydantic import (
 
 from gateway.config_metrology import InstrumentConfig
 from gateway.config_modbus import Ident, ModbusTcpDevice, Strict
+from gateway.config_ops import OpsConfig
 from gateway.config_serial import BusConfig, SerialDeviceConfig
 from gateway.config_types import Duration
 
@@ -129,6 +130,7 @@ class Config(Strict):
     outbox: OutboxConfig = OutboxConfig()
     signing: SigningConfig = SigningConfig()
     log: LogConfig = LogConfig()
+    ops: OpsConfig = OpsConfig()
     instruments: list[InstrumentConfig] = Field(default_factory=list)
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)

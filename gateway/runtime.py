@@ -10,6 +10,8 @@ jitter and never delays another device.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import logging
 import math
@@ -30,6 +32,10 @@ from gateway.encoding import make_sealer, topic_base
 from gateway.eventlog import EventLog, EventLogFull
 from gateway.keys import PRIVATE_KEY_NAME, generate_keypair, load_signer
 from gateway.metrology import DeviceMetrology
+from gateway.ops.health import OpsServer, gateway_ops_server
+from gateway.ops.reload import Reloaded, watch_sighup
+from gateway.ops.sdnotify import Notifier
+from gateway.ops.watchdog import Watchdog
 from gateway.outbox import DropReport, Outbox
 from gateway.publisher import Publisher
 from gateway.reading import Reading, to_wire
@@ -71,6 +77,7 @@ class DeviceHealth:
     last_error: str | None = None
     last_duration_s: float | None = None
     progress_monotonic: float = field(default_factory=time.monotonic)
+    quality: dict[str, int] = field(default_factory=dict)  # readings by quality, for metrics
 
 
 class DevicePoller:
@@ -158,6 +165,9 @@ class DevicePoller:
         alarms = self.metrology.process(readings, self.clock())
         self.health.polls += 1
         self.health.readings += len(readings)
+        by_quality = self.health.quality
+        for r in readings:
+            by_quality[r.quality.value] = by_quality.get(r.quality.value, 0) + 1
         if readings:
             self.emit("data", [to_wire(r) for r in readings])
         if alarms:
@@ -215,6 +225,19 @@ def tamper_points(device: Any) -> set[str]:
         for p in getattr(device, "points", [])
         if str(getattr(p, "di", "")).upper() in TAMPER_DIS
     }
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    Start-up builds large short-lived objects (the parameter baseline of a big site
+    is megabytes of JSON); without this the daemon would keep their pages for months.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def ensure_signer(config: Config) -> Signer:
@@ -282,6 +305,9 @@ class Gateway:
         self.ready = asyncio.Event()
         self._pending_events: list[dict[str, Any]] = []
         self._eventlog: EventLog | None = None
+        self._devices_up = asyncio.Event()
+        self.ops: OpsServer | None = None  # the ops endpoint while running (its .port)
+        self._reload_devices = asyncio.Event()
 
     @property
     def base_topic(self) -> str:
@@ -329,9 +355,8 @@ class Gateway:
             self.outbox, self._eventlog = outbox, eventlog
             self._startup_events()
             self._flush_events()
+            release_free_memory()
             async with AsyncExitStack() as stack:
-                drivers = await build_drivers(cfg, stack, clock=self.clock)
-                self._build_pollers(drivers)
                 self.publisher = Publisher(
                     cfg.mqtt,
                     base_topic=self.base_topic,
@@ -341,18 +366,49 @@ class Gateway:
                     birth=self.birth(signer),
                     on_command=self.on_command,
                 )
-                tasks: list[asyncio.Task[None]] = []
+                notifier = Notifier.from_env()
                 try:
                     async with asyncio.TaskGroup() as tg:
-                        tasks.append(tg.create_task(self.publisher.run(), name="publisher"))
-                        for dev_id, poller in self.pollers.items():
-                            tasks.append(tg.create_task(poller.run(), name=f"device-{dev_id}"))
-                        tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+                        publisher = tg.create_task(self.publisher.run(), name="publisher")
+                        devices = tg.create_task(self._devices(), name="devices")
+                        housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                        tasks = [publisher, devices, housekeeping]
+                        async with asyncio.timeout(60):
+                            await self._devices_up.wait()
+                        if cfg.ops.enabled:
+                            try:
+                                self.ops = await stack.enter_async_context(
+                                    gateway_ops_server(self, cfg.ops.host, cfg.ops.port)
+                                )
+                            except OSError as exc:  # metrics must never stop data collection
+                                log.error("ops endpoint %s not served: %s", cfg.ops.listen, exc)
+                        interval = notifier.watchdog_interval
+                        if cfg.ops.watchdog and interval is not None:
+                            dog = Watchdog(
+                                self,
+                                notifier,
+                                interval=interval,
+                                alive=lambda: not publisher.done(),
+                            )
+                            tasks.append(tg.create_task(dog.run(), name="watchdog"))
+                        tasks.append(
+                            tg.create_task(
+                                watch_sighup(
+                                    lambda: self.loaded,
+                                    self.record_event,
+                                    self._apply_reload,
+                                    notifier=notifier,
+                                ),
+                                name="sighup",
+                            )
+                        )
                         self.ready.set()
+                        notifier.ready(f"{len(self.pollers)} devices")
                         log.info(
                             "gateway %s running: %d devices", cfg.gateway.id, len(self.pollers)
                         )
                         await stop.wait()
+                        notifier.stopping()
                         for t in tasks:
                             t.cancel()
                 finally:
@@ -361,6 +417,47 @@ class Gateway:
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
                     self._flush_events()
+
+    async def _devices(self) -> None:
+        """The device tasks; rebuilt with reopened drivers when a reload is applied."""
+        while True:
+            async with AsyncExitStack() as stack:
+                drivers = await build_drivers(self.config, stack, clock=self.clock)
+                self.pollers, self.metrology = {}, {}
+                self._build_pollers(drivers)
+                self._devices_up.set()
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(p.run(), name=f"device-{d}") for d, p in self.pollers.items()
+                    ]
+                    await self._reload_devices.wait()  # unbounded: waits for an operator
+                    self._reload_devices.clear()
+                    for t in tasks:
+                        t.cancel()
+            self._save_rule_state()
+
+    async def _apply_reload(self, result: Reloaded) -> None:
+        """A valid, changed configuration: new device tasks with it (see gateway.ops.reload).
+
+        Changes of legally relevant parameters are written to the audit trail first;
+        when the event log is full they are refused and the running config is kept.
+        """
+        assert self._eventlog is not None
+        try:
+            entries = self._eventlog.reconcile_parameters(
+                legal_parameters(result.loaded.config), source=str(result.loaded.path)
+            )
+        except EventLogFull:
+            log.error("reload refused: the event log is full, parameter changes are refused")
+            return
+        self._pending_events += entries
+        self.record_event(
+            "config_loaded",
+            {"path": str(result.loaded.path), "sha256": result.loaded.sha256, "reload": True},
+        )
+        self._flush_events()
+        self.loaded, self.config = result.loaded, result.loaded.config
+        self._reload_devices.set()
 
     def _build_pollers(self, drivers: dict[str, Driver]) -> None:
         cfg = self.config

@@ -7,7 +7,8 @@ The same code serves ``metrogate verify`` and the ingest service:
   the failure: ``unsigned``, ``truncated``, ``malformed``, ``unknown_key``,
   ``bad_algorithm``, ``bad_signature`` or ``schema``.
 - :class:`SequenceTracker` classifies each ``(gateway, seq)`` a receiver sees as
-  ``new``, ``gap_fill``, ``duplicate`` or ``replay`` and keeps the outstanding gaps.
+  ``new``, ``gap_fill``, ``duplicate``, ``conflict`` (given the payload's digest) or
+  ``replay`` and keeps the outstanding gaps.
 - :func:`verify_event_log` checks an event-log file (see :mod:`gateway.eventlog`).
 - :func:`read_capture` / :func:`verify_capture` check a file of captured payloads.
 """
@@ -53,7 +54,7 @@ __all__ = [
     "verify_event_log",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CONTENT = {"data": "readings", "alarm": "alarms", "event": "events"}
 _SIG_PREFIX = b'{"alg"'
 
@@ -92,17 +93,23 @@ def _looks_truncated(fragment: bytes) -> bool:
     return False
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _check_schema(body: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(body)
+        # NaN/Infinity are not JSON: the gateway never writes them (allow_nan=False)
+        obj = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BatchError("schema", f"body is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise BatchError("schema", "body is not a JSON object")
-    if obj.get("v") != 1:
-        raise BatchError("schema", f"unsupported schema version {obj.get('v')!r}")
+    v = obj.get("v")
+    if v != 1 or type(v) is not int:  # True == 1 in Python, not in JSON
+        raise BatchError("schema", f"unsupported schema version {v!r}")
     kind = obj.get("type")
-    if kind not in _CONTENT:
+    if not isinstance(kind, str) or kind not in _CONTENT:  # a list would not even hash
         raise BatchError("schema", f"unknown batch type {kind!r}")
     for key in ("gateway", "site"):
         v = obj.get(key)
@@ -162,6 +169,7 @@ class SeqKind(StrEnum):
     NEW = "new"  # above everything seen: store it
     GAP_FILL = "gap_fill"  # a missing number arriving late: store it
     DUPLICATE = "duplicate"  # a redelivery of a recent batch: drop it quietly
+    CONFLICT = "conflict"  # a recent number with other bytes: a gateway never does that
     REPLAY = "replay"  # an old batch sent again: drop it and raise a security event
 
 
@@ -180,6 +188,7 @@ class _Gateway:
     baseline: int
     gaps: list[list[int]] = field(default_factory=list)  # sorted, disjoint [lo, hi]
     recent: dict[int, float] = field(default_factory=dict)  # seq -> accepted at, oldest first
+    digests: dict[int, bytes] = field(default_factory=dict)  # seq -> payload digest, if given
 
 
 class SequenceTracker:
@@ -194,6 +203,9 @@ class SequenceTracker:
     - **duplicate**: ``seq`` was accepted within the last ``duplicate_window_s``
       seconds *and* lies within ``duplicate_window_seq`` of the highest number: a
       redelivery after a reconnect or a receiver restart. Harmless.
+    - **conflict**: as *duplicate*, but the caller passed a ``digest`` of the payload
+      and it differs from the one recorded with ``seq``: the same number with other
+      bytes, which a gateway never produces (its outbox seals the bytes once).
     - **replay**: ``seq`` is at or below the highest number, not an outstanding gap,
       and not recently accepted (it was settled long ago, or is below the first
       number this tracker saw). A valid signature on it means someone re-sent a
@@ -224,8 +236,10 @@ class SequenceTracker:
         self._gw: dict[str, _Gateway] = {}
         self.lost = 0
 
-    def classify(self, gateway: str, seq: int, now: float | None = None) -> SeqVerdict:
-        """The verdict for ``seq`` without changing any state."""
+    def classify(
+        self, gateway: str, seq: int, now: float | None = None, digest: bytes | None = None
+    ) -> SeqVerdict:
+        """The verdict for ``seq`` (of a payload with ``digest``) without changing any state."""
         t = self._clock() if now is None else now
         st = self._gw.get(gateway)
         if st is None:
@@ -235,15 +249,20 @@ class SequenceTracker:
             return SeqVerdict(SeqKind.NEW, gateway, seq, gaps)
         seen = st.recent.get(seq)
         if seen is not None and t - seen <= self._win_s and st.high - seq <= self._win_seq:
+            known = st.digests.get(seq)
+            if digest is not None and known is not None and known != digest:
+                return SeqVerdict(SeqKind.CONFLICT, gateway, seq)
             return SeqVerdict(SeqKind.DUPLICATE, gateway, seq)
         if self._gap_index(st, seq) is not None:
             return SeqVerdict(SeqKind.GAP_FILL, gateway, seq)
         return SeqVerdict(SeqKind.REPLAY, gateway, seq)
 
-    def record(self, gateway: str, seq: int, now: float | None = None) -> SeqVerdict:
-        """Classify ``seq`` and, if it is new or fills a gap, accept it."""
+    def record(
+        self, gateway: str, seq: int, now: float | None = None, digest: bytes | None = None
+    ) -> SeqVerdict:
+        """Classify ``seq`` and, if it is new or fills a gap, accept it (with ``digest``)."""
         t = self._clock() if now is None else now
-        v = self.classify(gateway, seq, t)
+        v = self.classify(gateway, seq, t, digest)
         st = self._gw.get(gateway)
         if v.kind is SeqKind.NEW:
             if st is None:
@@ -261,6 +280,8 @@ class SequenceTracker:
             return v
         st.recent.pop(seq, None)
         st.recent[seq] = t
+        if digest is not None:
+            st.digests[seq] = digest
         self._prune(st, t)
         return v
 
@@ -298,6 +319,7 @@ class SequenceTracker:
             if now - at <= self._win_s and len(st.recent) <= 2 * self._win_seq:
                 break
             del st.recent[seq]
+            st.digests.pop(seq, None)
 
     def to_json(self) -> dict[str, Any]:
         """State to persist (receiver times are not portable, so recent lists go too)."""
@@ -463,7 +485,7 @@ def verify_capture(
     """
     tr = SequenceTracker() if tracker is None else tracker
     rep = CaptureReport()
-    digests: dict[tuple[str, int], str] = {}
+    digests: dict[tuple[str, int], bytes] = {}
     for c in captured:
         try:
             b = verify_batch(c.payload, keys)
@@ -471,11 +493,12 @@ def verify_capture(
             rep.problems.append(f"{c.where}: {exc.kind}: {exc.detail}")
             continue
         rep.batches.append(b)
-        digest = hashlib.sha256(c.payload).hexdigest()
-        v = tr.record(b.gateway, b.seq, 0.0 if c.received_s is None else c.received_s)
+        digest = hashlib.sha256(c.payload).digest()
+        rx = 0.0 if c.received_s is None else c.received_s
+        v = tr.record(b.gateway, b.seq, rx, digest)
         at = f"{c.where}: gateway {b.gateway} seq {b.seq}"
         earlier = digests.setdefault((b.gateway, b.seq), digest)
-        if earlier != digest:
+        if earlier != digest or v.kind is SeqKind.CONFLICT:
             rep.problems.append(f"{at}: conflict: same sequence number, different content")
         elif v.kind is SeqKind.REPLAY:
             rep.problems.append(f"{at}: replay: an old batch was sent again")

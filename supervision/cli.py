@@ -9,28 +9,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import ValidationError
-
+from gateway.config_loader import ConfigError
 from gateway.config_types import parse_duration
-from supervision.config import InfluxV1Store, InfluxV2Store, load_config
+from supervision.config import IngestConfig, load_config
 
-__all__ = ["add_ingest_parser", "add_report_parser", "main"]
+if TYPE_CHECKING:
+    from supervision.report import Report
+
+__all__ = ["add_ingest_parser", "add_report_parser", "main", "print_report", "report_json"]
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path) -> IngestConfig | None:
+    """The configuration, or None after printing every problem as FILE:LINE:COL (exit 2)."""
     try:
         return load_config(path)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            print(f"{path}: {loc}: {err['msg']}", file=sys.stderr)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
         return None
 
 
@@ -58,66 +61,91 @@ def _limits(specs: list[str]) -> dict[str, tuple[float, float]]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from supervision import report
+    from supervision.report import report_store
 
     cfg = _load(args.config)
     if cfg is None:
         return 2
     since_ns = time.time_ns() - int(parse_duration(args.since) * 1e9)
-    limits = _limits(args.limit)
-    store = cfg.store
-    if isinstance(store, InfluxV1Store):
-        auth: dict[str, Any] = {}
-        if store.username is not None:
-            auth = {"username": store.username, "password": store.password.get_secret_value()
-                    if store.password else ""}  # fmt: skip
-        points = report.points_influx(
-            store.url, store.database, since_ns=since_ns, limits=limits, **auth
-        )
-        days = report.completeness_influx(store.url, store.database, since_ns=since_ns, **auth)
-    elif isinstance(store, InfluxV2Store):
-        token = store.token.get_secret_value() if store.token else None
-        points = report.points_influx(
-            store.url, store.bucket, since_ns=since_ns, limits=limits, token=token
-        )
-        days = report.completeness_influx(store.url, store.bucket, since_ns=since_ns, token=token)
-    else:
-        points = report.points_sqlite(store.path, since_ns=since_ns, limits=limits)
-        days = report.completeness_sqlite(store.path, since_ns=since_ns)
+    rep = report_store(cfg.store, since_ns=since_ns, limits=_limits(args.limit))
     if args.json:
-        doc = {
-            "points": [
-                {
-                    "gateway": p.gateway, "device": p.device, "point": p.point,
-                    "count": p.count, "last": p.last_value, "last_ns": p.last_ns,
-                    "oot_rate": p.oot_rate, "cpk": p.cpk, "ppk": p.ppk, "alarms": p.alarms,
-                }
-                for p in points
-            ],
-            "completeness": [
-                {"gateway": c.gateway, "day": c.day, "received": c.received,
-                 "expected": c.expected, "ratio": c.ratio, "missing": c.missing,
-                 "last_seen_ns": c.last_seen_ns}
-                for c in days
-            ],
-        }  # fmt: skip
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(report_json(rep), indent=2))
         return 0
-    print(f"{'gateway':<12} {'device':<12} {'point':<14} {'n':>7} {'last':>12} "
-          f"{'OOT %':>6} {'Cpk':>6} {'Ppk':>6} {'alarms':>6}")  # fmt: skip
-    for p in points:
+    print_report(rep, sys.stdout)
+    return 0
+
+
+def report_json(rep: Report) -> dict[str, Any]:
+    """The report as JSON-able data (``metrogate report --json``)."""
+    return {
+        "points": [
+            {
+                "gateway": p.gateway, "device": p.device, "point": p.point,
+                "count": p.count, "last": p.last_value, "last_ns": p.last_ns,
+                "oot_rate": p.oot_rate, "cpk": p.cpk, "ppk": p.ppk, "alarms_raised": p.alarms,
+            }
+            for p in rep.points
+        ],
+        "instruments": [
+            {
+                "gateway": i.gateway, "instrument": i.instrument, "status": i.status,
+                "certificate": i.certificate, "readings": i.readings,
+                "expired_readings": i.expired_readings, "last_reading_ns": i.last_reading_ns,
+                "event": i.event, "event_ns": i.event_ns, "valid_until": i.valid_until,
+                "days_left": i.days_left,
+            }
+            for i in rep.instruments
+        ],
+        "gateways": [
+            {
+                "gateway": g.gateway, "received": g.received, "expected": g.expected,
+                "ratio": g.ratio, "missing": g.missing, "last_seen_ns": g.last_seen_ns,
+                "state": g.state,
+            }
+            for g in rep.gateways
+        ],
+        "completeness": [
+            {"gateway": c.gateway, "day": c.day, "received": c.received,
+             "expected": c.expected, "ratio": c.ratio, "missing": c.missing,
+             "last_seen_ns": c.last_seen_ns}
+            for c in rep.days
+        ],
+    }  # fmt: skip
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def print_report(rep: Report, out: TextIO) -> None:
+    """The report as text tables: points, instruments, gateways, days."""
+    w = out.write
+    w(f"{'gateway':<12} {'device':<12} {'point':<14} {'n':>7} {'last':>12} "
+      f"{'OOT %':>6} {'Cpk':>6} {'Ppk':>6} {'raised':>6}\n")  # fmt: skip
+    for p in rep.points:
         cpk = f"{p.cpk:6.2f}" if p.cpk is not None else "     -"
         ppk = f"{p.ppk:6.2f}" if p.ppk is not None else "     -"
         last = f"{p.last_value:12.6g}" if isinstance(p.last_value, float) else f"{'-':>12}"
-        print(f"{p.gateway:<12} {p.device:<12} {p.point:<14} {p.count:>7} {last} "
-              f"{100 * p.oot_rate:6.2f} {cpk} {ppk} {p.alarms:>6}")  # fmt: skip
-    print()
-    print(f"{'gateway':<12} {'day':<10} {'received':>9} {'expected':>9} {'complete':>9}  missing")
-    for c in days:
-        gaps = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in c.missing[:10])
-        print(f"{c.gateway:<12} {c.day:<10} {c.received:>9} {c.expected:>9} "
-              f"{100 * c.ratio:8.2f}%  {gaps}")  # fmt: skip
-    return 0
+        w(f"{p.gateway:<12} {p.device:<12} {p.point:<14} {p.count:>7} {last} "
+          f"{100 * p.oot_rate:6.2f} {cpk} {ppk} {p.alarms:>6}\n")  # fmt: skip
+    w(f"\n{'gateway':<12} {'instrument':<12} {'calibration':<11} {'certificate':<16} "
+      f"{'valid until':<11} {'readings':>8} {'expired':>8}  last event\n")  # fmt: skip
+    for i in rep.instruments:
+        w(f"{i.gateway:<12} {i.instrument:<12} {i.status:<11} {i.certificate or '-':<16} "
+          f"{i.valid_until or '-':<11} {i.readings:>8} {i.expired_readings:>8}  "
+          f"{i.event or '-'} {_ts(i.event_ns) if i.event else ''}\n")  # fmt: skip
+    w(f"\n{'gateway':<12} {'state':<8} {'received':>9} {'expected':>9} {'complete':>9}  "
+      f"{'last seen (UTC)':<19}  missing\n")  # fmt: skip
+    for g in rep.gateways:
+        gaps = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in g.missing[:10])
+        w(f"{g.gateway:<12} {g.state or '-':<8} {g.received:>9} {g.expected:>9} "
+          f"{100 * g.ratio:8.2f}%  {_ts(g.last_seen_ns):<19}  {gaps}\n")  # fmt: skip
+    w(f"\n{'gateway':<12} {'day':<10} {'received':>9} {'expected':>9} {'complete':>9}\n")
+    for c in rep.days:
+        w(f"{c.gateway:<12} {c.day:<10} {c.received:>9} {c.expected:>9} "
+          f"{100 * c.ratio:8.2f}%\n")  # fmt: skip
 
 
 def add_ingest_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,19 +1,20 @@
 """Configuration of the ingest service (the ``ingest.yaml`` file), pydantic v2 models.
 
-Unknown keys are errors (``extra="forbid"``). Secrets (``password``, ``token``)
-may be written as ``${ENV_NAME}`` and are read from the environment when the file
-is loaded; they are never logged. See ``config/examples/ingest.yaml``.
+Loaded like the gateway's file (:func:`gateway.config_loader.load_model`): unknown
+keys are errors (``extra="forbid"``), every problem is reported as
+``FILE:LINE:COL: path: message``, and ``${NAME}``, ``${NAME:-default}`` or
+``${file:PATH}`` take values from the environment or a file (secrets such as
+``password`` and ``token``; never logged). See ``config/examples/ingest.yaml``.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from gateway.config_loader import load_model
 from gateway.config_types import Duration
 
 __all__ = [
@@ -24,28 +25,11 @@ __all__ = [
     "MqttConfig",
     "SqliteStore",
     "TlsConfig",
-    "expand_env",
     "load_config",
 ]
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def expand_env(value: Any) -> Any:
-    """Replace every ``${NAME}`` in a string with the environment variable's value."""
-    if not isinstance(value, str):
-        return value
-
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
-        return os.environ[name]
-
-    return _ENV.sub(sub, value)
-
-
-Secret = Annotated[SecretStr, BeforeValidator(expand_env)]
+# a value that is never logged or printed (pydantic shows it as **********)
+Secret = SecretStr
 
 
 class _Model(BaseModel):
@@ -122,14 +106,12 @@ class IngestConfig(_Model):
 
 
 def load_config(path: Path) -> IngestConfig:
-    """Read and validate an ingest YAML file; pydantic's ValidationError on bad content.
+    """Read and validate an ingest YAML file; :class:`gateway.config_loader.ConfigError`
+    (every problem located to file:line:col) on bad content.
 
     Relative paths in the file are taken relative to the file's directory.
     """
-    from ruamel.yaml import YAML
-
-    data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    cfg = IngestConfig.model_validate(data)
+    cfg = load_model(path, IngestConfig)
     base = path.parent
     updates: dict[str, Any] = {}
     if not cfg.keys_dir.is_absolute():

@@ -28,12 +28,14 @@ import json
 import logging
 import random
 import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.signing import SignatureError, verify_payload
+from gateway.config_loader import ConfigError
+from gateway.verify import BatchError, SeqKind, SequenceTracker, verify_batch
 from supervision.config import (
     BatchConfig,
     InfluxV1Store,
@@ -43,9 +45,8 @@ from supervision.config import (
     load_config,
 )
 from supervision.keyring import Keyring
-from supervision.model import SchemaError, parse_batch, parse_status, parse_topic
+from supervision.model import SchemaError, parse_status, parse_topic, parse_verified
 from supervision.mqtt import Incoming, MqttSource
-from supervision.sequence import SequenceTracker, SeqVerdict
 from supervision.sinks import Chunk, Sink, StoreRejected, StoreUnavailable
 
 __all__ = ["Ingest", "build_sink", "main", "run_ingest", "subscription_topics"]
@@ -87,12 +88,16 @@ def build_sink(store: InfluxV1Store | InfluxV2Store | SqliteStore) -> Sink:
     return SqliteSink(store.path)
 
 
+# (gateway, seq, payload digest): what the sequence tracker records once stored
+_SeqKey = tuple[str, int, bytes]
+
+
 @dataclass(slots=True)
 class _Pending:
-    """Messages collected for one store write."""
+    """Messages collected for one store write: (chunk or None, message, sequence key)."""
 
     started: float
-    entries: list[tuple[Chunk | None, Incoming]] = field(default_factory=list)
+    entries: list[tuple[Chunk | None, Incoming, _SeqKey | None]] = field(default_factory=list)
     dead_letters: list[asyncio.Future[None]] = field(default_factory=list)
     lines: int = 0
     readings: int = 0
@@ -124,6 +129,8 @@ class Ingest:
         self._dl_topic = dead_letter_topic
         self._worker = worker
         self._tracker = tracker or SequenceTracker()
+        self._gateways = keyring.gateways
+        self._replay_warned: set[str] = set()
         self._ready: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=1)
         self.counts: Counter[str] = Counter()
 
@@ -144,47 +151,61 @@ class Ingest:
         }
         body = json.dumps(doc, separators=(",", ":")).encode()
         p.dead_letters.append(self._source.publish(self._dl_topic, body))
-        p.entries.append((None, m))
+        p.entries.append((None, m, None))
 
     def _accept(self, m: Incoming, p: _Pending) -> None:
-        """Verify and encode one message into ``p`` (never raises for bad content)."""
+        """Verify and encode one message into ``p`` (never raises for bad content).
+
+        Order: topic, gateway registered, :func:`gateway.verify.verify_batch`
+        (signature, then the body's form), key registered for the topic's gateway,
+        content and topic match, then the sequence verdict of the shared
+        :class:`gateway.verify.SequenceTracker`.
+        """
         self.counts["received"] += 1
         try:
             site, gateway, kind = parse_topic(m.topic)
             if kind == "status":
                 status = parse_status(m.payload, site, gateway)
                 chunk = self._sink.encode_status(status, m.received_ns)
-                p.entries.append((chunk, m))
+                p.entries.append((chunk, m, None))
                 p.lines += self._sink.lines_in(chunk)
                 return
-            if gateway not in self._keyring.gateways:
+            if gateway not in self._gateways:
                 raise SchemaError("unknown_gateway", f"no key registered for gateway {gateway}")
-            body, kid = verify_payload(m.payload, self._keyring.keys)
-            if self._keyring.gateway_of[kid] != gateway:
-                raise SchemaError("key_mismatch", f"key {kid} is not registered for {gateway}")
-            batch = parse_batch(body, site, gateway, kind)
-        except SignatureError as exc:
-            self._dead_letter(m, exc.kind, str(exc), p)
+            vb = verify_batch(m.payload, self._keyring.keys)
+            if self._keyring.gateway_of[vb.kid] != gateway:
+                raise SchemaError("key_mismatch", f"key {vb.kid} is not registered for {gateway}")
+            batch = parse_verified(vb, site, gateway, kind)
+        except BatchError as exc:
+            self._dead_letter(m, exc.kind, exc.detail, p)
             return
         except SchemaError as exc:
             self._dead_letter(m, exc.reason, exc.detail, p)
             return
         digest = hashlib.blake2b(m.payload, digest_size=16).digest()
-        verdict = self._tracker.observe(gateway, batch.seq, digest)
-        if verdict is SeqVerdict.DUPLICATE:
-            # already in this or an earlier write: acknowledging with this batch is safe
+        verdict = self._tracker.classify(gateway, batch.seq, digest=digest).kind
+        if verdict is SeqKind.DUPLICATE:
+            # already stored: acknowledging it with this write is safe
             self.counts["duplicate"] += 1
-            p.entries.append((None, m))
+            p.entries.append((None, m, None))
             return
-        if verdict is SeqVerdict.CONFLICT:
+        if verdict is SeqKind.CONFLICT:
             self._dead_letter(
                 m, "sequence_conflict", f"{gateway} seq {batch.seq} seen with other bytes", p
             )
             return
-        if verdict is SeqVerdict.LATE:
-            self.counts["late"] += 1
+        if verdict is SeqKind.GAP_FILL:
+            self.counts["gap_fill"] += 1
+        elif verdict is SeqKind.REPLAY:
+            # Written anyway: its points are identical to those stored (idempotent), and
+            # a worker's local view cannot tell a captured batch sent again from a late
+            # redelivery after a restart or one that another worker's share delayed.
+            self.counts["replay"] += 1
+            if gateway not in self._replay_warned:
+                self._replay_warned.add(gateway)
+                log.warning("%s seq %d is below what this worker saw: replay?", gateway, batch.seq)
         chunk = self._sink.encode(batch)
-        p.entries.append((chunk, m))
+        p.entries.append((chunk, m, (gateway, batch.seq, digest)))
         p.lines += self._sink.lines_in(chunk)
         p.readings += len(batch.rows)
 
@@ -222,10 +243,12 @@ class Ingest:
             p = await self._ready.get()
             if p is None:
                 return
-            await self._store(p)
+            rejected = await self._store(p)
             for fut in p.dead_letters:
                 await self._await_dead_letter(fut)
-            for _, m in p.entries:
+            for _, m, key in p.entries:
+                if key is not None and id(m) not in rejected:
+                    self._tracker.record(key[0], key[1], digest=key[2])
                 self._source.ack(m)
             self.counts["acked"] += len(p.entries)
             self.counts["readings_written"] += p.readings
@@ -241,22 +264,26 @@ class Ingest:
             except TimeoutError:
                 log.warning("dead-letter publication still unacknowledged after 30 s")
 
-    async def _store(self, p: _Pending) -> None:
-        chunks = [c for c, _ in p.entries if c is not None]
+    async def _store(self, p: _Pending) -> set[int]:
+        """Write ``p``; the ``id`` of each message the store refused (now dead-lettered)."""
+        chunks = [c for c, _, _ in p.entries if c is not None]
+        rejected: set[int] = set()
         if not chunks:
-            return
+            return rejected
         try:
             await self._retrying(chunks)
         except StoreRejected as exc:
             log.warning("store refused a batch (%s); isolating the messages at fault", exc)
-            for chunk, m in p.entries:
+            for chunk, m, _ in list(p.entries):
                 if chunk is None:
                     continue
                 try:
                     await self._retrying([chunk])
                 except StoreRejected as one:
                     self.counts["store_rejected"] += 1
+                    rejected.add(id(m))
                     self._dead_letter(m, "store_rejected", str(one), p)
+        return rejected
 
     async def _retrying(self, chunks: list[Chunk]) -> None:
         """Write until the store accepts (returns) or refuses the content (StoreRejected)."""
@@ -343,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
     asyncio.run(run_ingest(cfg))
     return 0
 

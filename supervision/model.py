@@ -1,15 +1,22 @@
-"""Parsing and validation of received batches (docs/wire.md), in one pass over the JSON.
+"""Validation of received batch content (docs/wire.md) into plain tuples for the sinks.
 
-:func:`parse_batch` turns a verified body into a :class:`Batch` whose items are
-plain tuples ready for any sink; anything that does not follow the wire contract
-raises :class:`SchemaError` with a short reason, so the message can be dead-lettered.
+The signature, the form of the body and its JSON parse belong to
+:func:`gateway.verify.verify_batch`; :func:`parse_verified` then checks the content
+(readings, alarms, events) against gateway/schema/batch.schema.json by hand — far
+faster than a JSON Schema validator, and held equal to it by
+tests/unit/test_ingest_schema.py — and against the topic it arrived on. Anything that
+does not follow the contract raises :class:`SchemaError` with a short reason (the
+dead-letter reason).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
+
+from gateway.verify import VerifiedBatch
 
 __all__ = [
     "KINDS",
@@ -19,15 +26,50 @@ __all__ = [
     "SchemaError",
     "Status",
     "parse_batch",
+    "parse_document",
     "parse_status",
     "parse_topic",
+    "parse_verified",
 ]
 
 KINDS: Final = ("data", "alarm", "event", "status")
 QUALITIES: Final = frozenset({"good", "uncertain", "bad"})
 VERDICTS: Final = frozenset({"pass", "conditional_pass", "conditional_fail", "fail"})
-# Keys of alarm/event items that identify what the item is about; they become tags.
-ITEM_TAG_KEYS: Final = ("device", "point", "instrument", "alarm", "kind", "severity")
+REASONS: Final = frozenset(
+    {
+        "no_communication", "device_failure", "sensor_failure", "out_of_service",
+        "config_error", "last_usable_value", "units_exceeded", "calibration_expired",
+        "not_stable", "invalid_value", "out_of_calibrated_range", "clock_not_synchronised",
+    }
+)  # fmt: skip
+READING_KEYS: Final = frozenset(
+    {"ts", "device", "point", "value", "raw", "unit", "quality", "reason", "flags", "U", "k",
+     "instrument", "certificate", "verdict"}
+)  # fmt: skip
+ALARM_STATES: Final = frozenset(
+    {"normal", "active_unacknowledged", "active_acknowledged", "returned_unacknowledged"}
+)
+SEVERITIES: Final = frozenset({"low", "medium", "high", "critical"})
+CONTENT_KEY: Final = {"data": "readings", "alarm": "alarms", "event": "events"}
+# Keys of alarm/event items that identify what the item is about; they become tags
+# (``type`` of an event: a few dozen audit-trail types, so a bounded tag).
+ITEM_TAG_KEYS: Final = ("device", "point", "instrument", "alarm", "kind", "severity", "type")
+_BODY_KEYS: Final = frozenset({"v", "type", "gateway", "site", "seq", "sealed"})
+_FLAG: Final = re.compile(r"^[a-z0-9_]+(:[A-Za-z0-9_.-]+)?$")
+_HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
+_ALARM_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "point": (str, type(None)),
+    "rule": (str,),
+    "event": (str,),
+    "active": (bool,),
+    "acknowledged": (bool,),
+    "shelved": (bool,),
+    "shelved_until": (int,),
+    "value": (int, float, bool, str, type(None)),
+    "limit": (int, float, type(None)),
+    "message": (str, type(None)),
+    "user": (str,),
+}
 
 Scalar = float | bool | str | None
 
@@ -115,17 +157,11 @@ def _loads(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError("bad_json", str(exc)) from None
+        raise SchemaError("schema", f"body is not JSON ({exc})") from None
 
 
 def _is_id(v: object) -> bool:
-    return isinstance(v, str) and 0 < len(v) <= 256 and v.isprintable()
-
-
-def _int(v: object, what: str) -> int:
-    if type(v) is not int or v < 0:
-        raise SchemaError("schema", f"{what} must be a non-negative integer, got {v!r}")
-    return v
+    return type(v) is str and 0 < len(v) <= 256 and v.isprintable()
 
 
 def _scalar(v: object, what: str) -> Scalar:
@@ -138,13 +174,11 @@ def _scalar(v: object, what: str) -> Scalar:
     raise SchemaError("schema", f"{what} must be a number, boolean, string or null")
 
 
-def _opt_number(v: object, what: str) -> float | None:
-    if v is None:
-        return None
+def _number(v: object, what: str, *, positive: bool = False) -> float:
     t = type(v)
-    if t is float or t is int:
+    if (t is float or t is int) and (v > 0 if positive else v >= 0):  # type: ignore[operator]
         return float(v)  # type: ignore[arg-type]  # t is int or float
-    raise SchemaError("schema", f"{what} must be a number")
+    raise SchemaError("schema", f"{what} must be a {'positive' if positive else '≥ 0'} number")
 
 
 def _opt_id(v: object, what: str) -> str | None:
@@ -155,9 +189,24 @@ def _opt_id(v: object, what: str) -> str | None:
     return v  # type: ignore[return-value]  # _is_id checked it is a str
 
 
+def _flags(flags: object, i: int) -> tuple[str, ...]:
+    if type(flags) is not list:
+        raise SchemaError("schema", f"readings[{i}].flags must be an array")
+    for f in flags:
+        if type(f) is not str or not _FLAG.match(f):
+            raise SchemaError("schema", f"readings[{i}].flags has a malformed flag {f!r}")
+    if len(set(flags)) != len(flags):
+        raise SchemaError("schema", f"readings[{i}].flags repeats a flag")
+    return tuple(flags)
+
+
 def _row(r: object, i: int) -> Row:
+    """One reading, checked against ``$defs/reading`` of gateway/schema/batch.schema.json."""
     if type(r) is not dict:
         raise SchemaError("schema", f"readings[{i}] is not an object")
+    if not r.keys() <= READING_KEYS:
+        extra = ", ".join(sorted(map(str, r.keys() - READING_KEYS)))
+        raise SchemaError("schema", f"readings[{i}] has unknown keys: {extra}")
     ts = r.get("ts")
     device = r.get("device")
     point = r.get("point")
@@ -166,45 +215,93 @@ def _row(r: object, i: int) -> Row:
         raise SchemaError("schema", f"readings[{i}].ts must be a positive integer (µs)")
     if not _is_id(device) or not _is_id(point):
         raise SchemaError("schema", f"readings[{i}] needs printable string device and point")
-    if quality not in QUALITIES:
+    if type(quality) is not str or quality not in QUALITIES:
         raise SchemaError("schema", f"readings[{i}].quality {quality!r} is not good/uncertain/bad")
     if "value" not in r:
         raise SchemaError("schema", f"readings[{i}] has no value")
+    # only value may be null; an unknown optional key is left out, not sent as null
+    if None in r.values() and any(v is None for k, v in r.items() if k != "value"):
+        raise SchemaError("schema", f"readings[{i}] has a null other than value")
+    raw = r.get("raw")
     flags = r.get("flags")
-    if flags is None:
-        flag_t: tuple[str, ...] = ()
-    elif type(flags) is list and all(_is_id(f) for f in flags):
-        flag_t = tuple(flags)
-    else:
-        raise SchemaError("schema", f"readings[{i}].flags must be a list of strings")
+    reason = r.get("reason")
+    if reason is not None and (type(reason) is not str or reason not in REASONS):
+        raise SchemaError("schema", f"readings[{i}].reason {reason!r} is unknown")
     verdict = r.get("verdict")
-    if verdict is not None and verdict not in VERDICTS:
+    if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
         raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
+    u = r.get("U")
+    k = r.get("k")
+    if u is not None and k is None:
+        raise SchemaError("schema", f"readings[{i}] has U without its coverage factor k")
     return Row(
         ts,
         device,  # type: ignore[arg-type]  # _is_id checked it is a str
         point,  # type: ignore[arg-type]
         _scalar(r["value"], f"readings[{i}].value"),
         quality,
-        _scalar(r.get("raw"), f"readings[{i}].raw"),
+        _scalar(raw, f"readings[{i}].raw"),
         _opt_id(r.get("unit"), f"readings[{i}].unit"),
-        _opt_id(r.get("reason"), f"readings[{i}].reason"),
-        flag_t,
-        _opt_number(r.get("U"), f"readings[{i}].U"),
-        _opt_number(r.get("k"), f"readings[{i}].k"),
+        reason,
+        () if flags is None else _flags(flags, i),
+        None if u is None else _number(u, f"readings[{i}].U"),
+        None if k is None else _number(k, f"readings[{i}].k", positive=True),
         _opt_id(r.get("instrument"), f"readings[{i}].instrument"),
         _opt_id(r.get("certificate"), f"readings[{i}].certificate"),
         verdict,
     )
 
 
-def _item(e: object, where: str) -> Item:
+def _member(v: object, allowed: frozenset[str]) -> bool:
+    return type(v) is str and v in allowed
+
+
+def _check_alarm(e: dict[str, Any], where: str) -> None:
+    """``$defs/alarm``: the keys of gateway/alarms.py records, typed."""
+    for key in ("alarm", "device"):
+        if type(e.get(key)) is not str:
+            raise SchemaError("schema", f"{where}.{key} must be a string")
+    if not _member(e.get("state"), ALARM_STATES):
+        raise SchemaError("schema", f"{where}.state {e.get('state')!r} is unknown")
+    if "previous" in e and not _member(e["previous"], ALARM_STATES):
+        raise SchemaError("schema", f"{where}.previous {e['previous']!r} is unknown")
+    if not _member(e.get("severity"), SEVERITIES):
+        raise SchemaError("schema", f"{where}.severity {e.get('severity')!r} is unknown")
+    for key, types in _ALARM_TYPES.items():
+        if key in e and type(e[key]) not in types:
+            raise SchemaError("schema", f"{where}.{key} has the wrong type")
+    if "shelved_until" in e and e["shelved_until"] < 0:
+        raise SchemaError("schema", f"{where}.shelved_until must be ≥ 0")
+
+
+def _check_event(e: dict[str, Any], where: str) -> None:
+    """``$defs/event``: an audit-trail entry as the gateway's event log stores it."""
+    n = e.get("n")
+    if type(n) is not int or n < 1:
+        raise SchemaError("schema", f"{where}.n must be a positive integer")
+    for key in ("type", "source", "software"):
+        if type(e.get(key)) is not str:
+            raise SchemaError("schema", f"{where}.{key} must be a string")
+    if type(e.get("data")) is not dict:
+        raise SchemaError("schema", f"{where}.data must be an object")
+    prev = e.get("prev")
+    if type(prev) is not str or not _HEX64.match(prev):
+        raise SchemaError("schema", f"{where}.prev must be 64 hex digits")
+    if type(e.get("sig")) not in (str, dict):
+        raise SchemaError("schema", f"{where}.sig must be a string or an object")
+
+
+def _item(e: object, where: str, kind: str) -> Item:
     if type(e) is not dict:
         raise SchemaError("schema", f"{where} is not an object")
     ts = e.get("ts")
     if type(ts) is not int or ts <= 0:
         raise SchemaError("schema", f"{where}.ts must be a positive integer (µs)")
-    tags: list[tuple[str, str]] = []
+    if kind == "alarm":
+        _check_alarm(e, where)
+    else:
+        _check_event(e, where)
+    tags: dict[str, str] = {}
     fields: list[tuple[str, Scalar]] = []
     for key, v in e.items():
         if key == "ts":
@@ -212,28 +309,51 @@ def _item(e: object, where: str) -> Item:
         if not _is_id(key):
             raise SchemaError("schema", f"{where} has a key that is not a printable string")
         if key in ITEM_TAG_KEYS and _is_id(v):
-            tags.append((key, v))
+            tags[key] = v
         elif isinstance(v, list | dict):
             # nested content stays readable as compact JSON text
             fields.append((key, json.dumps(v, separators=(",", ":"), ensure_ascii=False)))
         elif v is not None:
             fields.append((key, _scalar(v, f"{where}.{key}")))
+    data = e.get("data")
+    if kind == "event" and isinstance(data, dict):
+        # an event about a device or instrument (calibration_*) is found by that tag
+        for key in ("device", "instrument"):
+            if key not in tags and _is_id(data.get(key)):
+                tags[key] = data[key]
     if not fields:
         fields.append(("present", True))  # a point needs at least one field
-    return Item(ts, tuple(sorted(tags)), tuple(fields))
+    return Item(ts, tuple(sorted(tags.items())), tuple(fields))
 
 
 def parse_batch(body: bytes, site: str, gateway: str, kind: str) -> Batch:
-    """Parse and validate a signed batch body received on ``…/{site}/{gateway}/{kind}``.
+    """Parse and validate a batch body received on ``…/{site}/{gateway}/{kind}``.
 
-    The body's ``gateway``, ``site`` and ``type`` must match the topic: a batch
-    cannot be replayed under another gateway's name. Raises :class:`SchemaError`.
+    For bodies whose signature was checked elsewhere; the ingest uses
+    :func:`parse_verified` on what :func:`gateway.verify.verify_batch` returned, so
+    the JSON is parsed once. Raises :class:`SchemaError`.
     """
     doc = _loads(body)
     if type(doc) is not dict:
         raise SchemaError("schema", "body is not a JSON object")
     if doc.get("v") != 1:
-        raise SchemaError("unsupported_version", f"schema version {doc.get('v')!r} is not 1")
+        raise SchemaError("schema", f"unsupported schema version {doc.get('v')!r}")
+    return parse_document(doc, site, gateway, kind)
+
+
+def parse_verified(vb: VerifiedBatch, site: str, gateway: str, kind: str) -> Batch:
+    """The content of a verified batch that arrived on ``…/{site}/{gateway}/{kind}``."""
+    return parse_document(vb.body, site, gateway, kind)
+
+
+def parse_document(doc: dict[str, Any], site: str, gateway: str, kind: str) -> Batch:
+    """Validate a decoded body against the batch JSON Schema and the topic it came on.
+
+    The body's ``gateway``, ``site`` and ``type`` must match the topic
+    (``topic_mismatch``): a batch cannot be replayed under another gateway's name.
+    Everything gateway/schema/batch.schema.json rejects is rejected here (``schema``);
+    a unit test holds the two together. Raises :class:`SchemaError`.
+    """
     if doc.get("type") != kind:
         raise SchemaError("topic_mismatch", f"type {doc.get('type')!r} on a {kind} topic")
     if doc.get("gateway") != gateway or doc.get("site") != site:
@@ -241,23 +361,27 @@ def parse_batch(body: bytes, site: str, gateway: str, kind: str) -> Batch:
             "topic_mismatch",
             f"body names {doc.get('site')!r}/{doc.get('gateway')!r}, topic {site}/{gateway}",
         )
-    seq = _int(doc.get("seq"), "seq")
-    if seq < 1:
-        raise SchemaError("schema", "seq starts at 1")
-    sealed = _int(doc.get("sealed"), "sealed")
+    seq = doc.get("seq")
+    sealed = doc.get("sealed")
+    if type(seq) is not int or seq < 1:
+        raise SchemaError("schema", "seq must be an integer ≥ 1")
+    if type(sealed) is not int or sealed < 0:
+        raise SchemaError("schema", "sealed must be an integer ≥ 0")
+    key = CONTENT_KEY.get(kind)
+    if key is None:
+        raise SchemaError("schema", f"unknown batch type {kind!r}")
+    if not doc.keys() <= _BODY_KEYS | {key}:
+        extra = ", ".join(sorted(map(str, doc.keys() - _BODY_KEYS - {key})))
+        raise SchemaError("schema", f"unknown or misplaced keys in a {kind} batch: {extra}")
+    entries = doc.get(key)
+    if type(entries) is not list or not entries:
+        raise SchemaError("schema", f"{key} must be a non-empty array")
     rows: list[Row] = []
     items: list[Item] = []
     if kind == "data":
-        readings = doc.get("readings")
-        if type(readings) is not list:
-            raise SchemaError("schema", "readings must be an array")
-        rows = [_row(r, i) for i, r in enumerate(readings)]
+        rows = [_row(r, i) for i, r in enumerate(entries)]
     else:
-        key = f"{kind}s"
-        entries = doc.get(key)
-        if type(entries) is not list:
-            raise SchemaError("schema", f"{key} must be an array")
-        items = [_item(e, f"{key}[{i}]") for i, e in enumerate(entries)]
+        items = [_item(e, f"{key}[{i}]", kind) for i, e in enumerate(entries)]
     return Batch(kind, site, gateway, seq, sealed, rows, items)
 
 

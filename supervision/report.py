@@ -1,7 +1,8 @@
 """Supervision report over the store: points, instruments, gateways.
 
 Reads InfluxDB through InfluxQL on the v1 ``/query`` API (InfluxDB 1.x, 2.x
-compatibility, 3.x) or the SQLite store. Definitions (docs/ingest.md):
+compatibility, 3.x) or the SQLite store, with the same definitions for both
+(docs/ingest.md):
 
 * out-of-tolerance rate: readings whose flags contain ``out_of_tolerance`` or whose
   verdict is ``fail``, over all readings of the point in the window;
@@ -10,7 +11,9 @@ compatibility, 3.x) or the SQLite store. Definitions (docs/ingest.md):
 * completeness per gateway per UTC day: distinct batch sequence numbers received
   over those expected, expected running from the day's first sequence number (or
   the one after the previous day's last) to the day's last. A late redelivery
-  lands in the day its batch was sealed, so that day's figure rises.
+  lands in the day its batch was sealed, so that day's figure rises;
+* alarms raised: alarm records (gateway/alarms.py) whose ``event`` is ``raised``;
+* calibration status per instrument: see :func:`calibration_status`.
 """
 
 from __future__ import annotations
@@ -19,20 +22,33 @@ import itertools
 import math
 import sqlite3
 from collections import defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervision.config import InfluxV1Store, InfluxV2Store, SqliteStore
 from supervision.sinks.influxdb import influxql_query
 
 __all__ = [
     "Completeness",
+    "GatewaySummary",
+    "InstrumentStatus",
     "PointSummary",
+    "Report",
+    "calibration_status",
     "completeness_from_batches",
     "completeness_influx",
     "completeness_sqlite",
+    "gateways_influx",
+    "gateways_sqlite",
+    "instruments_influx",
+    "instruments_sqlite",
     "points_influx",
     "points_sqlite",
+    "report_influx",
+    "report_sqlite",
+    "report_store",
 ]
 
 DAY_NS = 86_400 * 10**9
@@ -145,7 +161,7 @@ def completeness_influx(
 
 def completeness_sqlite(path: Path, *, since_ns: int = 0) -> list[Completeness]:
     """Completeness from the ``batches`` table of the SQLite store."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with closing(_connect(path)) as db:
         cur = db.execute(
             "SELECT gateway, sealed_us * 1000, seq FROM batches WHERE sealed_us * 1000 >= ?",
             (since_ns,),
@@ -156,8 +172,166 @@ def completeness_sqlite(path: Path, *, since_ns: int = 0) -> list[Completeness]:
     return completeness_from_batches(dict(rows))
 
 
+# -- instruments and gateways ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentStatus:
+    """Calibration status of one instrument, as the stored evidence shows it.
+
+    ``status``: ``expired``, ``due_soon``, ``missing``, ``valid`` or ``unknown``
+    (see :func:`calibration_status`); ``expired_readings`` counts readings flagged
+    ``calibration_expired`` in the window; ``event`` is the last ``calibration_*``
+    event of the gateway's audit trail in the window, with its ``valid_until`` and
+    ``days_left``.
+    """
+
+    gateway: str
+    instrument: str
+    status: str
+    certificate: str | None = None
+    readings: int = 0
+    expired_readings: int = 0
+    last_reading_ns: int | None = None
+    event: str | None = None
+    event_ns: int | None = None
+    valid_until: str | None = None
+    days_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySummary:
+    """Completeness over the whole window and when the gateway was last heard of."""
+
+    gateway: str
+    received: int
+    expected: int
+    missing: list[tuple[int, int]]
+    last_seen_ns: int | None
+    state: str | None  # last status message: online / offline
+
+    @property
+    def ratio(self) -> float:
+        return self.received / self.expected if self.expected else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    points: list[PointSummary]
+    instruments: list[InstrumentStatus]
+    gateways: list[GatewaySummary]
+    days: list[Completeness]
+
+
+@dataclass(slots=True)
+class _InstrumentFacts:
+    readings: int = 0
+    expired: int = 0
+    last_ns: int | None = None
+    last_expired_ns: int | None = None
+    last_uncalibrated_ns: int | None = None
+    certificate: str | None = None
+    event: str | None = None
+    event_ns: int | None = None
+    event_data: dict[str, Any] = field(default_factory=dict)
+
+
+def calibration_status(
+    last_ns: int | None,
+    last_expired_ns: int | None,
+    last_uncalibrated_ns: int | None,
+    certificate: str | None,
+    event: str | None,
+    event_ns: int | None,
+) -> str:
+    """Combine what the last reading and the last ``calibration_*`` event say.
+
+    The last reading says ``expired`` (flagged ``calibration_expired``), ``missing``
+    (flagged ``not_calibrated``), ``valid`` (it carries a certificate) or nothing.
+    The later of reading and event wins; readings cannot say "due soon", so a
+    ``calibration_due_soon`` event stays in force while the readings look valid.
+    """
+    from_reading: str | None = None
+    if last_ns is not None:
+        if last_expired_ns == last_ns:
+            from_reading = "expired"
+        elif last_uncalibrated_ns == last_ns:
+            from_reading = "missing"
+        elif certificate is not None:
+            from_reading = "valid"
+    from_event = event.removeprefix("calibration_") if event else None
+    if from_event is None:
+        return from_reading or "unknown"
+    if from_reading is None:
+        return from_event
+    if from_event == "due_soon" and from_reading == "valid":
+        return "due_soon"
+    assert event_ns is not None and last_ns is not None  # both sources present
+    return from_reading if last_ns > event_ns else from_event
+
+
+def _instruments(facts: dict[tuple[str, str], _InstrumentFacts]) -> list[InstrumentStatus]:
+    out = []
+    for (gateway, inst), f in sorted(facts.items()):
+        status = calibration_status(
+            f.last_ns, f.last_expired_ns, f.last_uncalibrated_ns, f.certificate, f.event,
+            f.event_ns,
+        )  # fmt: skip
+        d = f.event_data
+        days_left = d.get("days_left")
+        out.append(
+            InstrumentStatus(
+                gateway, inst, status,
+                certificate=f.certificate or d.get("certificate"),
+                readings=f.readings, expired_readings=f.expired, last_reading_ns=f.last_ns,
+                event=f.event, event_ns=f.event_ns, valid_until=d.get("valid_until"),
+                days_left=int(days_left) if isinstance(days_left, int | float) else None,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _gateways(
+    days: list[Completeness], last_seen: dict[str, int], states: dict[str, str]
+) -> list[GatewaySummary]:
+    """Whole-window completeness: each day's expected range starts after the previous one."""
+    by_gw: dict[str, list[Completeness]] = defaultdict(list)
+    for c in days:
+        by_gw[c.gateway].append(c)
+    out = []
+    for gw in sorted(set(by_gw) | set(last_seen) | set(states)):
+        cs = by_gw.get(gw, [])
+        out.append(
+            GatewaySummary(
+                gw, sum(c.received for c in cs), sum(c.expected for c in cs),
+                [r for c in cs for r in c.missing], last_seen.get(gw), states.get(gw),
+            )
+        )  # fmt: skip
+    return out
+
+
+def _data(text: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+# -- InfluxDB -------------------------------------------------------------------------
+
 _OOT = "(flags =~ /(^|,)out_of_tolerance(,|$)/ OR verdict = 'fail')"
-_ALARM_ACTIVE = "state =~ /^(active|unack|unacknowledged|raised)/"
+_EXPIRED = "flags =~ /(^|,)calibration_expired(,|$)/"
+_UNCALIBRATED = "flags =~ /(^|,)not_calibrated(,|$)/"
+# alarm records (gateway/alarms.py): ``event`` says what happened, ``state`` where it is now
+_RAISED = "\"event\" = 'raised'"
+
+
+def _results(doc: dict[str, Any], i: int) -> list[dict[str, Any]]:
+    results = doc.get("results", [])
+    return list(results[i].get("series", [])) if i < len(results) else []
 
 
 def points_influx(
@@ -168,7 +342,7 @@ def points_influx(
     limits: dict[str, tuple[float, float]] | None = None,
     **auth: Any,
 ) -> list[PointSummary]:
-    """Per point: last value, counts, out-of-tolerance, mean/σ/moving range, alarms."""
+    """Per point: last value, counts, out-of-tolerance, mean/σ/moving range, alarms raised."""
     w = f"time >= {since_ns}"
     g = "GROUP BY gateway, device, point"
     qs = [
@@ -178,16 +352,15 @@ def points_influx(
         f"SELECT mean(value), stddev(value) FROM reading WHERE {w} {g}",
         f"SELECT mean(mr) FROM (SELECT abs(difference(value)) AS mr FROM reading"
         f" WHERE {w} {g}) {g}",
-        f"SELECT count(seq) FROM alarm WHERE {w} AND {_ALARM_ACTIVE} {g}",
+        f"SELECT count(seq) FROM alarm WHERE {w} AND {_RAISED} {g}",
     ]
     doc = influxql_query(url, ";".join(qs), database=database, **auth)
     points: dict[tuple[str, str, str], PointSummary] = {}
 
     def rows(i: int) -> list[tuple[PointSummary, list[Any]]]:
-        res = doc["results"][i] if i < len(doc["results"]) else {}
         out = []
-        for s in res.get("series", []):
-            t = s["tags"]
+        for s in _results(doc, i):
+            t = s.get("tags", {})
             key = (t.get("gateway", ""), t.get("device", ""), t.get("point", ""))
             if key not in points:
                 points[key] = PointSummary(*key, limits=(limits or {}).get(key[2]))
@@ -209,42 +382,209 @@ def points_influx(
     return sorted(points.values(), key=lambda p: (p.gateway, p.device, p.point))
 
 
+def instruments_influx(
+    url: str, database: str, *, since_ns: int, **auth: Any
+) -> list[InstrumentStatus]:
+    """Calibration status per instrument from readings and ``calibration_*`` events."""
+    w = f"time >= {since_ns}"
+    g = "GROUP BY gateway, instrument"
+    qs = [
+        f"SELECT last(quality), count(quality) FROM reading WHERE {w} {g}",
+        f"SELECT last(quality), count(quality) FROM reading WHERE {w} AND {_EXPIRED} {g}",
+        f"SELECT last(quality) FROM reading WHERE {w} AND {_UNCALIBRATED} {g}",
+        f"SELECT last(certificate) FROM reading WHERE {w} {g}",
+        f'SELECT last(data) FROM event WHERE {w} AND "type" =~ /^calibration_/ {g}, "type"',
+    ]
+    doc = influxql_query(url, ";".join(qs), database=database, **auth)
+    facts: dict[tuple[str, str], _InstrumentFacts] = defaultdict(_InstrumentFacts)
+
+    def rows(i: int) -> list[tuple[_InstrumentFacts, dict[str, str], list[Any]]]:
+        out = []
+        for s in _results(doc, i):
+            t = s.get("tags", {})
+            if t.get("instrument"):
+                out.append((facts[(t.get("gateway", ""), t["instrument"])], t, s["values"][0]))
+        return out
+
+    for f, _, v in rows(0):
+        f.last_ns, f.readings = int(v[0]), int(v[2])
+    for f, _, v in rows(1):
+        f.last_expired_ns, f.expired = int(v[0]), int(v[2])
+    for f, _, v in rows(2):
+        f.last_uncalibrated_ns = int(v[0])
+    for f, _, v in rows(3):
+        f.certificate = v[1]
+    for f, t, v in rows(4):
+        if f.event_ns is None or int(v[0]) > f.event_ns:
+            f.event, f.event_ns, f.event_data = t.get("type"), int(v[0]), _data(v[1])
+    return _instruments(facts)
+
+
+def gateways_influx(
+    url: str, database: str, *, since_ns: int, **auth: Any
+) -> tuple[list[GatewaySummary], list[Completeness]]:
+    """Per gateway: completeness over the window (and per day), last seen, status."""
+    days = completeness_influx(url, database, since_ns=since_ns, **auth)
+    qs = [
+        f"SELECT last(seq) FROM batch WHERE time >= {since_ns} GROUP BY gateway",
+        "SELECT last(state) FROM gateway_status GROUP BY gateway",
+    ]
+    doc = influxql_query(url, ";".join(qs), database=database, **auth)
+    last_seen = {s["tags"]["gateway"]: int(s["values"][0][0]) for s in _results(doc, 0)}
+    states = {s["tags"]["gateway"]: str(s["values"][0][1]) for s in _results(doc, 1)}
+    return _gateways(days, last_seen, states), days
+
+
+def report_influx(
+    url: str,
+    database: str,
+    *,
+    since_ns: int,
+    limits: dict[str, tuple[float, float]] | None = None,
+    **auth: Any,
+) -> Report:
+    """The whole report from InfluxDB (InfluxQL over ``/query``)."""
+    points = points_influx(url, database, since_ns=since_ns, limits=limits, **auth)
+    instruments = instruments_influx(url, database, since_ns=since_ns, **auth)
+    gateways, days = gateways_influx(url, database, since_ns=since_ns, **auth)
+    return Report(points, instruments, gateways, days)
+
+
+# -- SQLite ---------------------------------------------------------------------------
+
+
+def _has_flag(flag: str) -> str:
+    return f"instr(',' || coalesce(flags, '') || ',', ',{flag},') > 0"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
 def points_sqlite(
     path: Path, *, since_ns: int, limits: dict[str, tuple[float, float]] | None = None
 ) -> list[PointSummary]:
     """The same figures as :func:`points_influx` from the SQLite store."""
-    out: list[PointSummary] = []
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    points: dict[tuple[str, str, str], PointSummary] = {}
+    since_us = since_ns // 1000
+    with closing(_connect(path)) as db:
         cur = db.execute(
             "SELECT gateway, device, point, ts_us, value, flags, verdict FROM readings "
             "WHERE ts_us >= ? ORDER BY gateway, device, point, ts_us",
-            (since_ns // 1000,),
+            (since_us,),
         )
-        cur_key: tuple[str, str, str] | None = None
-        vals: list[float] = []
-        p: PointSummary | None = None
+        for key, group in itertools.groupby(cur, key=lambda r: (r[0], r[1], r[2])):
+            p = points[key] = PointSummary(*key, limits=(limits or {}).get(key[2]))
+            vals: list[float] = []
+            for _, _, _, ts, value, flags, verdict in group:
+                p.count += 1
+                if "out_of_tolerance" in (flags or "").split(",") or verdict == "fail":
+                    p.out_of_tolerance += 1
+                if isinstance(value, float | int) and not isinstance(value, bool):
+                    vals.append(float(value))
+                    p.last_value, p.last_ns = float(value), ts * 1000
+            _moments(p, vals)
+        alarms = db.execute(
+            "SELECT gateway, json_extract(tags, '$.device'), json_extract(tags, '$.point'), "
+            "count(*) FROM items WHERE kind = 'alarm' AND ts_us >= ? "
+            "AND json_extract(fields, '$.event') = 'raised' GROUP BY 1, 2, 3",
+            (since_us,),
+        )
+        for g, d, pt, n in alarms:
+            key = (g, d or "", pt or "")
+            if key not in points:
+                points[key] = PointSummary(*key, limits=(limits or {}).get(key[2]))
+            points[key].alarms = int(n)
+    return sorted(points.values(), key=lambda p: (p.gateway, p.device, p.point))
 
-        def close() -> None:
-            if p is None or not vals:
-                return
-            n = len(vals)
-            p.mean = sum(vals) / n
-            p.stddev = math.sqrt(sum((x - p.mean) ** 2 for x in vals) / (n - 1)) if n > 1 else None
-            if n > 1:
-                p.mean_moving_range = sum(abs(b - a) for a, b in itertools.pairwise(vals)) / (n - 1)
 
-        for g, d, pt, ts, value, flags, verdict in cur:
-            if (g, d, pt) != cur_key:
-                close()
-                cur_key, vals = (g, d, pt), []
-                p = PointSummary(g, d, pt, limits=(limits or {}).get(pt))
-                out.append(p)
-            assert p is not None
-            p.count += 1
-            if "out_of_tolerance" in (flags or "").split(",") or verdict == "fail":
-                p.out_of_tolerance += 1
-            if isinstance(value, float | int) and not isinstance(value, bool):
-                vals.append(float(value))
-                p.last_value, p.last_ns = float(value), ts * 1000
-        close()
-    return out
+def _moments(p: PointSummary, vals: list[float]) -> None:
+    n = len(vals)
+    if not n:
+        return
+    p.mean = sum(vals) / n
+    if n > 1:
+        p.stddev = math.sqrt(sum((x - p.mean) ** 2 for x in vals) / (n - 1))
+        p.mean_moving_range = sum(abs(b - a) for a, b in itertools.pairwise(vals)) / (n - 1)
+
+
+def instruments_sqlite(path: Path, *, since_ns: int) -> list[InstrumentStatus]:
+    """:func:`instruments_influx` from the SQLite store."""
+    since_us = since_ns // 1000
+    facts: dict[tuple[str, str], _InstrumentFacts] = defaultdict(_InstrumentFacts)
+    expired, uncal = _has_flag("calibration_expired"), _has_flag("not_calibrated")
+    with closing(_connect(path)) as db:
+        for g, inst, n, last, n_exp, last_exp, last_uncal in db.execute(
+            f"SELECT gateway, instrument, count(*), max(ts_us), sum({expired}), "
+            f"max(CASE WHEN {expired} THEN ts_us END), max(CASE WHEN {uncal} THEN ts_us END) "
+            "FROM readings WHERE instrument IS NOT NULL AND ts_us >= ? GROUP BY 1, 2",
+            (since_us,),
+        ):
+            f = facts[(g, inst)]
+            f.readings, f.expired, f.last_ns = int(n), int(n_exp), int(last) * 1000
+            f.last_expired_ns = None if last_exp is None else int(last_exp) * 1000
+            f.last_uncalibrated_ns = None if last_uncal is None else int(last_uncal) * 1000
+        # SQLite: with max(), the bare column comes from the row holding the maximum
+        for g, inst, cert, _ in db.execute(
+            "SELECT gateway, instrument, certificate, max(ts_us) FROM readings "
+            "WHERE instrument IS NOT NULL AND certificate IS NOT NULL AND ts_us >= ? "
+            "GROUP BY 1, 2",
+            (since_us,),
+        ):
+            facts[(g, inst)].certificate = cert
+        for g, inst, typ, ts, data in db.execute(
+            "SELECT gateway, json_extract(tags, '$.instrument'), json_extract(tags, '$.type'), "
+            "ts_us, json_extract(fields, '$.data') FROM items WHERE kind = 'event' "
+            "AND json_extract(tags, '$.type') LIKE 'calibration^_%' ESCAPE '^' "
+            "AND json_extract(tags, '$.instrument') IS NOT NULL AND ts_us >= ? ORDER BY ts_us",
+            (since_us,),
+        ):
+            f = facts[(g, inst)]
+            f.event, f.event_ns, f.event_data = typ, int(ts) * 1000, _data(data)
+    return _instruments(facts)
+
+
+def gateways_sqlite(
+    path: Path, *, since_ns: int
+) -> tuple[list[GatewaySummary], list[Completeness]]:
+    """:func:`gateways_influx` from the SQLite store."""
+    days = completeness_sqlite(path, since_ns=since_ns)
+    with closing(_connect(path)) as db:
+        last_seen = {
+            g: int(t) * 1000
+            for g, t in db.execute(
+                "SELECT gateway, max(sealed_us) FROM batches WHERE sealed_us >= ? GROUP BY 1",
+                (since_ns // 1000,),
+            )
+        }
+        states = {g: s for g, s in db.execute("SELECT gateway, state FROM gateway_status")}
+    return _gateways(days, last_seen, states), days
+
+
+def report_sqlite(
+    path: Path, *, since_ns: int, limits: dict[str, tuple[float, float]] | None = None
+) -> Report:
+    """The whole report from the SQLite store."""
+    points = points_sqlite(path, since_ns=since_ns, limits=limits)
+    instruments = instruments_sqlite(path, since_ns=since_ns)
+    gateways, days = gateways_sqlite(path, since_ns=since_ns)
+    return Report(points, instruments, gateways, days)
+
+
+def report_store(
+    store: InfluxV1Store | InfluxV2Store | SqliteStore,
+    *,
+    since_ns: int,
+    limits: dict[str, tuple[float, float]] | None = None,
+) -> Report:
+    """The report from the store an ingest configuration names."""
+    if isinstance(store, SqliteStore):
+        return report_sqlite(store.path, since_ns=since_ns, limits=limits)
+    auth: dict[str, Any] = {}
+    if isinstance(store, InfluxV1Store):
+        if store.username is not None:
+            pw = store.password.get_secret_value() if store.password else ""
+            auth = {"username": store.username, "password": pw}
+        return report_influx(store.url, store.database, since_ns=since_ns, limits=limits, **auth)
+    token = store.token.get_secret_value() if store.token else None
+    return report_influx(store.url, store.bucket, since_ns=since_ns, limits=limits, token=token)

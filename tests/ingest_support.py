@@ -127,3 +127,57 @@ class Collector:
     def close(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
+
+
+# -- real gateway payloads: the gateway's own sealer, reading model, alarms and event log --
+
+
+class RealGateway:
+    """Seals batches exactly as a gateway does (``gateway.encoding.make_sealer``).
+
+    ``data`` takes :class:`gateway.reading.Reading` objects and sends them through
+    ``to_wire``; ``alarm`` takes records of :class:`gateway.alarms.Alarm`; ``event``
+    appends to a real :class:`gateway.eventlog.EventLog` and sends its entries.
+    """
+
+    def __init__(self, signer: Signer, gateway: str, site: str, state_dir: Path) -> None:
+        from gateway.encoding import make_sealer
+        from gateway.eventlog import EventLog
+
+        self.gateway, self.site = gateway, site
+        self.seal = make_sealer(gateway, site, signer)
+        self.seq = 0
+        self.log = EventLog(state_dir / "events.log", signer, software_id="test-sw")
+
+    def _next(self, kind: str, records: list[dict[str, Any]], sealed_us: int) -> tuple[str, bytes]:
+        self.seq += 1
+        return topic(self.gateway, kind, self.site), self.seal(kind, self.seq, sealed_us, records)
+
+    def data(self, readings: Iterable[Any], sealed_us: int) -> tuple[str, bytes]:
+        from gateway.reading import to_wire
+
+        return self._next("data", [to_wire(r) for r in readings], sealed_us)
+
+    def alarm(self, records: list[dict[str, Any]], sealed_us: int) -> tuple[str, bytes]:
+        return self._next("alarm", records, sealed_us)
+
+    def event(
+        self, entries: list[tuple[str, dict[str, Any], str]], sealed_us: int
+    ) -> tuple[str, bytes]:
+        """``entries``: (type, data, source) appended to the event log, then sent."""
+        out = [self.log.append(t, d, source=s) for t, d, s in entries]
+        return self._next("event", out, sealed_us)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def make_reading(ts_us: int, device: str, point: str, value: Any, **kw: Any) -> Any:
+    """A :class:`gateway.reading.Reading` (quality good unless given)."""
+    from drivers.base import Quality
+    from gateway.reading import Reading
+
+    kw.setdefault("quality", Quality.GOOD)
+    kw.setdefault("unit", "degC")
+    kw.setdefault("raw", value)
+    return Reading(ts_us=ts_us, device=device, point=point, value=value, **kw)

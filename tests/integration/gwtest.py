@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import jsonschema
+import paho.mqtt.client as mqtt
 
 from gateway.clock import ClockMonitor, SyncState
 from gateway.config_loader import LoadedConfig, load_config
@@ -51,6 +51,7 @@ def line_config(
     text = (
         f"gateway: {{id: gw1, site: test-site, state_dir: {tmp / 'state'}}}\n"
         f"mqtt: {{url: 'mqtt://127.0.0.1:{broker_port}', publish_timeout: 3s, backoff_max: 1s}}\n"
+        "ops: {listen: '127.0.0.1:0'}\n"
         f"{extra}"
         "devices:\n" + "".join(devices)
     )
@@ -82,18 +83,36 @@ class Collector:
         return out
 
     async def run(self) -> None:
-        """Collect until cancelled, reconnecting while the broker is down."""
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    "127.0.0.1", self.url_port, identifier="test-collector", clean_session=False
-                ) as client:
-                    await client.subscribe(f"{self.base}/#", qos=1)
-                    self.subscribed.set()
-                    async for message in client.messages:
-                        self._take(str(message.topic), message.payload)
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.1)
+        """Collect until cancelled; paho reconnects by itself while the broker is down.
+
+        paho, not aiomqtt: paho acknowledges a QoS 1 message only after ``on_message``
+        returned, so a message acknowledged to the broker has always been counted.
+        """
+        loop = asyncio.get_running_loop()
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="test-collector", clean_session=False
+        )
+        client.reconnect_delay_set(1, 2)
+
+        def on_connect(c: mqtt.Client, u: object, f: object, rc: object, p: object) -> None:
+            c.subscribe(f"{self.base}/#", qos=1)
+
+        def on_subscribe(c: mqtt.Client, u: object, mid: int, rc: object, p: object) -> None:
+            loop.call_soon_threadsafe(self.subscribed.set)
+
+        def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+            self._take(msg.topic, msg.payload)
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.connect("127.0.0.1", self.url_port, keepalive=5)
+        client.loop_start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def _take(self, topic: str, payload: Any) -> None:
         assert isinstance(payload, bytes)

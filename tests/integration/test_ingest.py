@@ -328,7 +328,7 @@ async def test_replay_is_idempotent_and_a_late_fill_completes_the_day(
     day = completeness_influx(influx.url, DB)
     assert [(c.received, c.expected, c.ratio) for c in day] == [(10, 10, 1.0)]
     assert ingest.counts["duplicate"] == 2
-    assert ingest.counts["late"] == 2
+    assert ingest.counts["gap_fill"] == 2
 
 
 async def test_v2_write_api_into_victoria_metrics(

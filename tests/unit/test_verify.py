@@ -168,6 +168,21 @@ def test_classify_is_pure_so_a_failed_store_is_not_a_duplicate() -> None:
     assert tr.classify("gw", 2, now=2).kind is SeqKind.DUPLICATE
 
 
+def test_same_number_with_other_bytes_is_a_conflict_not_a_duplicate() -> None:
+    tr = SequenceTracker(duplicate_window_s=60.0, duplicate_window_seq=100)
+    assert tr.record("gw", 1, now=0, digest=b"a").kind is SeqKind.NEW
+    assert tr.record("gw", 2, now=0, digest=b"b").kind is SeqKind.NEW
+    assert tr.classify("gw", 1, now=1, digest=b"a").kind is SeqKind.DUPLICATE
+    assert tr.classify("gw", 1, now=1, digest=b"x").kind is SeqKind.CONFLICT
+    assert tr.record("gw", 1, now=1, digest=b"x").kind is SeqKind.CONFLICT
+    # the conflict changed nothing: the original bytes are still the reference
+    assert tr.classify("gw", 1, now=2, digest=b"a").kind is SeqKind.DUPLICATE
+    # without a digest the caller gets the old verdicts
+    assert tr.classify("gw", 1, now=2).kind is SeqKind.DUPLICATE
+    # once the number left the window, its digest is forgotten with it
+    assert tr.classify("gw", 1, now=120, digest=b"x").kind is SeqKind.REPLAY
+
+
 def test_state_round_trip_and_gap_cap() -> None:
     tr = SequenceTracker(max_gap_ranges=2)
     for s in (1, 3, 5, 7):

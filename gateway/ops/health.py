@@ -1,0 +1,293 @@
+"""The operations endpoint: ``/metrics`` (Prometheus) and ``/health`` (JSON) over plain HTTP.
+
+A deliberately tiny HTTP/1.1 server on :func:`asyncio.start_server` — GET only, one
+request per connection, bounded header size and read time — so the daemon needs
+no web framework. Bind it to loopback (the default ``127.0.0.1:9108``): it has no
+authentication.
+
+``/health`` answers 200 with ``"status": "ok"`` when every device polls, the broker
+is connected, the clock is synchronised and nothing was dropped from the outbox
+since start; otherwise 503 with ``"status": "degraded"`` and the reasons in
+``"problems"`` (docs/operations.md lists every field). ``/metrics`` is always 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gateway.ops.metrics import GatewayCollector, RateMeter
+from gateway.ops.view import GatewayView
+
+__all__ = ["OpsServer", "gateway_health", "gateway_ops_server", "iso_us"]
+
+log = logging.getLogger("metrogate.ops")
+
+MAX_HEADER_BYTES = 8192
+READ_TIMEOUT_S = 5.0
+SAMPLE_EVERY_S = 5.0
+
+HealthFn = Callable[[], dict[str, Any]]
+
+
+def iso_us(us: int | None) -> str | None:
+    """UTC µs → ISO 8601 with a ``Z`` (None stays None)."""
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def gateway_health(
+    gw: GatewayView,
+    *,
+    meter: RateMeter | None = None,
+    dropped_at_start: int = 0,
+    wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+) -> dict[str, Any]:
+    """The ``/health`` document of a running gateway (see docs/operations.md)."""
+    cfg = gw.loaded.config
+    now_us = wall_us()
+    problems: list[str] = []
+    devices = []
+    for dev_id, poller in gw.pollers.items():
+        h = poller.health
+        if h.state != "ok":
+            problems.append(
+                f"device {dev_id} {h.state}" + (f": {h.last_error}" if h.last_error else "")
+            )
+        devices.append(
+            {
+                "id": dev_id,
+                "driver": h.driver,
+                "endpoint": h.endpoint,
+                "state": h.state,
+                "polls": h.polls,
+                "failures": h.failures,
+                "missed": h.missed,
+                "readings": h.readings,
+                "requests_per_poll": h.requests_per_poll,
+                "last_ok": iso_us(h.last_ok_us),
+                "last_error": h.last_error,
+                "last_duration_s": h.last_duration_s,
+                "poll_s": float(getattr(poller.device, "poll", 0) or 0),
+            }
+        )
+    doc: dict[str, Any] = {
+        "status": "ok",
+        "problems": problems,
+        "gateway": cfg.gateway.id,
+        "site": cfg.gateway.site,
+        "topic": gw.base_topic,
+        "up_since": iso_us(gw.started_us),
+        "uptime_s": round(max(0, now_us - gw.started_us) / 1e6, 3),
+        "config": {"path": str(gw.loaded.path), "sha256": gw.loaded.sha256},
+        "software": gw.software.as_dict(),
+        "devices": devices,
+        "outbox": _outbox(gw, meter, dropped_at_start, now_us, problems),
+        "broker": _broker(gw, problems),
+        "clock": {
+            "state": str(gw.clock_monitor.state),
+            "synchronised": gw.clock_monitor.synchronised,
+        },
+    }
+    if not gw.clock_monitor.synchronised:
+        problems.append("clock not synchronised")
+    doc["status"] = "ok" if not problems else "degraded"
+    return doc
+
+
+def _outbox(
+    gw: GatewayView,
+    meter: RateMeter | None,
+    dropped_at_start: int,
+    now_us: int,
+    problems: list[str],
+) -> dict[str, Any] | None:
+    if gw.outbox is None:
+        return None
+    s = gw.outbox.stats()
+    max_bytes = int(gw.loaded.config.outbox.max_bytes)
+    max_age = gw.loaded.config.outbox.max_age
+    out: dict[str, Any] = {
+        "batches": s.batches,
+        "records": s.records,
+        "bytes": s.bytes,
+        "max_bytes": max_bytes,
+        "max_age_s": max_age,
+        "fill_ratio": round(s.bytes / max_bytes, 6) if max_bytes else None,
+        "oldest": iso_us(s.oldest_sealed_us),
+        "oldest_age_s": None
+        if s.oldest_sealed_us is None
+        else round(max(0, now_us - s.oldest_sealed_us) / 1e6, 3),
+        "dropped_batches": s.dropped_batches,
+        "dropped_records": s.dropped_records,
+        "next_seq": s.next_seq,
+        "readings_per_s": None,
+        "bytes_per_s": None,
+        "capacity_s": None,
+        "remaining_s": None,
+        "rate_estimated": True,
+    }
+    if meter is not None:
+        rate = meter.readings_per_s()
+        capacity, remaining = meter.forecast(max_bytes, s.bytes)
+        if max_age is not None:
+            # the age bound drops data sooner than the byte bound when it is shorter
+            capacity = max_age if capacity is None else min(capacity, max_age)
+        out.update(
+            readings_per_s=None if rate is None else round(rate, 3),
+            bytes_per_s=None if rate is None else round(rate * meter.bytes_per_reading, 1),
+            capacity_s=None if capacity is None else round(capacity, 1),
+            remaining_s=None if remaining is None else round(remaining, 1),
+            rate_estimated=meter.estimated,
+        )
+    if s.dropped_batches > dropped_at_start:
+        problems.append(f"outbox dropped {s.dropped_batches - dropped_at_start} batch(es)")
+    return out
+
+
+def _broker(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
+    mqtt = gw.loaded.config.mqtt
+    if gw.publisher is None:
+        return None
+    st = gw.publisher.stats
+    if not st.connected:
+        problems.append(
+            f"broker {mqtt.host}:{mqtt.port} not connected"
+            + (f": {st.last_error}" if st.last_error else "")
+        )
+    return {
+        "url": mqtt.url,
+        "connected": st.connected,
+        "connected_since": iso_us(st.connected_since_us),
+        "connects": st.connects,
+        "published": st.published,
+        "failures": st.failures,
+        "last_error": st.last_error,
+    }
+
+
+class OpsServer:
+    """Serves ``/metrics`` from ``registry`` and ``/health`` from ``health()``.
+
+    An async context manager: the listening socket is open inside the ``async
+    with`` block (``port`` is the bound port, useful with port 0); ``on_tick`` is
+    called every ``SAMPLE_EVERY_S`` seconds (rate sampling) by a task of its own.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        health: HealthFn,
+        *,
+        on_tick: Callable[[], None] | None = None,
+        tick_s: float = SAMPLE_EVERY_S,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.registry = registry
+        self.health = health
+        self.on_tick = on_tick
+        self.tick_s = tick_s
+        self._server: asyncio.Server | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        if self.on_tick is not None:
+            self._ticker = self._tg.create_task(self._tick(), name="ops-sampler")
+        log.info("metrics and health on http://%s:%d/", self.host, self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None and self._tg is not None
+        self._server.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        async with asyncio.timeout(5):
+            await self._server.wait_closed()
+
+    async def _tick(self) -> None:
+        assert self.on_tick is not None
+        while True:
+            self.on_tick()
+            await asyncio.sleep(self.tick_s)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, ctype, body = self._respond(head)
+
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            status, ctype, body = 400, "text/plain", b"bad request\n"
+        except Exception:  # a failing probe must never take the daemon down
+            log.exception("ops endpoint: request failed")
+            status, ctype, body = 500, "text/plain", b"internal error\n"
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  500: "Internal Server Error", 503: "Service Unavailable"}[status]  # fmt: skip
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass  # the client went away; nothing to tell it
+        finally:
+            writer.close()
+
+    def _respond(self, head: bytes) -> tuple[int, str, bytes]:
+        if len(head) > MAX_HEADER_BYTES:
+            return 400, "text/plain", b"header too large\n"
+        try:
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
+        except (UnicodeDecodeError, ValueError):
+            return 400, "text/plain", b"bad request line\n"
+        if method != "GET":
+            return 405, "text/plain", b"GET only\n"
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path in ("/health", "/"):
+            doc = self.health()
+            code = 200 if doc.get("status") == "ok" else 503
+            return code, "application/json", json.dumps(doc, indent=1).encode() + b"\n"
+        return 404, "text/plain", b"not found: try /metrics or /health\n"
+
+
+def gateway_ops_server(gw: GatewayView, listen_host: str, listen_port: int) -> OpsServer:
+    """The ops endpoint of a gateway: its collector on a fresh registry, its health, rates."""
+    registry = CollectorRegistry(auto_describe=False)
+    meter = RateMeter(gw)
+    registry.register(GatewayCollector(gw, meter=meter))
+    dropped = gw.outbox.stats().dropped_batches if gw.outbox is not None else 0
+    return OpsServer(
+        listen_host,
+        listen_port,
+        registry,
+        lambda: gateway_health(gw, meter=meter, dropped_at_start=dropped),
+        on_tick=meter.sample,
+    )

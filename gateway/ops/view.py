@@ -1,0 +1,81 @@
+"""What the operations code may see of a running gateway (read-only, structural types).
+
+:class:`gateway.runtime.Gateway` satisfies :class:`GatewayView` as it is; tests may
+pass any object with these attributes. Nothing here is written to, so observing
+a gateway never changes what it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.clock import SyncState
+from gateway.config_loader import LoadedConfig
+from gateway.outbox import OutboxStats
+from gateway.publisher import PublisherStats
+from gateway.software_id import SoftwareId
+
+if TYPE_CHECKING:  # the runtime imports every driver; the ops code needs only its types
+    from gateway.runtime import DeviceHealth
+
+
+class PollerView(Protocol):
+    @property
+    def health(self) -> DeviceHealth: ...
+
+    @property
+    def device(self) -> Any: ...  # the device's config model (``.id``, ``.poll``, ``.bus``)
+
+
+class OutboxView(Protocol):
+    def stats(self) -> OutboxStats: ...
+
+
+class PublisherView(Protocol):
+    @property
+    def stats(self) -> PublisherStats: ...
+
+
+class ClockView(Protocol):
+    @property
+    def state(self) -> SyncState: ...
+
+    @property
+    def synchronised(self) -> bool: ...
+
+
+class PollersView(Protocol):
+    """Enough for the watchdog: the device pollers."""
+
+    @property
+    def pollers(self) -> Mapping[str, PollerView]: ...
+
+
+class RatesView(PollersView, Protocol):
+    """Enough for the rate meter: pollers and the outbox."""
+
+    @property
+    def outbox(self) -> OutboxView | None: ...
+
+
+class GatewayView(RatesView, Protocol):
+    """Everything health and metrics read."""
+
+    @property
+    def publisher(self) -> PublisherView | None: ...
+
+    @property
+    def clock_monitor(self) -> ClockView: ...
+
+    @property
+    def loaded(self) -> LoadedConfig: ...
+
+    @property
+    def software(self) -> SoftwareId: ...
+
+    @property
+    def started_us(self) -> int: ...
+
+    @property
+    def base_topic(self) -> str: ...

@@ -283,9 +283,10 @@ def _optional_commands(sub: Any) -> None:
     cli_trust.add_keygen_parser(sub)
     cli_trust.add_verify_parser(sub)
     cli_trust.add_version_parser(sub)
-    from gateway import cli_ops
+    from gateway import cli_alarm, cli_ops
 
     cli_ops.add_status_parser(sub)
+    cli_alarm.add_alarm_parser(sub)
     try:
         from supervision import cli as supervision_cli
     except ImportError:  # pragma: no cover - supervision is part of the distribution

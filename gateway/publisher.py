@@ -66,6 +66,27 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def mqtt_client(
+    cfg: MqttConfig, identifier: str, *, will: aiomqtt.Will | None = None
+) -> aiomqtt.Client:
+    """An aiomqtt client with the broker settings of ``cfg`` (TLS, credentials, version)."""
+    return aiomqtt.Client(
+        cfg.host,
+        cfg.port,
+        identifier=identifier,
+        username=cfg.username,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        protocol=aiomqtt.ProtocolVersion.V5
+        if cfg.protocol == "5"
+        else aiomqtt.ProtocolVersion.V311,
+        keepalive=int(cfg.keepalive),
+        tls_context=tls_context(cfg),
+        will=will,
+        max_inflight_messages=cfg.inflight,
+        timeout=cfg.publish_timeout,
+    )
+
+
 class Publisher:
     """Publishes sealed batches; see the module docstring for the guarantees."""
 
@@ -88,6 +109,8 @@ class Publisher:
         self.on_command = on_command
         self.stats = PublisherStats()
         self._acked: list[int] = []
+        self._retained: dict[str, bytes] = {}
+        self._retained_changed = asyncio.Event()
         self._rng = rng or random.Random()
         self._offline = json.dumps(
             {
@@ -100,24 +123,10 @@ class Publisher:
         ).encode()
 
     def _client(self) -> aiomqtt.Client:
-        cfg = self.cfg
-        client = aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            identifier=self.client_id,
-            username=cfg.username,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            protocol=aiomqtt.ProtocolVersion.V5
-            if cfg.protocol == "5"
-            else aiomqtt.ProtocolVersion.V311,
-            keepalive=int(cfg.keepalive),
-            tls_context=tls_context(cfg),
-            will=aiomqtt.Will(f"{self.base}/status", self._offline, qos=1, retain=True),
-            max_inflight_messages=cfg.inflight,
-            timeout=cfg.publish_timeout,
-        )
+        will = aiomqtt.Will(f"{self.base}/status", self._offline, qos=1, retain=True)
+        client = mqtt_client(self.cfg, self.client_id, will=will)
         # the in-flight window is ours and bounded; aiomqtt's warning assumes one at a time
-        client.pending_calls_threshold = cfg.inflight + 10
+        client.pending_calls_threshold = self.cfg.inflight + 10
         return client
 
     async def run(self) -> None:
@@ -160,11 +169,31 @@ class Publisher:
         except (aiomqtt.MqttError, TimeoutError):
             pass  # the Last Will says it for us
 
+    def set_retained(self, suffix: str, payload: bytes) -> None:
+        """Keep ``payload`` retained on ``{base}/{suffix}``: the latest one wins.
+
+        For state whose current value is what matters (the set of active alarms),
+        not its history — history travels through the outbox.
+        """
+        self._retained[suffix] = payload
+        self._retained_changed.set()
+
+    async def _retain(self, client: aiomqtt.Client) -> None:
+        sent: dict[str, bytes] = {}
+        while True:
+            self._retained_changed.clear()
+            for suffix, payload in list(self._retained.items()):
+                if sent.get(suffix) is not payload:
+                    await client.publish(f"{self.base}/{suffix}", payload, qos=1, retain=True)
+                    sent[suffix] = payload
+            await self._retained_changed.wait()
+
     async def _session(self, client: aiomqtt.Client) -> None:
         birth = json.dumps(self.birth, separators=(",", ":")).encode()
         await client.publish(f"{self.base}/status", birth, qos=1, retain=True)
         try:
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._retain(client), name="mqtt-retained")
                 if self.on_command is not None:
                     await client.subscribe(f"{self.base}/cmd/#", qos=1)
                     tg.create_task(self._commands(client), name="mqtt-commands")

@@ -305,6 +305,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self._pending_events: list[dict[str, Any]] = []
         self._eventlog: EventLog | None = None
+        self._signer: Signer | None = None
         self._devices_up = asyncio.Event()
         self.ops: OpsServer | None = None  # the ops endpoint while running (its .port)
         self._reload_devices = asyncio.Event()
@@ -335,6 +336,7 @@ class Gateway:
         state = cfg.gateway.state_dir
         state.mkdir(parents=True, exist_ok=True)
         signer = ensure_signer(cfg)
+        self._signer = signer
         outbox_path = cfg.outbox.path or state / "outbox.db"
         with (
             Outbox(
@@ -375,6 +377,7 @@ class Gateway:
                         tasks = [publisher, devices, housekeeping]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
+                        self._retain_alarm_set()  # restored alarms are active again
                         if cfg.ops.enabled:
                             try:
                                 self.ops = await stack.enter_async_context(
@@ -483,7 +486,7 @@ class Gateway:
                 self._emit,
                 clock=self.clock,
                 synchronised=lambda: self.clock_monitor.synchronised,
-                on_alarm_change=self._save_rule_state_of,
+                on_alarm_change=self._alarms_changed,
                 on_identity=self._identity_seen,
                 on_tamper=self._tamper_seen,
             )
@@ -558,9 +561,30 @@ class Gateway:
         self.record_event(f"alarm_{name}", {"alarm": alarm, "user": user}, source=user)
         if records:
             self._emit("alarm", records)
-            self._save_rule_state_of(alarm.split("/", 1)[0])
+            self._alarms_changed(alarm.split("/", 1)[0])
         self._flush_events()
         return records
+
+    def _alarms_changed(self, dev_id: str) -> None:
+        """Persist the device's rule state and retain the gateway's active alarm set."""
+        self._save_rule_state_of(dev_id)
+        self._retain_alarm_set()
+
+    def _retain_alarm_set(self) -> None:
+        """The active alarms, signed, retained on ``{base}/alarms`` (docs/wire.md)."""
+        if self.publisher is None or self._signer is None:
+            return
+        active = [a for metro in self.metrology.values() for a in metro.active_alarms()]
+        body = {
+            "v": 1,
+            "type": "alarm_set",
+            "gateway": self.config.gateway.id,
+            "site": self.config.gateway.site,
+            "ts": self.clock(),
+            "alarms": active,
+        }
+        raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        self.publisher.set_retained("alarms", self._signer.sign_payload(raw))
 
     def _save_rule_state_of(self, dev_id: str) -> None:
         metro = self.metrology.get(dev_id)
@@ -590,6 +614,7 @@ class Gateway:
                 alarms = metro.tick(now)
                 if alarms:
                     self._emit("alarm", alarms)
+                    self._alarms_changed(metro.device)
             if self.outbox is not None:
                 self.outbox.enforce_bounds()  # ages batches out while nothing new comes
             self._flush_events()

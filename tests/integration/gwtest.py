@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 import paho.mqtt.client as mqtt
+from referencing import Registry, Resource
 
 from gateway.clock import ClockMonitor, SyncState
 from gateway.config_loader import LoadedConfig, load_config
@@ -19,6 +20,11 @@ from gateway.signing import verify_payload
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SCHEMA = json.loads((REPO / "gateway" / "schema" / "batch.schema.json").read_text())
+ALARM_SET_SCHEMA = json.loads((REPO / "gateway" / "schema" / "alarm-set.schema.json").read_text())
+SCHEMAS: Registry = Registry().with_resource(  # type: ignore[call-arg]
+    "https://metrogate.example/schema/v1/batch.schema.json",
+    Resource.from_contents(BATCH_SCHEMA),
+)
 
 
 def synced_clock() -> ClockMonitor:
@@ -72,6 +78,7 @@ class Collector:
     status: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    alarm_sets: list[dict[str, Any]] = field(default_factory=list)
 
     def readings(self, device: str | None = None) -> list[dict[str, Any]]:
         out = []
@@ -117,8 +124,20 @@ class Collector:
     def _take(self, topic: str, payload: Any) -> None:
         assert isinstance(payload, bytes)
         kind = topic.rsplit("/", 1)[-1]
+        if topic.startswith(f"{self.base}/cmd/"):
+            return  # commands to the gateway (sent by the tests themselves)
         if kind == "status":
             self.status.append(json.loads(payload))
+            return
+        if kind == "alarms":
+            keys = load_public_keys([self.keys_dir / PUBLIC_KEY_NAME])
+            body_bytes, _ = verify_payload(payload, keys)
+            alarm_set = json.loads(body_bytes)
+            try:
+                jsonschema.validate(alarm_set, ALARM_SET_SCHEMA, registry=SCHEMAS)
+            except Exception as exc:  # collected and asserted on by the tests
+                self.errors.append(f"{topic}: {exc}")
+            self.alarm_sets.append(alarm_set)
             return
         keys = load_public_keys([self.keys_dir / PUBLIC_KEY_NAME])
         try:

@@ -145,3 +145,22 @@ class Driver(Protocol):
     def identity(self) -> dict[str, str]:
         """The instrument's own identity as read at connect (serial number, ...)."""
         ...
+
+
+class Unconnected:
+    """Context-manager half of :class:`Driver` for drivers with nothing to open.
+
+    Drivers on a shared serial bus send through the bus owner, which opens the port;
+    entering and leaving such a driver does nothing.
+    """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None

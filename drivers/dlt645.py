@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from drivers.base import (
     Clock,
@@ -28,6 +26,7 @@ from drivers.base import (
     Quality,
     Reason,
     Sample,
+    Unconnected,
     utc_now_us,
 )
 from drivers.serial_line import FrameError, FrameFinder, FrameRejected, SerialBus
@@ -240,7 +239,7 @@ class Dlt645Point:
         return raw / 10**self.item.decimals if self.item.decimals else raw
 
 
-class Dlt645Driver:
+class Dlt645Driver(Unconnected):
     """One DL/T 645-2007 meter (by address) on a shared RS-485 bus."""
 
     def __init__(
@@ -264,17 +263,6 @@ class Dlt645Driver:
         self._clock = clock
         self._preamble = b"\xfe" * preamble
         self._find = meter_finder(address)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def _read_point(self, p: Dlt645Point) -> Sample:
         frame = read_frame(self.address, p.di, self._preamble)

@@ -16,8 +16,7 @@ a bad CRC/LRC or a truncated frame never yields a value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from drivers.base import (
     Clock,
@@ -26,6 +25,7 @@ from drivers.base import (
     Quality,
     Reason,
     Sample,
+    Unconnected,
     utc_now_us,
 )
 from drivers.modbus_codec import Table
@@ -191,7 +191,7 @@ def parse_read_reply(req: Request, body: bytes) -> list[int] | list[bool] | int:
     return [int.from_bytes(data[i : i + 2], "big") for i in range(0, count, 2)]
 
 
-class ModbusSerialDriver:
+class ModbusSerialDriver(Unconnected):
     """One Modbus slave on a shared serial line (RTU or ASCII framing).
 
     ``read()`` keeps the :mod:`drivers.base` contract: a request that timed out or
@@ -226,17 +226,6 @@ class ModbusSerialDriver:
                 self._frames.append((rtu_frame(unit, pdu), rtu_finder(unit, pdu[0])))
             else:
                 self._frames.append((ascii_frame(unit, pdu), ascii_finder(unit, pdu[0])))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def read(self) -> list[Sample]:
         samples: list[Sample] = []

@@ -24,10 +24,9 @@ in grams is never passed off as kilograms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
-from drivers.base import Clock, Quality, Reason, Sample, utc_now_us
+from drivers.base import Clock, Quality, Reason, Sample, Unconnected, utc_now_us
 from drivers.serial_line import FrameError, SerialBus, line_finder
 
 __all__ = ["MtSicsDriver", "WeightReply", "parse_identity", "parse_weight"]
@@ -73,7 +72,7 @@ def parse_identity(line: str, command: str) -> str | None:
     return fields[2].strip().strip('"')
 
 
-class MtSicsDriver:
+class MtSicsDriver(Unconnected):
     """One MT-SICS balance, alone or sharing a line with others (one point: the weight)."""
 
     def __init__(
@@ -99,17 +98,6 @@ class MtSicsDriver:
         self._identity: dict[str, str] = {}
         self._identified = False
         self._find = line_finder(CRLF)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def _ask(self, command: str) -> str:
         reply = await self._bus.transact(

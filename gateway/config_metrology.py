@@ -408,30 +408,26 @@ class _RuleBase(_Model):
         return self.name or self.kind
 
 
-class HighLimitRule(_RuleBase):
+class _LimitRule(_RuleBase):
+    limit: float
+    deadband: float = 0.0
+
+    @field_validator("deadband")
+    @classmethod
+    def _deadband(cls, v: float) -> float:
+        return _non_negative(v, "deadband") or 0.0
+
+
+class HighLimitRule(_LimitRule):
     """Alarm when the value rises above ``limit``; clears below ``limit − deadband``."""
 
     kind: Literal["high"]
-    limit: float
-    deadband: float = 0.0
-
-    @field_validator("deadband")
-    @classmethod
-    def _deadband(cls, v: float) -> float:
-        return _non_negative(v, "deadband") or 0.0
 
 
-class LowLimitRule(_RuleBase):
+class LowLimitRule(_LimitRule):
     """Alarm when the value falls below ``limit``; clears above ``limit + deadband``."""
 
     kind: Literal["low"]
-    limit: float
-    deadband: float = 0.0
-
-    @field_validator("deadband")
-    @classmethod
-    def _deadband(cls, v: float) -> float:
-        return _non_negative(v, "deadband") or 0.0
 
 
 class RateRule(_RuleBase):

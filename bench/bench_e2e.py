@@ -73,6 +73,7 @@ def gateway_run(
             r1, b1 = counter.snapshot()
             c1, s1, t1 = cpu_seconds(gw.pid), cpu_seconds(sim.pid), time.monotonic()
             peak = rss_mb(gw.pid, "VmHWM")
+            steady = rss_mb(gw.pid, "VmRSS")
         finally:
             stop(gw)
             counter.close()
@@ -87,6 +88,7 @@ def gateway_run(
         "gateway_core_share": (c1 - c0) / dt,
         "sim_core_share": (s1 - s0) / dt,
         "peak_rss_mb": peak,
+        "rss_mb_at_end": steady,
         "requests_per_cycle": requests,
         "scheduled_readings_per_s": devices * points / _seconds(poll),
     }

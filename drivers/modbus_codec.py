@@ -10,6 +10,7 @@ swap matters.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -163,6 +164,12 @@ def decode(spec: PointSpec, words: Sequence[int]) -> Value:
     return value
 
 
+@functools.cache
+def _struct(fmt: str) -> struct.Struct:
+    """One compiled format per layout, shared by every point that has it."""
+    return struct.Struct(fmt)
+
+
 BlockDecoder = Callable[[bytes, int], Value]
 """Decodes one point from a reply block (big-endian register bytes) at a byte offset."""
 
@@ -183,7 +190,7 @@ def block_decoder(spec: PointSpec) -> BlockDecoder:
         return generic
     fmt, _ = _NUMERIC[spec.type]
     if spec.order is Order.ABCD:
-        unpack = struct.Struct(fmt).unpack_from
+        unpack = _struct(fmt).unpack_from
 
         def direct(block: bytes, off: int) -> Value:
             value: int | float = unpack(block, off)[0]
@@ -192,8 +199,8 @@ def block_decoder(spec: PointSpec) -> BlockDecoder:
         return direct
     width = spec.width
     order = spec.order
-    words_fmt = struct.Struct(f">{width}H")
-    unpack_value = struct.Struct(fmt).unpack
+    words_fmt = _struct(f">{width}H")
+    unpack_value = _struct(fmt).unpack
 
     def reordered(block: bytes, off: int) -> Value:
         raw = _words_to_bytes(words_fmt.unpack_from(block, off), order)

@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from gateway.config_schema import Config
 
@@ -120,6 +117,8 @@ def _substitute(text: str, problems: list[str]) -> str:
 
 def _plain(node: Any, path: PathKey, file: str, where: _Where, errors: list[Problem]) -> Any:
     """ruamel node → plain Python data, recording positions and substituting ${...}."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -147,6 +146,10 @@ def _plain(node: Any, path: PathKey, file: str, where: _Where, errors: list[Prob
 
 
 def _read_yaml(path: Path, errors: list[Problem]) -> Any:
+    # imported here: the daemon parses in a child process and never needs the parser itself
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
     yaml = YAML(typ="rt")
     try:
         text = path.read_text(encoding="utf-8")

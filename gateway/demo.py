@@ -1,33 +1,53 @@
 """``metrogate demo``: a whole supervision chain in one process, nothing external needed.
 
 Simulated instruments (config/examples/demo.yaml) → the gateway → an embedded MQTT
-broker (amqtt; or a real one with ``--mqtt``) → a receiver that verifies every
-batch's signature and sequence → a live terminal view of what arrived.
+broker (amqtt; or a real one with ``--mqtt``) → the real ingest service
+(:mod:`supervision.ingest`: verification, sequence tracking, acknowledgement after
+the write) → a SQLite store in the state directory (or InfluxDB 1.x with
+``--influx http://host:8086/db``) → a live terminal view that shows what the store
+holds.
+
+amqtt speaks MQTT 3.1.1 only and has no shared subscriptions, so against the
+embedded broker the ingest runs with ``protocol: "3.1.1"`` and a plain
+subscription (docs/ingest.md); against ``--mqtt`` it uses MQTT 5.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
+import shutil
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiomqtt
-
 from gateway.config_loader import load_config
-from gateway.keys import PUBLIC_KEY_NAME, load_public_keys
+from gateway.keys import PUBLIC_KEY_NAME
 from gateway.runtime import Gateway
-from gateway.signing import SignatureError, verify_payload
 from gateway.simulate import run_simulators
+from supervision.config import (
+    BatchConfig,
+    InfluxV1Store,
+    IngestConfig,
+    MqttConfig,
+    SqliteStore,
+)
+from supervision.ingest import Ingest, running_ingest
+from supervision.live import Snapshot, snapshot
+from supervision.sinks import StoreError
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "examples" / "demo.yaml"
+STORE_NAME = "demo-store.sqlite"
+# every wait on the store or the broker in the demo is bounded by this
+STEP_TIMEOUT = 15.0
 
 
 def free_port() -> int:
@@ -36,63 +56,70 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class Received:
-    """What the receiving side has seen, for the view and the end-of-run summary."""
-
-    batches: int = 0
-    readings: int = 0
-    alarms: int = 0
-    events: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    gaps: int = 0
-    last_seq: int = 0
-    seen: set[int] = field(default_factory=set)
-    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    recent_alarms: list[dict[str, Any]] = field(default_factory=list)
-    recent_events: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "?"
-
-    def take(self, kind: str, body: dict[str, Any]) -> None:
-        seq = int(body["seq"])
-        if seq in self.seen:
-            self.duplicates += 1
-            return
-        self.seen.add(seq)
-        if seq > self.last_seq + 1 and self.last_seq:
-            self.gaps += seq - self.last_seq - 1
-        self.last_seq = max(self.last_seq, seq)
-        self.batches += 1
-        if kind == "data":
-            for r in body["readings"]:
-                self.readings += 1
-                self.latest[(r["device"], r["point"])] = r
-        elif kind == "alarm":
-            self.alarms += len(body["alarms"])
-            self.recent_alarms = (self.recent_alarms + body["alarms"])[-6:]
-        elif kind == "event":
-            self.events += len(body["events"])
-            self.recent_events = (self.recent_events + body["events"])[-4:]
+def influx_store(url: str) -> InfluxV1Store:
+    """``http://host:8086/db`` → an InfluxDB 1.x store writing database ``db``."""
+    u = urllib.parse.urlsplit(url)
+    database = u.path.strip("/")
+    if u.scheme not in ("http", "https") or not u.hostname or not database or "/" in database:
+        raise SystemExit(f"--influx {url!r}: write http://host:8086/DATABASE")
+    base = f"{u.scheme}://{u.hostname}:{u.port or 8086}"
+    return InfluxV1Store(kind="influxdb_v1", url=base, database=database, create_database=True)
 
 
-async def receive(url: str, base: str, keys_dir: Path, got: Received) -> None:
-    """Subscribe to everything the gateway publishes; verify, count, remember."""
-    host, port = url.removeprefix("mqtt://").rstrip("/").split(":")
-    keys = load_public_keys([keys_dir / PUBLIC_KEY_NAME])
-    async with aiomqtt.Client(host, int(port), identifier="metrogate-demo-view") as client:
-        await client.subscribe(f"{base}/#", qos=1)
-        async for message in client.messages:
-            kind = str(message.topic).rsplit("/", 1)[-1]
-            payload = message.payload if isinstance(message.payload, bytes) else b""
-            if kind == "status":
-                got.status = json.loads(payload).get("state", "?")
-                continue
-            try:
-                body, _kid = verify_payload(payload, keys)
-                got.take(kind, json.loads(body))
-            except (SignatureError, ValueError, KeyError):
-                got.rejected += 1
+def ingest_config(
+    mqtt_url: str, prefix: str, state: Path, *, embedded: bool, influx: str | None
+) -> IngestConfig:
+    """The demo's ingest: one worker, its own keys directory, SQLite or InfluxDB 1.x."""
+    store: InfluxV1Store | SqliteStore = (
+        influx_store(influx) if influx else SqliteStore(kind="sqlite", path=state / STORE_NAME)
+    )
+    mqtt = MqttConfig(
+        url=mqtt_url,
+        client_id=f"metrogate-demo-ingest-{os.getpid()}",
+        prefix=prefix,
+        protocol="3.1.1" if embedded else "5",
+        shared=not embedded,
+        session_expiry=60.0,  # a demo's session should not outlive it for long
+    )
+    return IngestConfig(
+        mqtt=mqtt,
+        keys_dir=state / "ingest-keys",
+        store=store,
+        batch=BatchConfig(max_lines=5000, max_delay=0.2),
+        stats_interval=0.0,
+    )
+
+
+@asynccontextmanager
+async def embedded_broker() -> AsyncIterator[str]:
+    """An amqtt broker on a free loopback port; yields its ``mqtt://`` URL."""
+    from amqtt.broker import Broker
+
+    port = free_port()
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await broker.start()
+    try:
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await broker.shutdown()
+
+
+async def read_store(cfg: IngestConfig) -> Snapshot | None:
+    """The store's snapshot, or None while it cannot be read yet (nothing written)."""
+    try:
+        async with asyncio.timeout(STEP_TIMEOUT):
+            return await asyncio.to_thread(snapshot, cfg.store)
+    except (OSError, sqlite3.Error, StoreError, TimeoutError):
+        return None  # not created yet, or busy: the view tries again a second later
 
 
 def _fmt(value: Any) -> str:
@@ -101,39 +128,76 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def render(got: Received, gateway: Gateway, started: float, out: TextIO) -> None:
-    """One frame of the live view (ANSI: clear screen, home)."""
+def render(
+    snap: Snapshot | None, ingest: Ingest, gateway: Gateway, started: float, where: str,
+    out: TextIO,
+) -> None:  # fmt: skip
+    """One frame of the live view (ANSI: clear screen, home), from what the store holds."""
     ob = gateway.outbox.stats() if gateway.outbox else None
     pub = gateway.publisher.stats if gateway.publisher else None
+    c = ingest.counts
     lines = [
-        f"metrogate demo — {time.monotonic() - started:5.0f}s — gateway status: {got.status}, "
-        f"broker {'connected' if pub and pub.connected else 'down'}",
-        f"received {got.batches} signed batches, {got.readings} readings, {got.alarms} alarm "
-        f"changes, {got.events} events; rejected {got.rejected}, duplicates {got.duplicates}, "
-        f"gaps {got.gaps}; outbox holds {ob.batches if ob else 0} batches",
-        "",
-        f"{'device':<10} {'point':<13} {'value':>10} {'unit':<5} {'±U':>8} {'quality':<10} "
-        f"{'verdict':<17} flags",
+        f"metrogate demo — {time.monotonic() - started:5.0f}s — broker "
+        f"{'connected' if pub and pub.connected else 'down'}; outbox holds "
+        f"{ob.batches if ob else 0} batches; store {where}",
+        f"ingest: {c['received']} messages verified and acknowledged {c['acked']}, "
+        f"{c['readings_written']} readings written, rejected {c['dead_letter']}, "
+        f"duplicates {c['duplicate']}",
     ]
-    for (dev, point), r in sorted(got.latest.items()):
-        u = r.get("U")
-        lines.append(
-            f"{dev:<10} {point:<13} {_fmt(r.get('value')):>10} {r.get('unit', ''):<5} "
-            f"{_fmt(u) if u is not None else '':>8} {r['quality']:<10} {r.get('verdict', ''):<17} "
-            + " ".join(r.get("flags", []))
-        )
-    if got.recent_alarms:
-        lines += ["", "alarm changes:"]
+    if snap is None:
+        lines += ["", "store: nothing written yet"]
+    else:
         lines += [
-            f"  {a.get('alarm', a.get('id', '?'))}: {a.get('state', '?')} {a.get('message', '')}"
-            for a in got.recent_alarms
+            f"store holds {snap.readings} readings, {snap.batches} batches, "
+            f"{snap.alarms} alarm changes, {snap.events} events",
+            "",
+            f"{'device':<10} {'point':<13} {'value':>10} {'unit':<5} {'±U':>8} "
+            f"{'quality':<10} {'verdict':<17} flags",
         ]
-    if got.recent_events:
-        lines += ["", "events:"]
-        lines += [f"  #{e.get('n')} {e.get('type')}" for e in got.recent_events]
+        for r in snap.last:
+            u = _fmt(r.uncertainty) if r.uncertainty is not None else ""
+            lines.append(
+                f"{r.device:<10} {r.point:<13} {_fmt(r.value):>10} {r.unit or '':<5} {u:>8} "
+                f"{r.quality:<10} {r.verdict or '':<17} {' '.join(r.flags)}"
+            )
+        if snap.recent_alarms:
+            lines += ["", "alarm changes:"]
+            lines += [
+                f"  {a.get('alarm', '?')}: {a.get('event', '?')} → {a.get('state', '?')} "
+                f"{a.get('message', '')}"
+                for a in snap.recent_alarms
+            ]
+        lines += ["", "completeness:"]
+        for g in snap.gateways:
+            gaps = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in g.missing[:5])
+            lines.append(
+                f"  {g.gateway}: {g.received}/{g.expected} batches "
+                f"({100 * g.ratio:.1f} %), status {g.state or '?'}"
+                + (f", missing {gaps}" if gaps else "")
+            )
     lines += ["", "Ctrl-C stops."]
     out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
     out.flush()
+
+
+async def _view(
+    cfg: IngestConfig, ingest: Ingest, gateway: Gateway, started: float, where: str
+) -> None:
+    while True:
+        render(await read_store(cfg), ingest, gateway, started, where, sys.stdout)
+        await asyncio.sleep(1.0)
+
+
+async def _settle(ingest: Ingest, quiet: float = 0.5, limit: float = 5.0) -> None:
+    """Wait (at most ``limit`` s) until the ingest received nothing for ``quiet`` s."""
+    deadline = time.monotonic() + limit
+    seen, since = ingest.counts["received"], time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        if ingest.counts["received"] != seen:
+            seen, since = ingest.counts["received"], time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
 
 
 async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
@@ -143,27 +207,11 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
     state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="mg-demo-"))
     cfg.gateway.state_dir = state
     started = time.monotonic()
-    got = Received()
     async with AsyncExitStack() as stack:
         if args.mqtt:
             cfg.mqtt.url = args.mqtt
         else:
-            from amqtt.broker import Broker
-
-            port = free_port()
-            broker = Broker(
-                {
-                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                    "plugins": {
-                        "amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                            "allow_anonymous": True
-                        }
-                    },
-                }
-            )
-            await broker.start()
-            stack.push_async_callback(broker.shutdown)
-            cfg.mqtt.url = f"mqtt://127.0.0.1:{port}"
+            cfg.mqtt.url = await stack.enter_async_context(embedded_broker())
         sims = await stack.enter_async_context(run_simulators(cfg, free_ports=True))
         gateway = Gateway(loaded)
         gw_stop = asyncio.Event()
@@ -171,41 +219,49 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
             gw_task = tg.create_task(gateway.run(gw_stop), name="gateway")
             async with asyncio.timeout(30):
                 await gateway.ready.wait()
-            view_tasks = [
-                tg.create_task(
-                    receive(cfg.mqtt.url, gateway.base_topic, state, got), name="demo-receiver"
-                )
-            ]
-            if not args.no_view:
-                view_tasks.append(tg.create_task(_view(got, gateway, started), name="demo-view"))
-            else:
-                print(
-                    f"demo: broker {cfg.mqtt.url}, state {state}, simulators "
-                    + ", ".join(f"{s.endpoint} ({'+'.join(s.devices)})" for s in sims),
-                    flush=True,
-                )
-            try:
-                async with asyncio.timeout(args.duration):
-                    await stop.wait()
-            except TimeoutError:
-                pass
-            await asyncio.sleep(1.0)  # let the last batches arrive at the view
-            gw_stop.set()
-            await gw_task
-            for t in view_tasks:
-                t.cancel()
-    ok = got.rejected == 0 and got.readings > 0
+            icfg = ingest_config(
+                cfg.mqtt.url, cfg.mqtt.prefix, state, embedded=not args.mqtt, influx=args.influx
+            )
+            # the platform registers the gateway's public key under the gateway's id
+            icfg.keys_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state / PUBLIC_KEY_NAME, icfg.keys_dir / f"{cfg.gateway.id}.pub")
+            where = args.influx or str(icfg.store.path)  # type: ignore[union-attr]
+            async with running_ingest(icfg) as ingest:
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    await ingest.connected.wait()
+                view = None
+                if not args.no_view:
+                    view = tg.create_task(
+                        _view(icfg, ingest, gateway, started, where), name="demo-view"
+                    )
+                else:
+                    print(
+                        f"demo: broker {cfg.mqtt.url}, store {where}, state {state}, "
+                        "simulators "
+                        + ", ".join(f"{s.endpoint} ({'+'.join(s.devices)})" for s in sims),
+                        flush=True,
+                    )
+                try:
+                    async with asyncio.timeout(args.duration):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+                gw_stop.set()
+                await gw_task
+                await _settle(ingest)  # the gateway's last batches reach the store
+                if view is not None:
+                    view.cancel()
+            counts = ingest.counts
+    snap = await read_store(icfg)
+    stored = snap.readings if snap else 0
+    missing = sum(g.expected - g.received for g in snap.gateways) if snap else 0
+    rejected = counts["dead_letter"]
     print(
-        f"demo summary: {got.batches} batches, {got.readings} readings, {got.alarms} alarm "
-        f"changes, {got.events} events received and verified; {got.rejected} rejected, "
-        f"{got.duplicates} duplicates, {got.gaps} gaps; state in {state}",
+        f"demo summary: {stored} readings, {snap.batches if snap else 0} batches, "
+        f"{snap.alarms if snap else 0} alarm changes, {snap.events if snap else 0} events "
+        f"stored in {where}; {counts['received']} messages verified, {rejected} rejected, "
+        f"{counts['duplicate']} duplicates, {missing} missing batches; state in {state}",
         flush=True,
     )
-    if not ok:
+    if stored == 0 or rejected:
         raise SystemExit(1)
-
-
-async def _view(got: Received, gateway: Gateway, started: float) -> None:
-    while True:
-        render(got, gateway, started, sys.stdout)
-        await asyncio.sleep(1.0)

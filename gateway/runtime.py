@@ -270,12 +270,18 @@ def legal_parameters(config: Config) -> dict[str, Any]:
 
     Addresses, data types, byte order, scale, offset, units, calibration, limits and
     rules are in; poll periods, timeouts, descriptions and simulator settings are not.
+    Settings left at their documented default are not listed: a parameter that
+    appears in (or disappears from) the audit trail changed from (or back to) it.
     """
     params: dict[str, Any] = {
-        "instruments": {i.id: _pruned(i.model_dump(mode="json")) for i in config.instruments}
+        "instruments": {
+            i.id: _pruned(i.model_dump(mode="json", exclude_defaults=True))
+            for i in config.instruments
+        }
     }
     for dev in config.devices:
-        d = _pruned(dev.model_dump(mode="json", exclude_none=True))
+        d = _pruned(dev.model_dump(mode="json", exclude_defaults=True))
+        d["driver"] = dev.driver
         d["points"] = {p["id"]: p for p in d.get("points", [])}
         params[f"device:{dev.id}"] = d
     return params
@@ -603,6 +609,7 @@ class Gateway:
     async def _housekeeping(self) -> None:
         """Once a second: clock checks, calibration warnings, queued events."""
         last_rules_save = time.monotonic()
+        trimmed = False
         while True:
             for event in self.clock_monitor.check():
                 kind = "clock_jump" if isinstance(event, ClockJump) else "clock_sync"
@@ -621,4 +628,8 @@ class Gateway:
             if time.monotonic() - last_rules_save > 60:
                 self._save_rule_state()
                 last_rules_save = time.monotonic()
+                release_free_memory()
+            elif not trimmed and self.publisher is not None and self.publisher.stats.published:
+                release_free_memory()  # the start-up batches are out: their memory too
+                trimmed = True
             await asyncio.sleep(1.0)

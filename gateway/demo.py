@@ -31,12 +31,13 @@ from typing import Any, TextIO
 
 from gateway.config_loader import load_config
 from gateway.keys import PUBLIC_KEY_NAME
-from gateway.runtime import Gateway
+from gateway.runtime import Gateway, ensure_signer
 from gateway.simulate import run_simulators
 from supervision.config import (
     BatchConfig,
     InfluxV1Store,
     IngestConfig,
+    IngestOpsConfig,
     MqttConfig,
     SqliteStore,
 )
@@ -87,6 +88,7 @@ def ingest_config(
         store=store,
         batch=BatchConfig(max_lines=5000, max_delay=0.2),
         stats_interval=0.0,
+        ops=IngestOpsConfig(listen="127.0.0.1:0"),  # a free port: demos must not collide
     )
 
 
@@ -206,6 +208,7 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
     cfg = loaded.config
     state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="mg-demo-"))
     cfg.gateway.state_dir = state
+    cfg.ops.listen = "127.0.0.1:0"  # a free port: a demo must not collide with a daemon
     started = time.monotonic()
     async with AsyncExitStack() as stack:
         if args.mqtt:
@@ -213,22 +216,24 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
         else:
             cfg.mqtt.url = await stack.enter_async_context(embedded_broker())
         sims = await stack.enter_async_context(run_simulators(cfg, free_ports=True))
-        gateway = Gateway(loaded)
-        gw_stop = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
-            gw_task = tg.create_task(gateway.run(gw_stop), name="gateway")
-            async with asyncio.timeout(30):
-                await gateway.ready.wait()
-            icfg = ingest_config(
-                cfg.mqtt.url, cfg.mqtt.prefix, state, embedded=not args.mqtt, influx=args.influx
-            )
-            # the platform registers the gateway's public key under the gateway's id
-            icfg.keys_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(state / PUBLIC_KEY_NAME, icfg.keys_dir / f"{cfg.gateway.id}.pub")
-            where = args.influx or str(icfg.store.path)  # type: ignore[union-attr]
-            async with running_ingest(icfg) as ingest:
-                async with asyncio.timeout(STEP_TIMEOUT):
-                    await ingest.connected.wait()
+        ensure_signer(cfg)  # the key exists before the ingest registers it
+        icfg = ingest_config(
+            cfg.mqtt.url, cfg.mqtt.prefix, state, embedded=not args.mqtt, influx=args.influx
+        )
+        # the platform registers the gateway's public key under the gateway's id
+        icfg.keys_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(state / PUBLIC_KEY_NAME, icfg.keys_dir / f"{cfg.gateway.id}.pub")
+        where = args.influx or str(icfg.store.path)  # type: ignore[union-attr]
+        # the ingest subscribes first, so it stores everything from the first batch on
+        async with running_ingest(icfg) as ingest:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await ingest.connected.wait()
+            gateway = Gateway(loaded)
+            gw_stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                gw_task = tg.create_task(gateway.run(gw_stop), name="gateway")
+                async with asyncio.timeout(30):
+                    await gateway.ready.wait()
                 view = None
                 if not args.no_view:
                     view = tg.create_task(
@@ -239,6 +244,12 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
                         f"demo: broker {cfg.mqtt.url}, store {where}, state {state}, "
                         "simulators "
                         + ", ".join(f"{s.endpoint} ({'+'.join(s.devices)})" for s in sims),
+                        flush=True,
+                    )
+                    ops = [("gateway", gateway.ops), ("ingest", ingest.ops)]
+                    print(
+                        "demo: metrics and health at "
+                        + ", ".join(f"{n} http://127.0.0.1:{o.port}/" for n, o in ops if o),
                         flush=True,
                     )
                 try:

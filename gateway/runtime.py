@@ -265,13 +265,19 @@ def _pruned(value: Any) -> Any:
     return value
 
 
+ALWAYS_LOGGED = ("table", "address", "type", "order", "scale", "offset", "unit", "di")
+"""Point settings the audit trail always states, default or not: how a number on the
+wire becomes a measured value. Other settings appear only when not at their default."""
+
+
 def legal_parameters(config: Config) -> dict[str, Any]:
     """The legally relevant parameters: instruments, and per point where and how it is read.
 
     Addresses, data types, byte order, scale, offset, units, calibration, limits and
     rules are in; poll periods, timeouts, descriptions and simulator settings are not.
-    Settings left at their documented default are not listed: a parameter that
-    appears in (or disappears from) the audit trail changed from (or back to) it.
+    Apart from :data:`ALWAYS_LOGGED`, settings left at their documented default are
+    not listed (a big site's baseline stays small): a parameter that appears in (or
+    disappears from) the audit trail changed from (or back to) its default.
     """
     params: dict[str, Any] = {
         "instruments": {
@@ -280,9 +286,17 @@ def legal_parameters(config: Config) -> dict[str, Any]:
         }
     }
     for dev in config.devices:
-        d = _pruned(dev.model_dump(mode="json", exclude_defaults=True))
+        d = _pruned(dev.model_dump(mode="json", exclude_defaults=True, exclude={"points"}))
         d["driver"] = dev.driver
-        d["points"] = {p["id"]: p for p in d.get("points", [])}
+        points: dict[str, Any] = {}
+        for point in getattr(dev, "points", []):
+            p = _pruned(point.model_dump(mode="json", exclude_defaults=True))
+            for key in ALWAYS_LOGGED:
+                value = getattr(point, key, None)
+                if value is not None:
+                    p[key] = value.value if hasattr(value, "value") else value
+            points[str(p.pop("id", point.id))] = p
+        d["points"] = points
         params[f"device:{dev.id}"] = d
     return params
 

@@ -49,6 +49,13 @@ class MqttConfig(_Model):
     # messages it had not acknowledged.
     client_id: str = Field(min_length=1, max_length=64)
     group: str = Field("metrogate-ingest", pattern=r"^[^/+#]+$")
+    # "5" (default): MQTT 5, Receive Maximum, session expiry. "3.1.1": for brokers
+    # without MQTT 5 (the demo's embedded amqtt); a persistent session (clean
+    # session off) and the broker's own in-flight limit instead.
+    protocol: Literal["5", "3.1.1"] = "5"
+    # $share/{group}/… so workers split the load; false: a plain subscription (one
+    # worker only, or a broker without shared subscriptions such as amqtt)
+    shared: bool = True
     prefix: str = Field("metrogate", min_length=1)
     kinds: list[Literal["data", "alarm", "event", "status"]] = ["data", "alarm", "event", "status"]
     username: str | None = None
@@ -97,12 +104,32 @@ class BatchConfig(_Model):
     retry_max: Duration = 30.0
 
 
+class IngestOpsConfig(_Model):
+    """Where the worker serves ``/metrics`` (Prometheus) and ``/health`` (JSON)."""
+
+    listen: str = Field(
+        "127.0.0.1:9109",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$",
+        description="host:port; loopback by default (the endpoint has no authentication).",
+    )
+    enabled: bool = True
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
 class IngestConfig(_Model):
     mqtt: MqttConfig
     keys_dir: Path
     store: Store
     batch: BatchConfig = BatchConfig.model_validate({})
     stats_interval: Duration = 60.0
+    ops: IngestOpsConfig = IngestOpsConfig.model_validate({})
 
 
 def load_config(path: Path) -> IngestConfig:

@@ -31,8 +31,11 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.config_loader import ConfigError
 from gateway.verify import BatchError, SeqKind, SequenceTracker, verify_batch
@@ -49,14 +52,18 @@ from supervision.model import SchemaError, parse_status, parse_topic, parse_veri
 from supervision.mqtt import Incoming, MqttSource
 from supervision.sinks import Chunk, Sink, StoreRejected, StoreUnavailable
 
-__all__ = ["Ingest", "build_sink", "main", "run_ingest", "subscription_topics"]
+__all__ = ["Ingest", "build_sink", "main", "run_ingest", "running_ingest", "subscription_topics"]
 
 log = logging.getLogger(__name__)
 
 
-def subscription_topics(prefix: str, group: str, kinds: list[str]) -> list[str]:
-    """``$share/{group}/{prefix}/v1/+/+/{kind}`` for each kind."""
-    return [f"$share/{group}/{prefix}/v1/+/+/{k}" for k in kinds]
+def subscription_topics(
+    prefix: str, group: str, kinds: list[str], *, shared: bool = True
+) -> list[str]:
+    """``$share/{group}/{prefix}/v1/+/+/{kind}`` for each kind (without ``$share/…``
+    when not ``shared``)."""
+    head = f"$share/{group}/" if shared else ""
+    return [f"{head}{prefix}/v1/+/+/{k}" for k in kinds]
 
 
 def build_sink(store: InfluxV1Store | InfluxV2Store | SqliteStore) -> Sink:
@@ -133,6 +140,12 @@ class Ingest:
         self._replay_warned: set[str] = set()
         self._ready: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=1)
         self.counts: Counter[str] = Counter()
+        self.ops: Any = None  # the /metrics + /health server while running (its .port)
+
+    @property
+    def tracker(self) -> SequenceTracker:
+        """The sequence tracker (gaps, duplicates, replays per gateway)."""
+        return self._tracker
 
     # -- verification ------------------------------------------------------------------
 
@@ -176,6 +189,7 @@ class Ingest:
             if self._keyring.gateway_of[vb.kid] != gateway:
                 raise SchemaError("key_mismatch", f"key {vb.kid} is not registered for {gateway}")
             batch = parse_verified(vb, site, gateway, kind)
+            self.counts["verified"] += 1
         except BatchError as exc:
             self._dead_letter(m, exc.kind, exc.detail, p)
             return
@@ -311,6 +325,11 @@ class Ingest:
             await asyncio.sleep(interval)
             log.info("ingest stats: %s", json.dumps(dict(self.counts), sort_keys=True))
 
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the MQTT connection is up."""
+        return self._source.connected
+
     def stop(self) -> None:
         """Finish: write and acknowledge what was received, then make :meth:`run` return."""
         self._source.close_input()
@@ -326,17 +345,20 @@ class Ingest:
                 reporter.cancel()
 
 
-async def run_ingest(cfg: IngestConfig, *, stop: asyncio.Event | None = None) -> Counter[str]:
-    """Run a worker from its configuration until ``stop`` is set (or SIGTERM/SIGINT)."""
+@asynccontextmanager
+async def running_ingest(cfg: IngestConfig) -> AsyncIterator[Ingest]:
+    """A worker built from ``cfg``, running in this event loop while the block runs.
+
+    Leaving the block stops it the orderly way: what was received is written and
+    acknowledged, then the connection and the store are closed.
+    """
     keyring = Keyring.load(cfg.keys_dir)
     log.info("ingest: %d gateway keys from %s", len(keyring.gateways), cfg.keys_dir)
     sink = build_sink(cfg.store)
     await sink.open()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    topics = subscription_topics(cfg.mqtt.prefix, cfg.mqtt.group, list(cfg.mqtt.kinds))
+    topics = subscription_topics(
+        cfg.mqtt.prefix, cfg.mqtt.group, list(cfg.mqtt.kinds), shared=cfg.mqtt.shared
+    )
     try:
         async with MqttSource(cfg.mqtt, topics) as source:
             ingest = Ingest(
@@ -348,16 +370,64 @@ async def run_ingest(cfg: IngestConfig, *, stop: asyncio.Event | None = None) ->
                 worker=cfg.mqtt.client_id,
             )
             log.info("ingest %s: %s → %s", cfg.mqtt.client_id, ", ".join(topics), sink.name)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(ingest.run(cfg.stats_interval), name="ingest")
-                await stop.wait()
-                ingest.stop()
+            async with AsyncExitStack() as stack:
+                if cfg.ops.enabled:
+                    await _serve_ops(stack, cfg, ingest, keyring)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(ingest.run(cfg.stats_interval), name="ingest")
+                    try:
+                        yield ingest
+                    finally:
+                        ingest.stop()
             log.info("ingest stopped: %s", json.dumps(dict(ingest.counts), sort_keys=True))
-            return ingest.counts
+    finally:
+        await sink.aclose()
+
+
+async def _serve_ops(
+    stack: AsyncExitStack, cfg: IngestConfig, ingest: Ingest, keyring: Keyring
+) -> None:
+    """``/metrics`` and ``/health`` of this worker (docs/operations.md); never fatal."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.ops.health import OpsServer
+    from gateway.ops.metrics import IngestCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        IngestCollector(ingest.counts, tracker=ingest.tracker, gateways=lambda: keyring.gateways)
+    )
+
+    def health() -> dict[str, object]:
+        up = ingest.connected.is_set()
+        return {
+            "status": "ok" if up else "degraded",
+            "worker": cfg.mqtt.client_id,
+            "broker_connected": up,
+            "counts": dict(ingest.counts),
+        }
+
+    try:
+        ingest.ops = await stack.enter_async_context(
+            OpsServer(cfg.ops.host, cfg.ops.port, registry, health)
+        )
+    except OSError as exc:  # metrics must never stop the ingest
+        log.error("ops endpoint %s not served: %s", cfg.ops.listen, exc)
+
+
+async def run_ingest(cfg: IngestConfig, *, stop: asyncio.Event | None = None) -> Counter[str]:
+    """Run a worker from its configuration until ``stop`` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with running_ingest(cfg) as ingest:
+            await stop.wait()
+        return ingest.counts
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await sink.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,10 @@ ITEM_TAG_KEYS: Final = ("device", "point", "instrument", "alarm", "kind", "sever
 _BODY_KEYS: Final = frozenset({"v", "type", "gateway", "site", "seq", "sealed"})
 _FLAG: Final = re.compile(r"^[a-z0-9_]+(:[A-Za-z0-9_.-]+)?$")
 _HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
+# identifiers and flags already checked (they repeat on every poll); bounded
+_KNOWN_MAX: Final = 100_000
+_KNOWN_IDS: set[tuple[Any, ...]] = set()
+_KNOWN_FLAGS: set[str] = set()
 _ALARM_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "point": (str, type(None)),
     "rule": (str,),
@@ -108,6 +112,11 @@ class Item(NamedTuple):
     ts_us: int
     tags: tuple[tuple[str, str], ...]
     fields: tuple[tuple[str, Scalar], ...]
+
+
+def _new_row(values: tuple[Any, ...]) -> Row:
+    # tuple.__new__ skips the NamedTuple's generated __new__ (a measurable share per reading)
+    return tuple.__new__(Row, values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,47 +183,56 @@ def _scalar(v: object, what: str) -> Scalar:
     raise SchemaError("schema", f"{what} must be a number, boolean, string or null")
 
 
-def _number(v: object, what: str, *, positive: bool = False) -> float:
-    t = type(v)
-    if (t is float or t is int) and (v > 0 if positive else v >= 0):  # type: ignore[operator]
-        return float(v)  # type: ignore[arg-type]  # t is int or float
-    raise SchemaError("schema", f"{what} must be a {'positive' if positive else '≥ 0'} number")
+def _check_ids(ids: tuple[Any, ...], i: int) -> None:
+    device, point, unit, instrument, certificate = ids
+    if not _is_id(device) or not _is_id(point):
+        raise SchemaError("schema", f"readings[{i}] needs printable string device and point")
+    for key, v in (("unit", unit), ("instrument", instrument), ("certificate", certificate)):
+        if v is not None and not _is_id(v):
+            raise SchemaError("schema", f"readings[{i}].{key} must be a non-empty printable string")
 
 
-def _opt_id(v: object, what: str) -> str | None:
-    if v is None:
-        return None
-    if not _is_id(v):
-        raise SchemaError("schema", f"{what} must be a non-empty printable string")
-    return v  # type: ignore[return-value]  # _is_id checked it is a str
-
-
-def _flags(flags: object, i: int) -> tuple[str, ...]:
+def _check_flags(flags: object, i: int) -> tuple[str, ...]:
     if type(flags) is not list:
         raise SchemaError("schema", f"readings[{i}].flags must be an array")
     for f in flags:
-        if type(f) is not str or not _FLAG.match(f):
+        if type(f) is not str or (f not in _KNOWN_FLAGS and not _FLAG.match(f)):
             raise SchemaError("schema", f"readings[{i}].flags has a malformed flag {f!r}")
-    if len(set(flags)) != len(flags):
+    if len(flags) > 1 and len(set(flags)) != len(flags):
         raise SchemaError("schema", f"readings[{i}].flags repeats a flag")
+    if len(_KNOWN_FLAGS) < _KNOWN_MAX:
+        _KNOWN_FLAGS.update(flags)
     return tuple(flags)
 
 
 def _row(r: object, i: int) -> Row:
-    """One reading, checked against ``$defs/reading`` of gateway/schema/batch.schema.json."""
+    """One reading, checked against ``$defs/reading`` of gateway/schema/batch.schema.json.
+
+    The hot path of the ingest: identifiers already seen together are not checked
+    again (a bounded set), and each check is inline.
+    """
     if type(r) is not dict:
         raise SchemaError("schema", f"readings[{i}] is not an object")
     if not r.keys() <= READING_KEYS:
         extra = ", ".join(sorted(map(str, r.keys() - READING_KEYS)))
         raise SchemaError("schema", f"readings[{i}] has unknown keys: {extra}")
-    ts = r.get("ts")
-    device = r.get("device")
-    point = r.get("point")
-    quality = r.get("quality")
+    get = r.get
+    device, point, unit = get("device"), get("point"), get("unit")
+    instrument, certificate = get("instrument"), get("certificate")
+    ids = (device, point, unit, instrument, certificate)
+    try:
+        known = ids in _KNOWN_IDS
+    except TypeError:  # a list or object where a string belongs
+        known = False
+    if not known:
+        _check_ids(ids, i)
+        if len(_KNOWN_IDS) >= _KNOWN_MAX:
+            _KNOWN_IDS.clear()  # a bound, not an LRU: ids repeat on every poll
+        _KNOWN_IDS.add(ids)
+    ts = get("ts")
     if type(ts) is not int or ts <= 0:
         raise SchemaError("schema", f"readings[{i}].ts must be a positive integer (µs)")
-    if not _is_id(device) or not _is_id(point):
-        raise SchemaError("schema", f"readings[{i}] needs printable string device and point")
+    quality = get("quality")
     if type(quality) is not str or quality not in QUALITIES:
         raise SchemaError("schema", f"readings[{i}].quality {quality!r} is not good/uncertain/bad")
     if "value" not in r:
@@ -222,33 +240,56 @@ def _row(r: object, i: int) -> Row:
     # only value may be null; an unknown optional key is left out, not sent as null
     if None in r.values() and any(v is None for k, v in r.items() if k != "value"):
         raise SchemaError("schema", f"readings[{i}] has a null other than value")
-    raw = r.get("raw")
-    flags = r.get("flags")
-    reason = r.get("reason")
+    value = r["value"]
+    t = type(value)
+    if t is int:
+        value = float(value)
+    elif not (t is float or t is str or t is bool or value is None):
+        raise SchemaError(
+            "schema", f"readings[{i}].value must be a number, boolean, string or null"
+        )
+    raw = get("raw")
+    t = type(raw)
+    if t is int:
+        raw = float(raw)  # type: ignore[arg-type]  # t is int
+    elif not (t is float or t is str or t is bool or raw is None):
+        raise SchemaError("schema", f"readings[{i}].raw must be a number, boolean or string")
+    flags = get("flags")
+    reason = get("reason")
     if reason is not None and (type(reason) is not str or reason not in REASONS):
         raise SchemaError("schema", f"readings[{i}].reason {reason!r} is unknown")
-    verdict = r.get("verdict")
+    verdict = get("verdict")
     if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
         raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
-    u = r.get("U")
-    k = r.get("k")
-    if u is not None and k is None:
-        raise SchemaError("schema", f"readings[{i}] has U without its coverage factor k")
-    return Row(
-        ts,
-        device,  # type: ignore[arg-type]  # _is_id checked it is a str
-        point,  # type: ignore[arg-type]
-        _scalar(r["value"], f"readings[{i}].value"),
-        quality,
-        _scalar(raw, f"readings[{i}].raw"),
-        _opt_id(r.get("unit"), f"readings[{i}].unit"),
-        reason,
-        () if flags is None else _flags(flags, i),
-        None if u is None else _number(u, f"readings[{i}].U"),
-        None if k is None else _number(k, f"readings[{i}].k", positive=True),
-        _opt_id(r.get("instrument"), f"readings[{i}].instrument"),
-        _opt_id(r.get("certificate"), f"readings[{i}].certificate"),
-        verdict,
+    u = get("U")
+    k = get("k")
+    if u is not None:
+        t = type(u)
+        if not (t is float or t is int) or u < 0 or k is None:
+            raise SchemaError("schema", f"readings[{i}].U must be a number ≥ 0, with k")
+        u = float(u)
+    if k is not None:
+        t = type(k)
+        if not (t is float or t is int) or k <= 0:
+            raise SchemaError("schema", f"readings[{i}].k must be a positive number")
+        k = float(k)
+    return _new_row(
+        (
+            ts,
+            device,
+            point,
+            value,
+            quality,
+            raw,
+            unit,
+            reason,
+            () if flags is None or flags == [] else _check_flags(flags, i),
+            u,
+            k,
+            instrument,
+            certificate,
+            verdict,
+        )
     )
 
 

@@ -1,4 +1,4 @@
-"""An MQTT 5 consumer with manual acknowledgement, driven from asyncio.
+"""An MQTT 5 (or 3.1.1) consumer with manual acknowledgement, driven from asyncio.
 
 paho-mqtt runs its network loop in its own thread (``loop_start``) and hands every
 message to the event loop with ``call_soon_threadsafe``. ``manual_ack=True`` means
@@ -6,6 +6,10 @@ a QoS 1 message is acknowledged only when :meth:`MqttSource.ack` is called, whic
 the ingest does after the store accepted it. The session is persistent
 (``clean_start=False`` with a session expiry): messages not acknowledged when a
 worker dies are delivered again when it reconnects with the same client id.
+
+With ``protocol: "3.1.1"`` (brokers without MQTT 5, such as the demo's amqtt) the
+session is kept with *clean session* off; there is no Receive Maximum, so the
+broker's own in-flight limit is the only flow control.
 
 Flow control is the broker's: MQTT 5 *Receive Maximum* caps the unacknowledged
 messages the broker sends us, so a worker whose store is down stops receiving
@@ -81,6 +85,7 @@ class MqttSource:
         self._generation = 0
         self._gen_lock = threading.Lock()
         self.connected = asyncio.Event()
+        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
 
@@ -94,7 +99,10 @@ class MqttSource:
             return
         with self._gen_lock:
             self._generation += 1
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._topics])
+        if self._cfg.protocol == "5":
+            client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._topics])
+        else:
+            client.subscribe([(t, 1) for t in self._topics])
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected, bool(flags.session_present))
 
@@ -126,7 +134,7 @@ class MqttSource:
         )
 
     def _disconnected(self, reason: str) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._closing:
             log.warning("MQTT connection to %s lost (%s); reconnecting", self.endpoint, reason)
         self.connected.clear()
 
@@ -137,11 +145,14 @@ class MqttSource:
 
     async def __aenter__(self) -> MqttSource:
         self._loop = asyncio.get_running_loop()
+        v5 = self._cfg.protocol == "5"
         c = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._cfg.client_id,
-            protocol=paho.MQTTv5,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             manual_ack=True,
+            # MQTT 3.1.1 keeps the session with clean session off (5: clean_start below)
+            clean_session=None if v5 else False,
         )
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -163,16 +174,19 @@ class MqttSource:
             )
             if tls is not None and tls.insecure:
                 c.tls_insecure_set(True)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
-        props.SessionExpiryInterval = int(self._cfg.session_expiry)
-        props.ReceiveMaximum = self._cfg.receive_maximum
-        c.connect_async(
-            self._host,
-            self._port,
-            keepalive=int(self._cfg.keepalive),
-            clean_start=False,
-            properties=props,
-        )
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
+            props.SessionExpiryInterval = int(self._cfg.session_expiry)
+            props.ReceiveMaximum = self._cfg.receive_maximum
+            c.connect_async(
+                self._host,
+                self._port,
+                keepalive=int(self._cfg.keepalive),
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            c.connect_async(self._host, self._port, keepalive=int(self._cfg.keepalive))
         c.loop_start()
         self._client = c
         return self
@@ -186,6 +200,7 @@ class MqttSource:
         c, self._client = self._client, None
         if c is None:
             return
+        self._closing = True
         c.disconnect()
         # joins the network thread, which the disconnect ends within milliseconds
         c.loop_stop()

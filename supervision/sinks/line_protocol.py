@@ -106,34 +106,67 @@ class _SeriesCache:
 _CACHE = _SeriesCache()
 
 
+_INF: Final = float("inf")
+
+
+# ``reading,<tags> <fields that repeat from poll to poll>`` by what they are made of
+_FIXED: dict[tuple[object, ...], str] = {}
+
+
+def _fixed_part(site: str, gateway: str, r: Row) -> str:
+    """Series key and the fields that rarely change (quality, flags, U, k, …), memoised."""
+    key = (site, gateway, r.device, r.point, r.instrument, r.unit, r.quality, r.reason,
+           r.flags, r.uncertainty, r.coverage, r.verdict, r.certificate)  # fmt: skip
+    s = _FIXED.get(key)
+    if s is not None:
+        return s
+    s = f'{_CACHE.get(site, gateway, r)} quality="{r.quality}"'
+    if r.reason is not None:
+        s += f',reason="{r.reason}"'
+    if r.flags:
+        s += f',flags="{",".join(r.flags)}"'
+    u = r.uncertainty
+    if u is not None and u < _INF:
+        s += f",U={u!r}"
+    k = r.coverage
+    if k is not None and k < _INF:
+        s += f",k={k!r}"
+    if r.verdict is not None:
+        s += f',verdict="{r.verdict}"'
+    if r.certificate is not None:
+        s += f",certificate={escape_string(r.certificate)}"
+    if len(_FIXED) >= _SERIES_CACHE_MAX:
+        _FIXED.clear()  # a bound, not an LRU
+    _FIXED[key] = s
+    return s
+
+
 def reading_line(site: str, gateway: str, seq_field: str, r: Row) -> str:
-    """One ``reading`` point (see the module docstring)."""
-    parts = [f"quality={escape_string(r.quality)}", seq_field]
+    """One ``reading`` point (see the module docstring).
+
+    The hot path of the ingest. Quality, reason, verdict and flags were validated
+    against closed sets and a pattern (supervision.model), so they need no escaping;
+    the part that repeats from poll to poll is built once (:func:`_fixed_part`).
+    """
+    line = _fixed_part(site, gateway, r)
     v = r.value
     if type(v) is float:
-        if math.isfinite(v):
-            parts.append(f"value={v!r}")
+        if -_INF < v < _INF:  # also false for NaN
+            line += f",value={v!r}"
     elif v is not None:
         f = _scalar_field("value", v)
         if f is not None:
-            parts.append(f)
-    if r.raw is not None:
-        f = _scalar_field("raw", r.raw)
-        if f is not None:
-            parts.append(f)
-    if r.reason is not None:
-        parts.append(f"reason={escape_string(r.reason)}")
-    if r.flags:
-        parts.append(f"flags={escape_string(','.join(r.flags))}")
-    if r.uncertainty is not None and math.isfinite(r.uncertainty):
-        parts.append(f"U={r.uncertainty!r}")
-    if r.coverage is not None and math.isfinite(r.coverage):
-        parts.append(f"k={r.coverage!r}")
-    if r.verdict is not None:
-        parts.append(f"verdict={escape_string(r.verdict)}")
-    if r.certificate is not None:
-        parts.append(f"certificate={escape_string(r.certificate)}")
-    return f"{_CACHE.get(site, gateway, r)} {','.join(parts)} {r.ts_us}000"
+            line += "," + f
+    raw = r.raw
+    if raw is not None:
+        if type(raw) is float:
+            if -_INF < raw < _INF:
+                line += f",raw={raw!r}"
+        else:
+            f = _scalar_field("raw", raw)
+            if f is not None:
+                line += "," + f
+    return f"{line},{seq_field} {r.ts_us}000"
 
 
 def batch_lines(batch: Batch) -> list[str]:

@@ -19,9 +19,7 @@ import pytest
 
 from gateway.signing import Signer
 from supervision.config import IngestConfig
-from supervision.ingest import Ingest, build_sink, subscription_topics
-from supervision.keyring import Keyring
-from supervision.mqtt import MqttSource
+from supervision.ingest import Ingest, running_ingest
 from supervision.report import completeness_influx
 from tests.db_services import (
     INFLUXD,
@@ -144,29 +142,11 @@ class Worker:
 
 @asynccontextmanager
 async def in_process(cfg_dict: dict[str, Any]) -> AsyncIterator[Ingest]:
-    """An ingest worker running in this event loop; drained and stopped on exit."""
-    cfg = IngestConfig.model_validate(cfg_dict)
-    sink = build_sink(cfg.store)
-    await sink.open()
-    topics = subscription_topics(cfg.mqtt.prefix, cfg.mqtt.group, list(cfg.mqtt.kinds))
-    async with MqttSource(cfg.mqtt, topics) as source:
-        ingest = Ingest(
-            source,
-            sink,
-            Keyring.load(cfg.keys_dir),
-            batch=cfg.batch,
-            dead_letter_topic=cfg.mqtt.dead_letter_topic,
-            worker=cfg.mqtt.client_id,
-        )
+    """An ingest worker running in this event loop, connected; drained and stopped on exit."""
+    async with running_ingest(IngestConfig.model_validate(cfg_dict)) as ingest:
         async with asyncio.timeout(10):
-            await source.connected.wait()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(ingest.run(), name="ingest")
-            try:
-                yield ingest
-            finally:
-                ingest.stop()
-    await sink.aclose()
+            await ingest.connected.wait()
+        yield ingest
 
 
 async def blocking(fn: Any, *args: Any) -> Any:
@@ -353,3 +333,41 @@ async def test_v2_write_api_into_victoria_metrics(
     series = victoria.export('{__name__="reading_value"}')
     assert {s["metric"]["gateway"] for s in series} == {"gw1"}
     assert {s["metric"]["unit"] for s in series} == {"°C"}
+
+
+async def test_worker_serves_metrics_and_health(
+    tmp_path: Path, broker: Mosquitto, signer: Signer
+) -> None:
+    """The worker's /metrics (Prometheus text) and /health reflect what it did."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cfg = config(tmp_path, broker, {"kind": "sqlite", "path": str(tmp_path / "s.db")})
+    cfg["ops"] = {"listen": "127.0.0.1:0"}
+    pub = Publisher(broker.port)
+    try:
+        async with in_process(cfg) as ingest:
+            await blocking(pub.publish, [(topic("gw1"), data_batch(signer, "gw1", n, 5))
+                                         for n in (1, 2, 3)])  # fmt: skip
+            await wait_for(lambda: ingest.counts["acked"] >= 3, 10, "acks")
+            port = ingest.ops.port
+
+            def get(path: str) -> tuple[int, bytes]:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                        return int(r.status), bytes(r.read())
+                except urllib.error.HTTPError as exc:
+                    return exc.code, exc.read()
+
+            status, metrics = await blocking(get, "/metrics")
+            code, health = await blocking(get, "/health")
+    finally:
+        pub.close()
+    assert status == 200 and code == 200
+    samples = {
+        s.name: s.value for f in text_string_to_metric_families(metrics.decode()) for s in f.samples
+    }
+    assert samples["metrogate_ingest_verified_total"] == 3
+    assert json.loads(health)["broker_connected"] is True

@@ -37,8 +37,8 @@ def test_reading_line_types_and_tags() -> None:
     lines = batch_lines(parse_batch(body([r]), "s,1", "gw 1", "data"))
     assert lines[0] == (
         "reading,site=s\\,1,gateway=gw\\ 1,device=d\\=1,point=p\\ 1,instrument=I-1,unit=m/s "
-        'quality="good",seq=7i,value=5.0,raw_bool=true,flags="a,out_of_tolerance",U=0.1,k=2.0,'
-        'verdict="fail" 1700000000123456000'
+        'quality="good",flags="a,out_of_tolerance",U=0.1,k=2.0,verdict="fail",value=5.0,'
+        "raw_bool=true,seq=7i 1700000000123456000"
     )
     # the bookkeeping point: sub-µs digits carry seq mod 1000
     assert lines[1] == (
@@ -53,7 +53,7 @@ def test_null_and_string_values() -> None:
         {"ts": 2, "device": "d", "point": "q", "value": 'a"b', "quality": "good"},
     ]  # fmt: skip
     lines = batch_lines(parse_batch(body(rs), "s,1", "gw 1", "data"))
-    assert lines[0].endswith(' quality="bad",seq=7i,reason="no_communication" 1000')
+    assert lines[0].endswith(' quality="bad",reason="no_communication",seq=7i 1000')
     assert 'value_str="a\\"b"' in lines[1]
 
 

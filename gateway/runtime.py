@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import json
 import logging
 import math
@@ -233,6 +234,7 @@ def release_free_memory() -> None:
     Start-up builds large short-lived objects (the parameter baseline of a big site
     is megabytes of JSON); without this the daemon would keep their pages for months.
     """
+    gc.collect()  # cyclic garbage first, so its pages are free too
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim(0)

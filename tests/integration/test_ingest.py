@@ -296,6 +296,9 @@ async def test_replay_is_idempotent_and_a_late_fill_completes_the_day(
             first = [s for s in batches if s not in (4, 7)]
             await blocking(pub.publish, [(topic("gw1"), batches[s]) for s in first])
             await wait_for(lambda: influx.scalar(COUNT, DB) == 80, 20, "8 batches")
+            # acknowledged = recorded by the sequence tracker (a copy that arrives while
+            # its original is still being written is simply written twice, idempotently)
+            await wait_for(lambda: ingest.counts["acked"] == 8, 20, "8 acknowledged")
             day = completeness_influx(influx.url, DB)
             assert [(c.gateway, c.received, c.expected) for c in day] == [("gw1", 8, 10)]
             assert day[0].missing == [(4, 4), (7, 7)]

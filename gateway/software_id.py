@@ -24,14 +24,19 @@ NAME = "metrogate"
 
 LEGAL_GATEWAY_MODULES = (
     "calibration",
+    "clock",
+    "config_metrology",
     "conformity",
-    "rules",
-    "spc",
-    "signing",
-    "outbox",
+    "encoding",
     "eventlog",
+    "keys",
+    "metrology",
+    "outbox",
     "reading",
+    "rules",
     "runtime",
+    "signing",
+    "spc",
 )
 """``gateway`` modules that belong to the legally relevant core."""
 

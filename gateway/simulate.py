@@ -8,14 +8,13 @@ the gateway proper never depends on :mod:`simulators`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from drivers.modbus_codec import DataType, PointSpec, raw_from_engineering
 from gateway.config_modbus import ModbusTcpDevice
@@ -132,15 +131,19 @@ async def _serial_sims(config: Config, stack: AsyncExitStack) -> list[RunningSim
         ids = tuple(str(getattr(d, "id", "?")) for d in devs)
         found.append(RunningSim(str(getattr(devs[0], "driver", "serial")), line.path, ids, line))
     if updaters:
-        task = asyncio.get_running_loop().create_task(_refresh(updaters), name="serial-sim-values")
-        stack.push_async_callback(_cancel, task)
+        await stack.enter_async_context(_background(_refresh(updaters), "serial-sim-values"))
     return found
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+@asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``work`` while the block runs; cancel it when the block ends."""
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(work, name=name)
+        try:
+            yield
+        finally:
+            task.cancel()
 
 
 async def _refresh(updaters: list[Callable[[float], None]]) -> None:

@@ -354,6 +354,9 @@ def sweep_wire_time(device: object, bus: BusConfig) -> float:
     return 0.0
 
 
+_MODBUS_SERIAL = (ModbusRtuDevice, ModbusAsciiDevice)
+
+
 def cross_check(buses: Sequence[BusConfig], devices: Sequence[object]) -> list[Problem]:
     """Problems between buses and serial devices; ``devices`` is the whole ``devices:`` list
     (non-serial entries are skipped, indices stay those of the file)."""
@@ -392,6 +395,13 @@ def cross_check(buses: Sequence[BusConfig], devices: Sequence[object]) -> list[P
                     (("devices", j, "bus"), f"a streaming instrument needs bus {bus_id!r} to "
                      "itself, but other devices are on it")
                 )  # fmt: skip
+        framings = {type(d).__name__: j for j, d in group if isinstance(d, _MODBUS_SERIAL)}
+        if len(framings) > 1:
+            j = max(framings.values())
+            problems.append(
+                (("devices", j, "driver"), f"bus {bus_id!r} mixes Modbus RTU and Modbus ASCII: "
+                 "every device on one serial line must use the same transmission mode")
+            )  # fmt: skip
         seen: dict[tuple[str, str], int] = {}
         for j, d in group:
             key: tuple[str, str] | None = None

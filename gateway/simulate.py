@@ -8,6 +8,7 @@ the gateway proper never depends on :mod:`simulators`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import defaultdict
@@ -30,6 +31,8 @@ from simulators.modbus_device import ModbusTcpSimulator, SimPoint
 from simulators.pty import Responder, SimLine
 from simulators.serial_instruments import Dlt645Sim, MtSicsSim, RtuBusSim, RtuSlave, ToledoSim
 from simulators.values import build_generator
+
+log = logging.getLogger("metrogate.simulate")
 
 SERIAL_KINDS = (ModbusRtuDevice, ModbusAsciiDevice, MtSicsDevice, ToledoDevice, Dlt645Device)
 
@@ -156,7 +159,12 @@ async def _refresh(updaters: list[Callable[[float], None]]) -> None:
 
 def _responder(devs: list[object]) -> tuple[Responder, Callable[[float], None]] | None:
     kinds = {type(d) for d in devs}
-    if not devs or (len(kinds) > 1 and not kinds <= {ModbusRtuDevice, ModbusAsciiDevice}):
+    if not devs:
+        return None
+    if len(kinds) > 1:
+        # one simulated line speaks one protocol; a real line should too
+        names = ", ".join(sorted(str(getattr(d, "id", "?")) for d in devs))
+        log.warning("bus of %s mixes protocols: not simulated", names)
         return None
     first = devs[0]
     if isinstance(first, ModbusRtuDevice | ModbusAsciiDevice):

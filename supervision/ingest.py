@@ -5,7 +5,9 @@ Two tasks in one TaskGroup:
 * *consume* takes messages from the :class:`~supervision.mqtt.MqttSource`, verifies
   each (registered key for the topic's gateway, signature, schema, sequence) and
   encodes it for the sink, collecting a :class:`_Pending` batch until it holds
-  ``max_lines`` points or its oldest message waited ``max_delay``;
+  ``max_lines`` points, its oldest message waited ``max_delay``, or *write* is idle
+  (group commit: an idle store gets what there is at once, a busy one gets bigger
+  writes, so parsing the next batch always overlaps the store's work on this one);
 * *write* writes one pending batch at a time, retrying with capped, jittered
   back-off while the store is unavailable, waits for the PUBACKs of any
   dead-letters, and only then acknowledges every message the batch covers.
@@ -138,7 +140,12 @@ class Ingest:
         self._tracker = tracker or SequenceTracker()
         self._gateways = keyring.gateways
         self._replay_warned: set[str] = set()
+        # *consume* fills _pending; a full or overdue one is queued (one at most, then
+        # consume waits); *write* takes the queued one, else the pending one as it is
+        self._pending: _Pending | None = None
         self._ready: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=1)
+        self._work = asyncio.Event()  # set when there may be something for *write*
+        self._writer_waiting = False
         self.counts: Counter[str] = Counter()
         self.ops: Any = None  # the /metrics + /health server while running (its .port)
 
@@ -188,13 +195,18 @@ class Ingest:
             vb = verify_batch(m.payload, self._keyring.keys)
             if self._keyring.gateway_of[vb.kid] != gateway:
                 raise SchemaError("key_mismatch", f"key {vb.kid} is not registered for {gateway}")
-            batch = parse_verified(vb, site, gateway, kind)
+            # the sink checks each reading while encoding it (one pass; SchemaError too)
+            batch = parse_verified(vb, site, gateway, kind, rows=False)
+            chunk = self._sink.encode(batch)
             self.counts["verified"] += 1
         except BatchError as exc:
             self._dead_letter(m, exc.kind, exc.detail, p)
             return
         except SchemaError as exc:
             self._dead_letter(m, exc.reason, exc.detail, p)
+            return
+        except OverflowError as exc:  # an integer no float can hold (valid JSON, not a value)
+            self._dead_letter(m, "schema", f"a number out of range: {exc}", p)
             return
         digest = hashlib.blake2b(m.payload, digest_size=16).digest()
         verdict = self._tracker.classify(gateway, batch.seq, digest=digest).kind
@@ -218,18 +230,17 @@ class Ingest:
             if gateway not in self._replay_warned:
                 self._replay_warned.add(gateway)
                 log.warning("%s seq %d is below what this worker saw: replay?", gateway, batch.seq)
-        chunk = self._sink.encode(batch)
         p.entries.append((chunk, m, (gateway, batch.seq, digest)))
         p.lines += self._sink.lines_in(chunk)
-        p.readings += len(batch.rows)
+        p.readings += len(batch.rows) + len(batch.readings)
 
     # -- the two tasks -----------------------------------------------------------------
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
-        p: _Pending | None = None
         max_lines, max_delay = self._cfg.max_lines, self._cfg.max_delay
         while True:
+            p = self._pending
             if p is None:
                 m = await self._source.get()
             else:
@@ -237,24 +248,50 @@ class Ingest:
                     async with asyncio.timeout(max(0.0, p.started + max_delay - loop.time())):
                         m = await self._source.get()
                 except TimeoutError:
-                    await self._ready.put(p)
-                    p = None
+                    await self._hand_over()
                     continue
             if m is None:
-                if p is not None:
-                    await self._ready.put(p)
+                await self._hand_over()
                 await self._ready.put(None)
+                self._work.set()
                 return
+            # *write* may have taken the pending batch while this task waited
+            p = self._pending
             if p is None:
-                p = _Pending(loop.time())
+                p = self._pending = _Pending(loop.time())
             self._accept(m, p)
             if p.lines >= max_lines or len(p.entries) >= 50_000:
-                await self._ready.put(p)
-                p = None
+                await self._hand_over()
+            elif self._writer_waiting:
+                self._work.set()  # taken as it is once this task waits for messages
+
+    async def _hand_over(self) -> None:
+        """Queue the pending batch for *write* (waits while one is queued already)."""
+        p, self._pending = self._pending, None
+        if p is not None:
+            await self._ready.put(p)
+            self._work.set()
+
+    async def _next(self) -> _Pending | None:
+        """What *write* writes next: the queued batch, else whatever is pending (group
+        commit), else the first of them once there is one."""
+        while True:
+            if not self._ready.empty():
+                return self._ready.get_nowait()
+            p = self._pending
+            if p is not None and p.entries:
+                self._pending = None
+                return p
+            self._work.clear()
+            self._writer_waiting = True
+            try:
+                await self._work.wait()
+            finally:
+                self._writer_waiting = False
 
     async def _write(self) -> None:
         while True:
-            p = await self._ready.get()
+            p = await self._next()
             if p is None:
                 return
             rejected = await self._store(p)

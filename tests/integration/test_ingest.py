@@ -262,7 +262,9 @@ async def test_dead_letters_carry_their_reason_and_are_never_written(
     bad_schema = signer.sign_payload(
         data_body("gw1", 3, [reading(1, "d", "p", 1.0) | {"quality": "excellent"}])
     )
+    huge = signer.sign_payload(data_body("gw1", 6, [reading(1, "d", "p", 10**400)]))
     cases = [
+        (topic("gw1"), huge, "schema"),  # valid JSON, but no float holds it
         (topic("gw1"), data_batch(stranger, "gw1", 2, 5), "unknown_key"),
         (topic("gw1"), tampered, "bad_signature"),
         (topic("gw9"), data_batch(signer, "gw9", 1, 5), "unknown_gateway"),

@@ -2,13 +2,14 @@
 
 Compares with a bare write loop of the same points (pre-built line protocol, 5,000
 lines per request: raw HTTP for v1, influxdb-client for v2). Run from the repo root:
-``python bench/bench_ingest.py [--messages 1000 --per 100]``.
+``python bench/bench_ingest.py [--messages 1000 --per 100 --rounds 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -75,11 +76,18 @@ async def bare_run(sink: InfluxV1Sink | InfluxV2Sink, msgs: list[bytes]) -> floa
     return elapsed
 
 
+def _spread(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return f"{xs[0]:.2f} / {statistics.median(xs):.2f} / {xs[-1]:.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--per", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat; min/median/max at the end")
     a = ap.parse_args()
+    ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         s = new_signer()
@@ -94,29 +102,40 @@ def main() -> None:
         try:
             for svc in (broker, influx, vm):
                 svc.start()
-            v1 = {
-                "kind": "influxdb_v1",
-                "url": influx.url,
-                "database": "a",
-                "create_database": True,
-            }
-            bare = InfluxV1Sink(influx.url, "b", create_database=True)
-            asyncio.run(bare.open())
-            t_bare = asyncio.run(bare_run(bare, batches))
-            for queued in (True, False):
-                t_ing = asyncio.run(ingest_run(tmp, broker, v1, batches, queued=queued))
-                print(f"influxdb 1.x v1 ({'queued' if queued else 'live publisher'}): "
-                      f"ingest {n / t_ing:,.0f} readings/s, bare write loop "
-                      f"{n / t_bare:,.0f} readings/s, ratio {t_ing / t_bare:.2f}")  # fmt: skip
-            v2 = {"kind": "influxdb_v2", "url": vm.url, "bucket": "a"}
-            t_bare = asyncio.run(bare_run(InfluxV2Sink(vm.url, "b"), batches))
-            t_ing = asyncio.run(ingest_run(tmp, broker, v2, batches, queued=True))
-            print(f"victoria-metrics v2 (queued): ingest {n / t_ing:,.0f} readings/s, bare "
-                  f"influxdb-client loop {n / t_bare:,.0f} readings/s, "
-                  f"ratio {t_ing / t_bare:.2f}")  # fmt: skip
+            for r in range(a.rounds):
+                # every run writes into a database (bucket) of its own: creating a shard
+                # or new series costs more than rewriting points already stored
+                bare = InfluxV1Sink(influx.url, f"b{r}", create_database=True)
+                asyncio.run(bare.open())
+                t_bare = asyncio.run(bare_run(bare, batches))
+                for queued in (True, False):
+                    v1 = {
+                        "kind": "influxdb_v1",
+                        "url": influx.url,
+                        "database": f"{'q' if queued else 'l'}{r}",
+                        "create_database": True,
+                    }
+                    t_ing = asyncio.run(ingest_run(tmp, broker, v1, batches, queued=queued))
+                    mode = f"influxdb 1.x v1 ({'queued' if queued else 'live publisher'})"
+                    ratios.setdefault(mode, []).append(t_ing / t_bare)
+                    print(
+                        f"{mode}: ingest {n / t_ing:,.0f} readings/s, bare write loop "
+                        f"{n / t_bare:,.0f} readings/s, ratio {t_ing / t_bare:.2f}"
+                    )
+                v2 = {"kind": "influxdb_v2", "url": vm.url, "bucket": f"q{r}"}
+                t_bare = asyncio.run(bare_run(InfluxV2Sink(vm.url, f"b{r}"), batches))
+                t_ing = asyncio.run(ingest_run(tmp, broker, v2, batches, queued=True))
+                mode = "victoria-metrics v2 (queued)"
+                ratios.setdefault(mode, []).append(t_ing / t_bare)
+                print(f"{mode}: ingest {n / t_ing:,.0f} readings/s, bare "
+                      f"influxdb-client loop {n / t_bare:,.0f} readings/s, "
+                      f"ratio {t_ing / t_bare:.2f}")  # fmt: skip
         finally:
             for svc in (broker, influx, vm):
                 svc.close()
+    if a.rounds > 1:
+        for mode, xs in ratios.items():
+            print(f"{mode}: ratio min / median / max over {len(xs)} rounds: {_spread(xs)}")
 
 
 if __name__ == "__main__":

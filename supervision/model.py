@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from gateway.verify import VerifiedBatch
@@ -25,11 +25,13 @@ __all__ = [
     "Row",
     "SchemaError",
     "Status",
+    "check_reading",
     "parse_batch",
     "parse_document",
     "parse_status",
     "parse_topic",
     "parse_verified",
+    "rows_of",
 ]
 
 KINDS: Final = ("data", "alarm", "event", "status")
@@ -121,7 +123,13 @@ def _new_row(values: tuple[Any, ...]) -> Row:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A verified, parsed batch. ``rows`` for data batches, ``items`` for alarm/event."""
+    """A verified, parsed batch. ``rows`` for data batches, ``items`` for alarm/event.
+
+    A data batch parsed with ``rows=False`` (:func:`parse_document`) has no ``rows``
+    but ``readings``: the reading objects as received, *not yet checked* — whoever
+    consumes them checks each one as :func:`check_reading` does (:func:`rows_of`, or
+    the line protocol's single pass). Exactly one of ``rows`` and ``readings`` is set.
+    """
 
     kind: str
     site: str
@@ -130,10 +138,11 @@ class Batch:
     sealed_us: int
     rows: list[Row]
     items: list[Item]
+    readings: list[Any] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return len(self.rows) + len(self.items)
+        return len(self.rows) + len(self.items) + len(self.readings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +214,10 @@ def _check_flags(flags: object, i: int) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def _row(r: object, i: int) -> Row:
-    """One reading, checked against ``$defs/reading`` of gateway/schema/batch.schema.json.
+def check_reading(r: object, i: int) -> Row:
+    """``readings[i]``, checked against ``$defs/reading`` of gateway/schema/batch.schema.json.
 
-    The hot path of the ingest: identifiers already seen together are not checked
+    Raises :class:`SchemaError`. Identifiers already seen together are not checked
     again (a bounded set), and each check is inline.
     """
     if type(r) is not dict:
@@ -382,18 +391,30 @@ def parse_batch(body: bytes, site: str, gateway: str, kind: str) -> Batch:
     return parse_document(doc, site, gateway, kind)
 
 
-def parse_verified(vb: VerifiedBatch, site: str, gateway: str, kind: str) -> Batch:
-    """The content of a verified batch that arrived on ``…/{site}/{gateway}/{kind}``."""
-    return parse_document(vb.body, site, gateway, kind)
+def parse_verified(
+    vb: VerifiedBatch, site: str, gateway: str, kind: str, *, rows: bool = True
+) -> Batch:
+    """The content of a verified batch that arrived on ``…/{site}/{gateway}/{kind}``.
+
+    ``rows`` as for :func:`parse_document`.
+    """
+    return parse_document(vb.body, site, gateway, kind, rows=rows)
 
 
-def parse_document(doc: dict[str, Any], site: str, gateway: str, kind: str) -> Batch:
+def parse_document(
+    doc: dict[str, Any], site: str, gateway: str, kind: str, *, rows: bool = True
+) -> Batch:
     """Validate a decoded body against the batch JSON Schema and the topic it came on.
 
     The body's ``gateway``, ``site`` and ``type`` must match the topic
     (``topic_mismatch``): a batch cannot be replayed under another gateway's name.
     Everything gateway/schema/batch.schema.json rejects is rejected here (``schema``);
     a unit test holds the two together. Raises :class:`SchemaError`.
+
+    ``rows=False`` leaves the readings of a data batch unchecked in
+    :attr:`Batch.readings` for a consumer that checks each while turning it into its
+    own form (the ingest's sinks: their ``encode`` raises the :class:`SchemaError`);
+    everything else is checked here either way.
     """
     if doc.get("type") != kind:
         raise SchemaError("topic_mismatch", f"type {doc.get('type')!r} on a {kind} topic")
@@ -417,13 +438,23 @@ def parse_document(doc: dict[str, Any], site: str, gateway: str, kind: str) -> B
     entries = doc.get(key)
     if type(entries) is not list or not entries:
         raise SchemaError("schema", f"{key} must be a non-empty array")
-    rows: list[Row] = []
-    items: list[Item] = []
-    if kind == "data":
-        rows = [_row(r, i) for i, r in enumerate(entries)]
-    else:
+    if kind != "data":
         items = [_item(e, f"{key}[{i}]", kind) for i, e in enumerate(entries)]
-    return Batch(kind, site, gateway, seq, sealed, rows, items)
+        return Batch(kind, site, gateway, seq, sealed, [], items)
+    if not rows:
+        return Batch(kind, site, gateway, seq, sealed, [], [], entries)
+    checked = [check_reading(r, i) for i, r in enumerate(entries)]
+    return Batch(kind, site, gateway, seq, sealed, checked, [])
+
+
+def rows_of(batch: Batch) -> list[Row]:
+    """The checked rows of a batch, checking ``readings`` left by ``rows=False`` now.
+
+    Raises :class:`SchemaError` for a reading that does not follow the contract.
+    """
+    if batch.readings:
+        return [check_reading(r, i) for i, r in enumerate(batch.readings)]
+    return batch.rows
 
 
 def parse_status(payload: bytes, site: str, gateway: str) -> Status:

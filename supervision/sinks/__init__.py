@@ -44,7 +44,11 @@ class Sink(Protocol):
     name: str
 
     def encode(self, batch: Batch) -> Chunk:
-        """The store's representation of one verified batch (pure)."""
+        """The store's representation of one verified batch (pure).
+
+        Readings the batch carries unchecked (``Batch.readings``, parsed with
+        ``rows=False``) are checked here: raises :class:`~supervision.model.SchemaError`.
+        """
         ...
 
     def encode_status(self, status: Status, received_ns: int) -> Chunk:

@@ -22,15 +22,17 @@ points: writes are idempotent.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
-from supervision.model import Batch, Row, Scalar, Status
+from supervision.model import Batch, Row, Scalar, SchemaError, Status, check_reading
 
 __all__ = [
     "batch_lines",
     "escape_measurement",
     "escape_string",
     "escape_tag",
+    "reading_line",
+    "reading_lines",
     "status_line",
 ]
 
@@ -169,11 +171,141 @@ def reading_line(site: str, gateway: str, seq_field: str, r: Row) -> str:
     return f"{line},{seq_field} {r.ts_us}000"
 
 
+# Per (site, gateway): the fixed values of a reading already checked (the fields a
+# poll repeats, absent ones None, flags as a tuple) → (its _fixed_part text, how many
+# keys such a reading has besides raw). Bounded like the caches above.
+_Known = dict[tuple[Any, ...], tuple[str, int]]
+_KNOWN: dict[tuple[str, str], _Known] = {}
+
+
+def _fixed_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What :func:`reading_lines` looks a reading up by (the same expression, inlined
+    there); raises TypeError when it cannot be a key."""
+    get = r.get
+    flags = get("flags")
+    if flags is not None:
+        if type(flags) is not list:
+            raise TypeError("flags is not a list")
+        flags = tuple(flags)
+    key = (get("device"), get("point"), get("unit"), get("instrument"), get("certificate"),
+           get("quality"), get("reason"), get("verdict"), get("U"), get("k"), flags)  # fmt: skip
+    hash(key)
+    return key
+
+
+def _checked_line(known: _Known, site: str, gateway: str, seq_field: str, r: object, i: int) -> str:
+    """The line of a reading not seen before, checked in full (raises SchemaError)."""
+    row = check_reading(r, i)
+    line = reading_line(site, gateway, seq_field, row)
+    assert type(r) is dict  # check_reading passed
+    try:
+        key = _fixed_key(r)
+    except TypeError:
+        return line  # hashable whenever check_reading passed; never cache what is not
+    if len(known) >= _SERIES_CACHE_MAX:
+        known.clear()  # a bound, not an LRU
+    # a checked reading has only contract keys and no null but value's: those it has
+    # besides raw are ts, value and the non-null fixed ones
+    known[key] = (_fixed_part(site, gateway, row), len(r) - (r.get("raw") is not None))
+    return line
+
+
+def reading_lines(site: str, gateway: str, seq_field: str, readings: list[Any]) -> list[str]:
+    """Check each reading as :func:`supervision.model.check_reading` does and build its
+    ``reading`` point, in one pass. Raises :class:`~supervision.model.SchemaError`.
+
+    The hot path of the ingest. A reading whose fixed values (identifiers, quality,
+    reason, verdict, U, k, flags) equal those of one already checked in full has
+    nothing left to check there; equal key count then proves it has no unknown key
+    and no null besides ``value`` (every key it has is one of those counted). What
+    varies from poll to poll — ts, value, raw — is checked every time; anything
+    unusual goes through the full check. The result equals
+    ``[reading_line(…, check_reading(r, i)) …]`` (held by tests).
+    """
+    known = _KNOWN.get((site, gateway))
+    if known is None:
+        if len(_KNOWN) >= _SERIES_CACHE_MAX:
+            _KNOWN.clear()
+        known = _KNOWN[site, gateway] = {}
+    lines: list[str] = []
+    append = lines.append
+    for i, r in enumerate(readings):
+        if type(r) is not dict:
+            append(_checked_line(known, site, gateway, seq_field, r, i))
+            continue
+        get = r.get
+        flags = get("flags")
+        u = get("U")
+        k = get("k")
+        try:  # flags that are not an array make the key unhashable (r), as a list inside does
+            hit = known.get(
+                (get("device"), get("point"), get("unit"), get("instrument"),
+                 get("certificate"), get("quality"), get("reason"), get("verdict"), u, k,
+                 flags if flags is None else tuple(flags) if type(flags) is list else r)
+            )  # fmt: skip
+        except TypeError:  # an array or object where a scalar belongs
+            hit = None
+        ts = get("ts")
+        raw: Any = get("raw")
+        # True == 1 in a key, not in the contract: a boolean U or k is checked in full
+        if (
+            hit is None
+            or len(r) != hit[1] + (raw is not None)
+            or type(ts) is not int
+            or ts <= 0
+            or type(u) is bool
+            or type(k) is bool
+            or "value" not in r
+        ):
+            append(_checked_line(known, site, gateway, seq_field, r, i))
+            continue
+        v = r["value"]
+        t = type(v)
+        tr = type(raw)
+        if t is float and (tr is int or tr is float) and -_INF < v < _INF and -_INF < raw < _INF:
+            # the common reading (a raw register count or a float), in one step
+            append(f"{hit[0]},value={v!r},raw={float(raw)!r},{seq_field} {ts}000")
+            continue
+        line = hit[0]
+        if t is float or t is int:
+            if -_INF < v < _INF:  # also false for NaN
+                line += f",value={float(v)!r}"
+        elif t is bool:
+            line += ",value_bool=true" if v else ",value_bool=false"
+        elif t is str:
+            line += f",value_str={escape_string(v)}"
+        elif v is not None:
+            raise SchemaError(
+                "schema", f"readings[{i}].value must be a number, boolean, string or null"
+            )
+        if raw is not None:
+            t = type(raw)
+            if t is float or t is int:
+                if -_INF < raw < _INF:
+                    line += f",raw={float(raw)!r}"
+            elif t is bool:
+                line += ",raw_bool=true" if raw else ",raw_bool=false"
+            elif t is str:
+                line += f",raw_str={escape_string(raw)}"
+            else:
+                raise SchemaError(
+                    "schema", f"readings[{i}].raw must be a number, boolean or string"
+                )
+        append(f"{line},{seq_field} {ts}000")
+    return lines
+
+
 def batch_lines(batch: Batch) -> list[str]:
-    """All points of one batch: its content plus its ``batch`` bookkeeping point."""
+    """All points of one batch: its content plus its ``batch`` bookkeeping point.
+
+    Readings left unchecked (``Batch.readings``) are checked here: raises
+    :class:`~supervision.model.SchemaError`.
+    """
     seq_field = f"seq={batch.seq}i"
     site, gateway = batch.site, batch.gateway
-    if batch.kind == "data":
+    if batch.readings:
+        lines = reading_lines(site, gateway, seq_field, batch.readings)
+    elif batch.kind == "data":
         lines = [reading_line(site, gateway, seq_field, r) for r in batch.rows]
     else:
         head = f"{batch.kind},site={escape_tag(site)},gateway={escape_tag(gateway)}"

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from supervision.model import Batch, Status
+from supervision.model import Batch, Status, rows_of
 from supervision.sinks import StoreUnavailable
 
 __all__ = ["SCHEMA", "SqliteChunk", "SqliteSink"]
@@ -82,7 +82,7 @@ class SqliteSink:
                 r.quality, r.reason, ",".join(r.flags) if r.flags else None,
                 r.uncertainty, r.coverage, r.verdict, r.certificate, seq,
             )
-            for r in batch.rows
+            for r in rows_of(batch)
         ]  # fmt: skip
         items = [
             (

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from supervision.model import parse_batch
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervision.model import SchemaError, parse_batch, parse_document, rows_of
 from supervision.sinks.line_protocol import (
     batch_lines,
     escape_measurement,
@@ -63,3 +68,155 @@ def test_same_bytes_give_the_same_points() -> None:
     assert batch_lines(parse_batch(b, "s,1", "gw 1", "data")) == batch_lines(
         parse_batch(b, "s,1", "gw 1", "data")
     )
+
+
+# -- the ingest's single pass (check and encode each reading at once) ----------------
+
+FULL: dict[str, Any] = {
+    "ts": 1_700_000_000_000_001, "device": "d 1,x=y\\", "point": "p=1", "value": 20.5,
+    "raw": 2001, "unit": "°C", "quality": "uncertain", "reason": "not_stable",
+    "flags": ["out_of_tolerance", "note:a.b-1"], "U": 0.05, "k": 2, "instrument": "TI 1",
+    "certificate": 'CAL "7" \\', "verdict": "conditional_pass",
+}  # fmt: skip
+MINIMAL: dict[str, Any] = {"ts": 3, "device": "d", "point": "p", "value": 1, "quality": "good"}
+UNIT_ONE: dict[str, Any] = MINIMAL | {"unit": "m", "U": 0, "k": 1}
+
+
+def _outcome(readings: list[Any], *, rows: bool) -> list[str] | tuple[str, str]:
+    """The lines of a data batch of ``readings`` (parsed with ``rows``), or why refused."""
+    doc = {"v": 1, "type": "data", "gateway": "gw 1", "site": "s,1", "seq": 9,
+           "sealed": 5, "readings": readings}  # fmt: skip
+    try:
+        return batch_lines(parse_document(doc, "s,1", "gw 1", "data", rows=rows))
+    except SchemaError as exc:
+        return exc.reason, exc.detail
+
+
+def _same_both_ways(readings: list[Any]) -> list[str] | tuple[str, str]:
+    two_step = _outcome(readings, rows=True)
+    assert _outcome(readings, rows=False) == two_step, readings
+    return two_step
+
+
+def _without(r: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in r.items() if k != key}
+
+
+VALID: list[dict[str, Any]] = [
+    FULL,
+    MINIMAL,
+    UNIT_ONE,
+    FULL | {"value": None, "raw": 'r"s\\'},
+    FULL | {"value": True, "raw": False},
+    FULL | {"value": 'say "hi" \\', "flags": []},
+    FULL | {"value": float("inf"), "raw": float("-inf")},  # what 1e999 parses to
+    FULL | {"value": -0.5, "k": 2.0, "U": 0.05},
+    _without(FULL, "flags"),
+    _without(_without(FULL, "raw"), "certificate"),
+    MINIMAL | {"value": None, "quality": "bad", "reason": "no_communication"},
+]
+# Each repeats the fixed values of a valid reading above (so the single pass has
+# already checked those), with one thing wrong that the full check refuses.
+INVALID: list[dict[str, Any] | list[Any]] = [
+    UNIT_ONE | {"k": True},  # True == 1 as a key, not as a JSON number
+    UNIT_ONE | {"U": False},
+    MINIMAL | {"unit": None},  # a null, not an absent key
+    MINIMAL | {"raw": None},
+    MINIMAL | {"extra": 1},
+    _without(MINIMAL, "value") | {"extra": 1},  # as many keys as a valid one
+    _without(MINIMAL, "ts") | {"extra": 1},
+    MINIMAL | {"ts": 0},
+    MINIMAL | {"ts": True},
+    MINIMAL | {"ts": 1.5},
+    MINIMAL | {"value": [1]},
+    MINIMAL | {"value": {"a": 1}},
+    FULL | {"raw": [1]},
+    FULL | {"flags": ["out_of_tolerance", "out_of_tolerance"]},
+    FULL | {"flags": "out_of_tolerance"},
+    FULL | {"flags": [["x"]]},
+    MINIMAL | {"device": ["d"]},
+    MINIMAL | {"quality": "excellent"},
+    [MINIMAL],
+]
+
+
+def test_single_pass_equals_check_then_encode_for_valid_readings() -> None:
+    for _ in range(2):  # first checked in full, then found among those already checked
+        for r in VALID:
+            lines = _same_both_ways([r])
+            assert isinstance(lines, list) and len(lines) == 2, r
+        assert isinstance(_same_both_ways(VALID), list)
+    lines = _same_both_ways([FULL])
+    assert lines[0] == (
+        "reading,site=s\\,1,gateway=gw\\ 1,device=d\\ 1\\,x\\=y\\\\,point=p\\=1,"
+        'instrument=TI\\ 1,unit=°C quality="uncertain",reason="not_stable",'
+        'flags="out_of_tolerance,note:a.b-1",U=0.05,k=2.0,verdict="conditional_pass",'
+        'certificate="CAL \\"7\\" \\\\",value=20.5,raw=2001.0,seq=9i 1700000000000001000'
+    )
+
+
+def test_single_pass_refuses_what_the_full_check_refuses() -> None:
+    for r in VALID:  # their fixed values are known now
+        _same_both_ways([r])
+    for bad in INVALID:
+        outcome = _same_both_ways([MINIMAL, FULL, bad])
+        assert isinstance(outcome, tuple) and outcome[0] == "schema", bad
+
+
+def test_sqlite_rows_of_a_batch_left_unchecked() -> None:
+    doc = {"v": 1, "type": "data", "gateway": "g", "site": "s", "seq": 1, "sealed": 5,
+           "readings": [FULL, MINIMAL]}  # fmt: skip
+    lazy = parse_document(doc, "s", "g", "data", rows=False)
+    assert lazy.rows == [] and lazy.size == 2
+    assert rows_of(lazy) == parse_document(doc, "s", "g", "data").rows
+    doc["readings"] = [MINIMAL | {"extra": 1}]
+    with pytest.raises(SchemaError):
+        rows_of(parse_document(doc, "s", "g", "data", rows=False))
+
+
+_DELETE = object()
+_POOLS: dict[str, list[Any]] = {
+    "ts": [1, 7, 1_700_000_000_000_000, 0, -1, True, 1.5, "1", None, _DELETE],
+    "device": ["d", "d 1,x=y\\", "", None, 5, ["d"], _DELETE],
+    "point": ["p", "p=1", None, _DELETE],
+    "unit": ["m/s", "°C", None, 5, "", _DELETE],
+    "instrument": ["TI 1", None, ["i"], _DELETE],
+    "certificate": ['c"q', None, 0, _DELETE],
+    "value": [1.5, 2, -0.5, True, False, "s", 'a"b\\', None, [1], {"a": 1}, 10**20, _DELETE],
+    "raw": [1.5, 3, True, "r", None, [1], _DELETE],
+    "quality": ["good", "bad", "uncertain", "excellent", None, 1, _DELETE],
+    "reason": ["no_communication", "because", None, 1, _DELETE],
+    "verdict": ["pass", "fail", "maybe", None, _DELETE],
+    "flags": [[], ["a"], ["a", "b:x.y-1"], ["a", "a"], "a", [1], [["x"]], ["bad flag"], None,
+              _DELETE],
+    "U": [0.05, 0, 1, True, False, -1, None, "1", _DELETE],
+    "k": [2, 1, 2.0, True, 0, None, _DELETE],
+    "extra": [1],
+}  # fmt: skip
+_CHANGE = st.one_of([st.tuples(st.just(k), st.sampled_from(pool)) for k, pool in _POOLS.items()])
+
+
+def _changed(base: dict[str, Any], changes: list[tuple[str, Any]]) -> dict[str, Any]:
+    r = dict(base)
+    for key, v in changes:
+        if v is _DELETE:
+            r.pop(key, None)
+        else:
+            r[key] = v
+    return r
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.builds(_changed, st.sampled_from(VALID), st.lists(_CHANGE, max_size=3)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_single_pass_agrees_with_the_full_check_on_generated_readings(
+    readings: list[dict[str, Any]],
+) -> None:
+    for r in VALID:  # some of the generated ones repeat the fixed values of these
+        _same_both_ways([r])
+    _same_both_ways(readings)

@@ -7,6 +7,7 @@ pymodbus client loop on the same register map, and a bare paho QoS 1 publish loo
 of batches of the same size. Finally the gateway's RSS with 100 devices × 50 points.
 
     python bench/bench_e2e.py [--seconds 20] [--devices 10] [--points 100] [--poll 10ms]
+    python bench/bench_e2e.py --only-memory [--memory-devices 100] [--memory-points 50]
 """
 
 from __future__ import annotations
@@ -203,11 +204,12 @@ def main() -> None:
     ap.add_argument("--poll", default="10ms")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--only-memory", action="store_true")
+    ap.add_argument("--memory-devices", type=int, default=100)
+    ap.add_argument("--memory-points", type=int, default=50)
     args = ap.parse_args()
     if args.only_memory:
         with tempfile.TemporaryDirectory() as d, Mosquitto(Path(d) / "mosquitto") as broker:
-            mem = gateway_run(Path(d) / "mem", broker, 100, 50, "1s", 15)
-            print("100 devices x 50 points at 1 s:", json.dumps(mem, indent=1), flush=True)
+            memory_run(Path(d), broker, args.memory_devices, args.memory_points)
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -226,8 +228,13 @@ def main() -> None:
             limit = min(modbus["readings_per_s"], paho["readings_per_s"])
             print(f"gateway / min(bare limits) = {e2e['readings_per_s'] / limit:.2f}", flush=True)
             if not args.skip_memory:
-                mem = gateway_run(tmp / "mem", broker, 100, 50, "1s", 15)
-                print("100 devices x 50 points at 1 s:", json.dumps(mem, indent=1), flush=True)
+                memory_run(tmp, broker, args.memory_devices, args.memory_points)
+
+
+def memory_run(tmp: Path, broker: Mosquitto, devices: int, points: int) -> None:
+    """The gateway's RSS (``VmHWM`` peak, ``VmRSS`` at the end) polling every 1 s for 15 s."""
+    mem = gateway_run(tmp / "mem", broker, devices, points, "1s", 15)
+    print(f"{devices} devices x {points} points at 1 s:", json.dumps(mem, indent=1), flush=True)
 
 
 if __name__ == "__main__":

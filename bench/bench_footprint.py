@@ -29,6 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
+
 from bench.common import REPO, cpu_seconds, device_yaml, rss_mb, start_sim, stop
 
 
@@ -109,6 +111,7 @@ def main() -> None:
         cfg.write_text(
             f"gateway: {{id: bench, site: lab, state_dir: {tmp / 'state'}}}\n"
             f"mqtt: {{url: 'mqtt://127.0.0.1:{broker.port}'}}\n"
+            "ops: {enabled: false}\n"  # the child serves the endpoint it measures itself
             + device_yaml(args.devices, args.points, sim_port, args.poll, "300ms")
         )
         ops_port = free_port()

@@ -29,6 +29,7 @@ from drivers.base import (
 from drivers.modbus_codec import (
     BlockDecoder,
     DataType,
+    Order,
     PointSpec,
     Table,
     block_decoder,
@@ -90,6 +91,22 @@ class _Compiled:
 
 
 _compiled: dict[int, tuple[Request, _Compiled]] = {}
+_numeric_decoders: dict[tuple[DataType, Order], BlockDecoder] = {}
+
+
+def _decoder(spec: PointSpec) -> BlockDecoder:
+    """``block_decoder(spec)``, one per numeric type and byte order for the whole process.
+
+    A numeric point's decoder depends on nothing else (where it reads is the offset
+    passed in), so a site's thousands of float32 points share one function.
+    """
+    if spec.type is DataType.BOOL or spec.type is DataType.STRING or spec.table.is_bit:
+        return block_decoder(spec)  # these decode with the spec itself (or not from a block)
+    key = (spec.type, spec.order)
+    shared = _numeric_decoders.get(key)
+    if shared is None:
+        shared = _numeric_decoders[key] = block_decoder(spec)
+    return shared
 
 
 def _compile(req: Request) -> _Compiled:
@@ -101,7 +118,7 @@ def _compile(req: Request) -> _Compiled:
         ids=tuple(p.id for p in points),
         offsets=tuple(p.address - req.address for p in points),
         ends=tuple(p.end - req.address for p in points),
-        decoders=tuple(block_decoder(p) for p in points),
+        decoders=tuple(_decoder(p) for p in points),
         specs=points,
         plain=tuple(p.scale == 1.0 and p.offset == 0.0 for p in points),
     )

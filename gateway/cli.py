@@ -16,6 +16,7 @@ from typing import Any
 from drivers.base import utc_now_us
 from gateway import __version__
 from gateway.config_loader import ConfigError, LoadedConfig, load_config, load_config_compact
+from gateway.config_schema import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -48,9 +49,17 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.INFO)
 
 
-def _load(args: argparse.Namespace, *, compact: bool = False) -> LoadedConfig | None:
+def _load(
+    args: argparse.Namespace,
+    *,
+    compact: bool = False,
+    parameters: Callable[[Config], bytes] | None = None,
+) -> LoadedConfig | None:
     try:
-        loaded = load_config_compact(args.config) if compact else load_config(args.config)
+        if compact:
+            loaded = load_config_compact(args.config, parameters=parameters)
+        else:
+            loaded = load_config(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -172,7 +181,10 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = _load(args, compact=True)
+    from gateway.runtime import Gateway, parameters_json
+
+    # the audit trail's parameter set is built in the loading child, not in the daemon
+    loaded = _load(args, compact=True, parameters=parameters_json)
     if loaded is None:
         return EXIT_INVALID
     from gateway.ops.logfmt import configure_logging
@@ -183,8 +195,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(
         args.log_level or cfg.log.level, args.log_format or cfg.log.format, secrets=secrets
     )
-    from gateway.runtime import Gateway
-
     gateway = Gateway(loaded)
     return run_until_signal(gateway.run)
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,6 +56,7 @@ __all__ = [
     "EventType",
     "LogProblem",
     "ParamChange",
+    "canonical_parameters",
     "check_chain",
     "counter_path_for",
     "diff_parameters",
@@ -173,6 +175,20 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
+
+
+def canonical_parameters(params: Mapping[str, Any]) -> bytes:
+    """The flat form of ``params`` (:func:`flatten_parameters`) as canonical JSON: what
+    :meth:`EventLog.reconcile_parameters` compares, computable ahead of it."""
+    return _canonical(flatten_parameters(params))
+
+
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    """The data of a ``parameters_baseline`` entry: :func:`canonical_parameters` bytes,
+    written into the entry as they are (a big site's set is megabytes as objects)."""
+
+    parameters: bytes
 
 
 def diff_parameters(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ParamChange]:
@@ -488,12 +504,14 @@ class EventLog:
 
         self._n = report.last_n
         self._last_hash = report.last_hash
-        self._params: dict[str, Any] | None = None
+        self._params: dict[str, Any] | None = None  # while entries are folded in
+        self._params_packed: bytes | None = None  # at rest: see _pack_params
         self._identities: dict[str, Any] = {}
         self._tamper: dict[str, Any] = {}
         self._software_seen: str | None = None
         for e in report.entries:
             self._absorb(e)
+        self._pack_params()
 
         torn: dict[str, Any] | None = None
         if report.torn_tail is not None:
@@ -518,12 +536,12 @@ class EventLog:
         """Fold one entry into the state reconstructed from the log."""
         t, d = entry["type"], entry["data"]
         if t == EventType.PARAMETERS_BASELINE and isinstance(d.get("parameters"), dict):
-            self._params = dict(d["parameters"])
-        elif t == EventType.PARAMETER_CHANGED and self._params is not None:
+            self._params, self._params_packed = dict(d["parameters"]), None
+        elif t == EventType.PARAMETER_CHANGED and (params := self._unpacked_params()) is not None:
             if d.get("change") == ChangeKind.REMOVED:
-                self._params.pop(d.get("param"), None)
+                params.pop(d.get("param"), None)
             else:
-                self._params[d.get("param")] = d.get("new")
+                params[d.get("param")] = d.get("new")
         elif t in (EventType.INSTRUMENT_IDENTITY, EventType.INSTRUMENT_IDENTITY_CHANGED):
             self._identities[d.get("device")] = d.get("identity")
         elif t == EventType.TAMPER_COUNTER:
@@ -532,6 +550,23 @@ class EventLog:
             sw = d.get("software")
             if isinstance(sw, Mapping):
                 self._software_seen = sw.get("sha256")
+
+    def _unpacked_params(self) -> dict[str, Any] | None:
+        """The flat parameters as a dict to read or change (None: no baseline yet)."""
+        if self._params is None and self._params_packed is not None:
+            self._params = json.loads(zlib.decompress(self._params_packed))
+            self._params_packed = None
+        return self._params
+
+    def _pack_params(self) -> None:
+        """Keep the parameters as compressed canonical JSON between changes.
+
+        A big site's baseline is tens of thousands of values (megabytes as Python
+        objects, ~1/20 of that packed); they are only read when parameters change.
+        """
+        if self._params is not None:
+            self._params_packed = zlib.compress(_canonical(self._params), 1)
+            self._params = None
 
     # -- writing ---------------------------------------------------------------
 
@@ -545,7 +580,7 @@ class EventLog:
         _fsync_dir(self._counter_path.parent)
 
     def _append_many(
-        self, items: Iterable[tuple[str, dict[str, Any], str]], limit: int
+        self, items: Iterable[tuple[str, dict[str, Any] | _Baseline, str]], limit: int
     ) -> list[dict[str, Any]]:
         batch = list(items)
         with self._lock:
@@ -562,16 +597,21 @@ class EventLog:
             n, prev = self._n, self._last_hash
             for type_, data, source in batch:
                 n += 1
-                body = {
+                body: dict[str, Any] = {
                     "n": n,
                     "ts": self._clock(),
                     "type": str(type_),
                     "source": source,
-                    "data": data,
                     "software": self._software,
                     "prev": prev,
                 }
-                body_bytes = _canonical(body)
+                if isinstance(data, _Baseline):
+                    # "data" sorts before every other key: canonical JSON starts with it
+                    head = b'{"data":{"parameters":' + data.parameters + b"},"
+                    body_bytes = head + _canonical(body)[1:]
+                else:
+                    body["data"] = data
+                    body_bytes = _canonical(body)
                 payload = self._signer.sign_payload(body_bytes)
                 cut = payload.rfind(b"\n")
                 line = body_bytes + b"\t" + payload[cut + 1 :]
@@ -584,8 +624,12 @@ class EventLog:
             os.fsync(self._fd)
             self._n, self._last_hash = n, prev
             self._write_counter()
-            for e in entries:
-                self._absorb(e)
+            for (_, data, _), e in zip(batch, entries, strict=True):
+                if isinstance(data, _Baseline):  # packed as it is: no dict to build
+                    self._params, self._params_packed = None, zlib.compress(data.parameters, 1)
+                else:
+                    self._absorb(e)
+            self._pack_params()
             return entries
 
     def append(self, type: str, data: dict[str, Any], *, source: str = "gateway") -> dict[str, Any]:
@@ -608,7 +652,7 @@ class EventLog:
         return self._append_many(items, self._param_limit)
 
     def reconcile_parameters(
-        self, current: Mapping[str, Any], *, source: str
+        self, current: Mapping[str, Any] | bytes, *, source: str
     ) -> list[dict[str, Any]]:
         """Log how the legally relevant parameters differ from what the log last recorded.
 
@@ -616,13 +660,22 @@ class EventLog:
         change since), never from an unprotected side file. The first call on a new
         log writes one ``parameters_baseline`` entry with the full flat set. Raises
         :class:`EventLogFull` when the changes do not fit; nothing is written then.
+        ``current`` may be given as :func:`canonical_parameters` bytes.
         """
-        flat = json.loads(_canonical(flatten_parameters(current)))
-        if self._params is None:
-            data = {"parameters": flat}
-            items = [(EventType.PARAMETERS_BASELINE.value, data, source)]
+        canonical = current if isinstance(current, bytes) else canonical_parameters(current)
+        with self._lock:
+            unchanged = self._params is None and self._params_packed is not None
+            unchanged = unchanged and zlib.decompress(self._params_packed or b"") == canonical
+        if unchanged:  # the usual restart: nothing to compare value by value
+            return self.record_parameter_changes([], source=source)
+        with self._lock:
+            previous = self._unpacked_params()
+            self._pack_params()  # ``previous`` stays as it is: _absorb changes a fresh copy
+        if previous is None:
+            items = [(EventType.PARAMETERS_BASELINE.value, _Baseline(canonical), source)]
             return self._append_many(items, self._param_limit)
-        return self.record_parameter_changes(diff_parameters(self._params, flat), source=source)
+        changes = diff_parameters(previous, json.loads(canonical))
+        return self.record_parameter_changes(changes, source=source)
 
     def record_startup(
         self, software: Mapping[str, Any], *, config_path: str, config_sha256: str
@@ -687,7 +740,10 @@ class EventLog:
     @property
     def parameters(self) -> dict[str, Any] | None:
         """The flat legally relevant parameters as the log records them (None: no baseline)."""
-        return None if self._params is None else dict(self._params)
+        with self._lock:
+            params = self._unpacked_params()
+            self._pack_params()
+        return None if params is None else dict(params)
 
     @property
     def parameter_changes_allowed(self) -> bool:

@@ -90,6 +90,20 @@ class _Point:
         self.chart: ControlChart | None = None
         self.spc_alarm: Alarm | None = None
 
+    def configured(self) -> bool:
+        """Whether anything applies to the point (else it can share an empty record)."""
+        return bool(self.rules or self.stale) or any(
+            x is not None
+            for x in (
+                self.instrument,
+                self.calibrator,
+                self.decider,
+                self.spec_alarm,
+                self.chart,
+                self.spc_alarm,
+            )
+        )
+
 
 class DeviceMetrology:
     """Metrology of one device's points; see the module docstring for the order of stages."""
@@ -111,6 +125,7 @@ class DeviceMetrology:
         self.instruments: dict[str, InstrumentConfig] = {}
         start = clock_us()
         calibrators: dict[str, Calibrator] = {}
+        plain = _Point()  # what points without metrology settings share (never changed)
         for point_id, cfg, _unit in points:
             pt = _Point()
             if cfg.instrument is not None:
@@ -162,7 +177,7 @@ class DeviceMetrology:
                         cfg.spc.off_delay,
                         "statistical process control",
                     )
-            self.points[point_id] = pt
+            self.points[point_id] = pt if pt.configured() else plain
         self.expressions: list[tuple[str, CompiledExpression, Alarm | None]] = []
         for expr in fields.expressions:
             compiled = CompiledExpression(expr.expr)

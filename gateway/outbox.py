@@ -82,6 +82,9 @@ _APPLICATION_ID: Final = 0x4D475442  # "MGTB": marks the file as a metrogate out
 _SCHEMA_VERSION: Final = 1
 _SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
 _WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
+# page cache: writes go to the tail, reads to the head; the OS caches the file anyway
+# (SQLite's default, 2 MiB, only added resident memory: no measurable speed-up)
+_CACHE_KIB: Final = 512
 _LOCK_WAIT_S: Final = 1.0  # at open, a lock held by a process still exiting may clear
 _IN_CHUNK: Final = 500  # below SQLite's oldest host-parameter limit (999)
 _META_KEYS: Final = ("next_seq", "dropped_batches", "dropped_records", "created_us")
@@ -297,6 +300,7 @@ class Outbox:
                 raise OutboxError(self.path, f"cannot use WAL journal (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise self._open_error(exc) from exc

@@ -30,7 +30,7 @@ from gateway.config_loader import LoadedConfig
 from gateway.config_schema import Config
 from gateway.devices import build_drivers
 from gateway.encoding import make_sealer, topic_base
-from gateway.eventlog import EventLog, EventLogFull
+from gateway.eventlog import EventLog, EventLogFull, canonical_parameters
 from gateway.keys import PRIVATE_KEY_NAME, generate_keypair, load_signer
 from gateway.metrology import DeviceMetrology
 from gateway.ops.health import OpsServer, gateway_ops_server
@@ -303,6 +303,14 @@ def legal_parameters(config: Config) -> dict[str, Any]:
     return params
 
 
+def parameters_json(config: Config) -> bytes:
+    """:func:`legal_parameters` as the audit trail compares them (canonical flat JSON).
+
+    ``metrogate run`` has the config loader compute this in its loading child.
+    """
+    return canonical_parameters(legal_parameters(config))
+
+
 class Gateway:
     """The daemon: everything ``metrogate run`` does, as one async call."""
 
@@ -537,10 +545,12 @@ class Gateway:
             config_path=str(self.loaded.path),
             config_sha256=self.loaded.sha256,
         )
+        # computed while loading when the loader was asked to (less to build here)
+        current = self.loaded.parameters
+        if current is None:
+            current = parameters_json(self.config)
         try:
-            self._pending_events += log_.reconcile_parameters(
-                legal_parameters(self.config), source=str(self.loaded.path)
-            )
+            self._pending_events += log_.reconcile_parameters(current, source=str(self.loaded.path))
         except EventLogFull:
             raise SystemExit(
                 "event log is full: changes of legally relevant parameters are refused"

@@ -301,3 +301,24 @@ def test_tamper_counters_and_software_change(tmp_path: Path, signer: Signer) -> 
         entries = log.record_startup(sw2, config_path="c", config_sha256="2")
         assert [e["type"] for e in entries] == ["startup", "software_changed", "config_loaded"]
         assert entries[1]["data"] == {"old": "a" * 64, "new": "b" * 64}
+
+
+def test_parameters_given_as_canonical_bytes_log_the_same(tmp_path: Path, signer: Signer) -> None:
+    """The daemon hands over the baseline as bytes computed while loading its config."""
+    from gateway.eventlog import canonical_parameters
+
+    def strip(entry: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entry.items() if k not in ("ts", "sig", "prev")}
+
+    with _open(tmp_path / "a.log", signer) as a, _open(tmp_path / "b.log", signer) as b:
+        from_mapping = a.reconcile_parameters(CONFIG_1, source="config")
+        from_bytes = b.reconcile_parameters(canonical_parameters(CONFIG_1), source="config")
+        assert [strip(e) for e in from_bytes] == [strip(e) for e in from_mapping]
+        assert b.reconcile_parameters(canonical_parameters(CONFIG_1), source="config") == []
+        changes = b.reconcile_parameters(canonical_parameters(CONFIG_2), source="config")
+        assert [strip(e) for e in changes] == [
+            strip(e) for e in a.reconcile_parameters(CONFIG_2, source="config")
+        ]
+    assert verify_event_log(tmp_path / "b.log", _keys(signer)).ok
+    with _open(tmp_path / "b.log", signer) as b:  # reopened: state rebuilt from the file
+        assert b.reconcile_parameters(CONFIG_2, source="config") == []

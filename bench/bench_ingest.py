@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from supervision.model import parse_batch, parse_topic
 from supervision.sinks.influxdb import InfluxV1Sink, InfluxV2Sink
 from supervision.sinks.line_protocol import batch_lines
-from tests.db_services import InfluxDB1, Mosquitto, VictoriaMetrics
+from tests.db_services import InfluxDB1, VictoriaMetrics
 from tests.ingest_support import Publisher, data_batch, new_signer, register, topic
 from tests.integration.test_ingest import in_process
+from tests.services import Mosquitto
 
 
 async def ingest_run(

@@ -1,4 +1,4 @@
-"""Real database (and, until a shared one exists, broker) processes for integration tests.
+"""Real database processes for integration tests (the broker is tests/services.py).
 
 Each class starts its server on a free 127.0.0.1 port in a temporary directory,
 waits for readiness by polling with a bounded deadline, and can ``stop()`` and
@@ -203,34 +203,6 @@ class VictoriaMetrics(_Service):
         c.close()
         assert r.status == 200, body
         return [json.loads(line) for line in body.splitlines() if line.strip()]
-
-
-class Mosquitto(_Service):
-    """Minimal Mosquitto 2 broker sized for ack-after-write consumers.
-
-    ``max_inflight_messages`` and ``max_queued_messages`` are raised: with the
-    defaults (20 and 1000) a consumer that acknowledges after its store write
-    starves, and a queue beyond 1000 drops messages.
-    """
-
-    name = "mosquitto"
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        (tmp / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "set_tcp_nodelay true\n"
-            "max_inflight_messages 0\n"
-            "max_queued_messages 0\n"
-        )
-
-    def command(self) -> list[str]:
-        return [MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")]
-
-    def ready(self) -> bool:
-        return tcp_open(self.port)
 
 
 def have(binary: str) -> bool:

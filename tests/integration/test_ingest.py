@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,13 +22,8 @@ from supervision.config import IngestConfig
 from supervision.ingest import Ingest, running_ingest
 from supervision.report import completeness_influx
 from tests.db_services import (
-    INFLUXD,
-    MOSQUITTO,
-    VICTORIA,
     InfluxDB1,
-    Mosquitto,
     VictoriaMetrics,
-    have,
     wait_until,
 )
 from tests.ingest_support import (
@@ -41,40 +36,12 @@ from tests.ingest_support import (
     register,
     topic,
 )
+from tests.services import Mosquitto
 
-pytestmark = [
-    pytest.mark.services,
-    pytest.mark.skipif(
-        not (have(MOSQUITTO) and have(INFLUXD) and have(VICTORIA)), reason="servers missing"
-    ),
-]
+pytestmark = pytest.mark.services  # the test command installs the servers: never skipped
 ROOT = Path(__file__).resolve().parents[2]
 DB = "mg"
 COUNT = "SELECT count(quality) FROM reading"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto")
-    m.start()
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[InfluxDB1]:
-    i = InfluxDB1(tmp_path / "influxdb")
-    i.start()
-    yield i
-    i.close()
-
-
-@pytest.fixture
-def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    v = VictoriaMetrics(tmp_path / "victoria")
-    v.start()
-    yield v
-    v.close()
 
 
 @pytest.fixture

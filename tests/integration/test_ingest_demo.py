@@ -13,9 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.db_services import INFLUXD, InfluxDB1, have
+from tests.db_services import InfluxDB1
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
@@ -99,8 +97,6 @@ def test_ctrl_c_stops_the_demo_promptly_and_cleanly(tmp_path: Path) -> None:
 
 
 def test_demo_writes_to_influxdb_when_asked(tmp_path: Path) -> None:
-    if not have(INFLUXD):
-        pytest.skip("influxd missing")
     influx = InfluxDB1(tmp_path / "influxdb")
     influx.start()
     try:

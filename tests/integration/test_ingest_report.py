@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +19,16 @@ from drivers.base import Quality
 from gateway.alarms import Alarm
 from gateway.config_metrology import AlarmSeverity
 from supervision.report import Report, report_influx, report_sqlite
-from tests.db_services import INFLUXD, MOSQUITTO, InfluxDB1, Mosquitto, have
+from tests.db_services import InfluxDB1
 from tests.ingest_support import Publisher, RealGateway, make_reading, new_signer, register
 from tests.integration.test_ingest import blocking, config, in_process, wait_for
+from tests.services import Mosquitto
 
-pytestmark = [
-    pytest.mark.services,
-    pytest.mark.skipif(not (have(MOSQUITTO) and have(INFLUXD)), reason="servers missing"),
-]
+pytestmark = pytest.mark.services  # the test command installs the servers: never skipped
 ROOT = Path(__file__).resolve().parents[2]
 DB = "mg"
 TEMPS = [10.0, 10.2, 9.9, 10.1, 10.3, 9.8, 10.0, 10.4, 9.7, 10.1]
 LIMITS = {"temp": (9.0, 11.0)}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto")
-    m.start()
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[InfluxDB1]:
-    i = InfluxDB1(tmp_path / "influxdb")
-    i.start()
-    yield i
-    i.close()
 
 
 def scenario(gw: RealGateway, t0: int) -> list[tuple[str, bytes]]:

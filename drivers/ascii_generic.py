@@ -12,24 +12,19 @@ other than the configured one never yields a good value.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import re
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
 
 from drivers.base import (
     Clock,
     DeviceTimeout,
-    DeviceUnreachable,
     Quality,
     Reason,
     Sample,
     utc_now_us,
 )
-from drivers.serial_line import SerialBus, line_finder, pump
+from drivers.serial_line import SerialBus, StreamListener, line_finder
 
 __all__ = ["AsciiDriver", "AsciiSpec", "parse_line"]
 
@@ -79,7 +74,7 @@ def parse_line(spec: AsciiSpec, line: str, ts: int) -> Sample:
     return Sample(spec.point, value, raw, quality, reason, ts)
 
 
-class AsciiDriver:
+class AsciiDriver(StreamListener):
     """A request/response or streaming ASCII instrument with one point."""
 
     def __init__(
@@ -100,34 +95,11 @@ class AsciiDriver:
         self._find = line_finder(spec.terminator, spec.max_line)
         self._buf = b""
         self._latest: Sample | None = None
-        self._error: DeviceUnreachable | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stack = contextlib.AsyncExitStack()
 
-    async def __aenter__(self) -> Self:
-        if self.spec.request is None:
-            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            self._task = tasks.create_task(
-                pump(self._bus, self.device_id, self._feed, self._lost),
-                name=f"{self.device_id}-stream",
-            )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self._stack.aclose()
-
-    def _lost(self, exc: DeviceUnreachable) -> None:
-        self._error = exc
+    def _streams(self) -> bool:
+        return self.spec.request is None
 
     def _feed(self, data: bytes, _when: float) -> None:
-        self._error = None
         self._buf += data
         term = self.spec.terminator
         for _ in range(len(self._buf)):

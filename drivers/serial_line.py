@@ -455,3 +455,51 @@ async def pump(
             continue
         if data:
             feed(data, time.monotonic())
+
+
+class StreamListener:
+    """The context-manager half of a driver whose instrument streams unasked.
+
+    While entered, a task of its own feeds every chunk from the line to
+    :meth:`_feed` (:func:`pump`); a lost port is kept in ``_error`` until bytes flow
+    again. Subclasses set ``device_id`` and ``_bus``, implement ``_feed``, and may
+    override :meth:`_streams` for a driver that only sometimes listens.
+    """
+
+    device_id: str
+    _bus: SerialBus
+    _error: DeviceUnreachable | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def _streams(self) -> bool:
+        return True
+
+    def _feed(self, data: bytes, when: float) -> None:
+        raise NotImplementedError
+
+    def _on_data(self, data: bytes, when: float) -> None:
+        self._error = None
+        self._feed(data, when)
+
+    def _lost(self, exc: DeviceUnreachable) -> None:
+        self._error = exc
+
+    async def __aenter__(self) -> Self:
+        self._stack = contextlib.AsyncExitStack()
+        if self._streams():
+            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._task = tasks.create_task(
+                pump(self._bus, self.device_id, self._on_data, self._lost),
+                name=f"{self.device_id}-stream",
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self._stack.aclose()

@@ -15,22 +15,17 @@ uncertain / not_stable. No frame since the previous poll raises
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from drivers.base import (
     Clock,
     DeviceTimeout,
-    DeviceUnreachable,
     Quality,
     Reason,
     Sample,
     utc_now_us,
 )
-from drivers.serial_line import SerialBus, pump
+from drivers.serial_line import SerialBus, StreamListener
 
 __all__ = ["ToledoDriver", "ToledoFrame", "ToledoParser", "encode_frame", "toledo_checksum"]
 
@@ -143,7 +138,7 @@ class ToledoParser:
         )
 
 
-class ToledoDriver:
+class ToledoDriver(StreamListener):
     """A continuous-output scale owning its serial line. Points: ``weight`` and ``tare``."""
 
     def __init__(
@@ -169,32 +164,8 @@ class ToledoDriver:
         """Valid frames received so far (tests and diagnostics wait on it)."""
         self._latest: tuple[ToledoFrame, int] | None = None
         self._stable: tuple[ToledoFrame, int] | None = None
-        self._error: DeviceUnreachable | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stack = contextlib.AsyncExitStack()
-
-    async def __aenter__(self) -> Self:
-        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        self._task = tasks.create_task(
-            pump(self._bus, self.device_id, self._feed, self._lost), name=f"{self.device_id}-stream"
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self._stack.aclose()
-
-    def _lost(self, exc: DeviceUnreachable) -> None:
-        self._error = exc
 
     def _feed(self, data: bytes, _when: float) -> None:
-        self._error = None
         ts = self._clock()
         for frame in self.parser.feed(data):
             self.frames += 1

@@ -149,6 +149,9 @@ def cmd_read(args: argparse.Namespace) -> int:
         cfg = loaded.config
         if args.device and args.device not in {d.id for d in cfg.devices}:
             raise SystemExit(f"no device {args.device!r} in {args.config}")
+        from gateway.clock import ClockMonitor
+
+        clock = ClockMonitor()
         out: list[dict[str, Any]] = []
         instruments = {i.id: i for i in cfg.instruments}
         async with AsyncExitStack() as stack:
@@ -160,7 +163,13 @@ def cmd_read(args: argparse.Namespace) -> int:
                     (str(p.id), p, getattr(p, "unit", None)) for p in getattr(dev, "points", [])
                 ]
                 metro = DeviceMetrology(dev.id, points, dev, instruments, utc_now_us)
-                poller = DevicePoller(dev, drivers[dev.id], metro, lambda kind, recs: None)
+                poller = DevicePoller(
+                    dev,
+                    drivers[dev.id],
+                    metro,
+                    lambda kind, recs: None,
+                    synchronised=lambda: clock.synchronised,  # as the daemon flags them
+                )
                 out += [to_wire(r) for r in await poller.poll_once()]
         return out
 

@@ -17,7 +17,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -44,7 +44,6 @@ class PublisherStats:
     failures: int = 0
     last_error: str | None = None
     connected_since_us: int | None = None
-    disconnects: list[str] = field(default_factory=list)
 
 
 def backoff_delays(base: float, cap: float, rng: random.Random) -> Any:

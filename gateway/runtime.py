@@ -160,17 +160,19 @@ class DevicePoller:
         else:
             self._succeeded()
             readings = [Reading.from_sample(dev.id, s, self.units.get(s.point)) for s in samples]
-        synced = self.synchronised()
-        for r in readings:
-            flag_if_unsynchronised(r, synced)
+        if not self.synchronised():
+            for r in readings:
+                flag_if_unsynchronised(r, False)
         alarms = self.metrology.process(readings, self.clock())
         self.health.polls += 1
         self.health.readings += len(readings)
-        by_quality = self.health.quality
-        for r in readings:
-            by_quality[r.quality.value] = by_quality.get(r.quality.value, 0) + 1
         if readings:
-            self.emit("data", [to_wire(r) for r in readings])
+            by_quality = self.health.quality
+            wire = []
+            for r in readings:  # one pass: wire form and the per-quality count
+                by_quality[r.quality.value] = by_quality.get(r.quality.value, 0) + 1
+                wire.append(to_wire(r))
+            self.emit("data", wire)
         if alarms:
             self.emit("alarm", alarms)
             if self.on_alarm_change is not None:

@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drivers.modbus_codec import DataType, PointSpec, Table
 from drivers.modbus_common import decode_request
 from drivers.modbus_plan import plan
-from gateway.encoding import make_sealer
-from gateway.metrology import DeviceMetrology
-from gateway.reading import Reading, to_wire
-from gateway.signing import Signer
+from gateway.metrology.pipeline import DeviceMetrology
+from gateway.wire.encoding import make_sealer
+from gateway.wire.reading import Reading, to_wire
+from gateway.wire.signing import Signer
 
 
 def main() -> None:

@@ -36,11 +36,11 @@ from bench.common import REPO, cpu_seconds, device_yaml, rss_mb, start_sim, stop
 
 def child(config: str, ops_port: int) -> None:
     """The daemon (Gateway.run + ops endpoint) until SIGTERM."""
-    from gateway.cli import run_until_signal
-    from gateway.clock import ClockMonitor, SyncState
-    from gateway.config_loader import load_config
+    from gateway.acquisition.clock import ClockMonitor, SyncState
+    from gateway.cli.app import run_until_signal
+    from gateway.config.loader import load_config
+    from gateway.daemon import Gateway
     from gateway.ops.health import gateway_ops_server
-    from gateway.runtime import Gateway
 
     loaded = load_config(config)
     # containers often lack NTP; the clock state does not change the work done
@@ -151,9 +151,9 @@ def main() -> None:
         "missed_slots": missed,
         "scrape_ms": round(per_scrape * 1000, 2),
         "scrape_bytes": size,
-        "import_daemon_s": round(import_time("import gateway.runtime, gateway.ops.health"), 3),
-        "import_cli_s": round(import_time("import gateway.cli"), 3),
-        "import_status_s": round(import_time("import gateway.cli_ops"), 3),
+        "import_daemon_s": round(import_time("import gateway.daemon, gateway.ops.health"), 3),
+        "import_cli_s": round(import_time("import gateway.cli.app"), 3),
+        "import_status_s": round(import_time("import gateway.cli.status"), 3),
         "python": sys.version.split()[0],
     }
     print(json.dumps(result, indent=1))

@@ -63,7 +63,7 @@ async def ingest_run(
 
 
 async def bare_run(sink: InfluxV1Sink | InfluxV2Sink, msgs: list[bytes]) -> float:
-    from gateway.signing import split_payload
+    from gateway.wire.signing import split_payload
 
     lines: list[str] = []
     for m in msgs:

@@ -17,9 +17,9 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from gateway.config_metrology import InstrumentConfig, PointMetrologyFields
-from gateway.metrology import DeviceMetrology
-from gateway.reading import Quality, Reading
+from gateway.config.models.metrology import InstrumentConfig, PointMetrologyFields
+from gateway.metrology.pipeline import DeviceMetrology
+from gateway.wire.reading import Quality, Reading
 
 POINTS = 100
 T0 = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp()) * 1_000_000

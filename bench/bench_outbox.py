@@ -3,7 +3,7 @@
 Run from the repository root (or with the package installed):
 ``PYTHONPATH=. python bench/bench_outbox.py [--seconds S] [--dir DIR]``.
 The seal function is the real thing: compact JSON body plus an Ed25519 signature
-(``gateway.signing.Signer``), so the put figures include encoding and signing; the
+(``gateway.wire.signing.Signer``), so the put figures include encoding and signing; the
 ``seal`` column shows that share alone. ``--dir`` should be on the storage the
 gateway will use (an SD card behaves very differently from a laptop SSD).
 """
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.outbox import Outbox, SealFn
-from gateway.signing import Signer
+from gateway.delivery.outbox import Outbox, SealFn
+from gateway.wire.signing import Signer
 
 RECORD = {
     "ts": 1795847523123456,

@@ -11,7 +11,7 @@ import timeit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.signing import Signer, verify_payload
+from gateway.wire.signing import Signer, verify_payload
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gateway.config_loader import ConfigError
-from gateway.config_types import parse_duration
+from gateway.common.types import parse_duration
+from gateway.config.loader import ConfigError
 from supervision.config import IngestConfig, load_config
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Configuration of the ingest service (the ``ingest.yaml`` file), pydantic v2 models.
 
-Loaded like the gateway's file (:func:`gateway.config_loader.load_model`): unknown
+Loaded like the gateway's file (:func:`gateway.config.loader.load_model`): unknown
 keys are errors (``extra="forbid"``), every problem is reported as
 ``FILE:LINE:COL: path: message``, and ``${NAME}``, ``${NAME:-default}`` or
 ``${file:PATH}`` take values from the environment or a file (secrets such as
@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from gateway.config_loader import load_model
-from gateway.config_types import Duration
+from gateway.common.types import Duration
+from gateway.config.loader import load_model
 
 __all__ = [
     "BatchConfig",
@@ -133,7 +133,7 @@ class IngestConfig(_Model):
 
 
 def load_config(path: Path) -> IngestConfig:
-    """Read and validate an ingest YAML file; :class:`gateway.config_loader.ConfigError`
+    """Read and validate an ingest YAML file; :class:`gateway.config.loader.ConfigError`
     (every problem located to file:line:col) on bad content.
 
     Relative paths in the file are taken relative to the file's directory.

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config_loader import ConfigError
-from gateway.verify import BatchError, SeqKind, SequenceTracker, verify_batch
+from gateway.config.loader import ConfigError
+from gateway.wire.verify import BatchError, SeqKind, SequenceTracker, verify_batch
 from supervision.config import (
     BatchConfig,
     InfluxV1Store,
@@ -176,10 +176,10 @@ class Ingest:
     def _accept(self, m: Incoming, p: _Pending) -> None:
         """Verify and encode one message into ``p`` (never raises for bad content).
 
-        Order: topic, gateway registered, :func:`gateway.verify.verify_batch`
+        Order: topic, gateway registered, :func:`gateway.wire.verify.verify_batch`
         (signature, then the body's form), key registered for the topic's gateway,
         content and topic match, then the sequence verdict of the shared
-        :class:`gateway.verify.SequenceTracker`.
+        :class:`gateway.wire.verify.SequenceTracker`.
         """
         self.counts["received"] += 1
         try:

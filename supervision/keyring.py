@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.keys import PUBLIC_KEY_NAME, KeyFileError, load_public_key
-from gateway.signing import key_id
+from gateway.wire.keys import PUBLIC_KEY_NAME, KeyFileError, load_public_key
+from gateway.wire.signing import key_id
 
 __all__ = ["Keyring"]
 
@@ -37,7 +37,7 @@ class Keyring:
 
     @classmethod
     def load(cls, directory: Path) -> Keyring:
-        """Load every registered key; :class:`gateway.keys.KeyFileError` on a bad file."""
+        """Load every registered key; :class:`gateway.wire.keys.KeyFileError` on a bad file."""
         if not directory.is_dir():
             raise KeyFileError(directory, "keys directory does not exist")
         found: dict[str, Ed25519PublicKey] = {}

@@ -1,8 +1,8 @@
 """Validation of received batch content (docs/wire.md) into plain tuples for the sinks.
 
 The signature, the form of the body and its JSON parse belong to
-:func:`gateway.verify.verify_batch`; :func:`parse_verified` then checks the content
-(readings, alarms, events) against gateway/schema/batch.schema.json by hand — far
+:func:`gateway.wire.verify.verify_batch`; :func:`parse_verified` then checks the content
+(readings, alarms, events) against gateway/wire/schema/batch.schema.json by hand — far
 faster than a JSON Schema validator, and held equal to it by
 tests/unit/test_ingest_schema.py — and against the topic it arrived on. Anything that
 does not follow the contract raises :class:`SchemaError` with a short reason (the
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from gateway.verify import VerifiedBatch
+from gateway.wire.verify import VerifiedBatch
 
 __all__ = [
     "KINDS",
@@ -215,7 +215,7 @@ def _check_flags(flags: object, i: int) -> tuple[str, ...]:
 
 
 def check_reading(r: object, i: int) -> Row:
-    """``readings[i]``, checked against ``$defs/reading`` of gateway/schema/batch.schema.json.
+    """``readings[i]``, checked against ``$defs/reading`` of gateway/wire/schema/batch.schema.json.
 
     Raises :class:`SchemaError`. Identifiers already seen together are not checked
     again (a bounded set), and each check is inline.
@@ -307,7 +307,7 @@ def _member(v: object, allowed: frozenset[str]) -> bool:
 
 
 def _check_alarm(e: dict[str, Any], where: str) -> None:
-    """``$defs/alarm``: the keys of gateway/alarms.py records, typed."""
+    """``$defs/alarm``: the keys of gateway/metrology/alarms.py records, typed."""
     for key in ("alarm", "device"):
         if type(e.get(key)) is not str:
             raise SchemaError("schema", f"{where}.{key} must be a string")
@@ -380,7 +380,7 @@ def parse_batch(body: bytes, site: str, gateway: str, kind: str) -> Batch:
     """Parse and validate a batch body received on ``…/{site}/{gateway}/{kind}``.
 
     For bodies whose signature was checked elsewhere; the ingest uses
-    :func:`parse_verified` on what :func:`gateway.verify.verify_batch` returned, so
+    :func:`parse_verified` on what :func:`gateway.wire.verify.verify_batch` returned, so
     the JSON is parsed once. Raises :class:`SchemaError`.
     """
     doc = _loads(body)
@@ -408,7 +408,7 @@ def parse_document(
 
     The body's ``gateway``, ``site`` and ``type`` must match the topic
     (``topic_mismatch``): a batch cannot be replayed under another gateway's name.
-    Everything gateway/schema/batch.schema.json rejects is rejected here (``schema``);
+    Everything gateway/wire/schema/batch.schema.json rejects is rejected here (``schema``);
     a unit test holds the two together. Raises :class:`SchemaError`.
 
     ``rows=False`` leaves the readings of a data batch unchecked in

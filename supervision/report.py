@@ -12,7 +12,7 @@ compatibility, 3.x) or the SQLite store, with the same definitions for both
   over those expected, expected running from the day's first sequence number (or
   the one after the previous day's last) to the day's last. A late redelivery
   lands in the day its batch was sealed, so that day's figure rises;
-* alarms raised: alarm records (gateway/alarms.py) whose ``event`` is ``raised``;
+* alarms raised: alarm records (gateway/metrology/alarms.py) whose ``event`` is ``raised``;
 * calibration status per instrument: see :func:`calibration_status`.
 """
 
@@ -325,7 +325,8 @@ def _data(text: Any) -> dict[str, Any]:
 _OOT = "(flags =~ /(^|,)out_of_tolerance(,|$)/ OR verdict = 'fail')"
 _EXPIRED = "flags =~ /(^|,)calibration_expired(,|$)/"
 _UNCALIBRATED = "flags =~ /(^|,)not_calibrated(,|$)/"
-# alarm records (gateway/alarms.py): ``event`` says what happened, ``state`` where it is now
+# alarm records (gateway/metrology/alarms.py): ``event`` says what happened,
+# ``state`` where it is now
 _RAISED = "\"event\" = 'raised'"
 
 

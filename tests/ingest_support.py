@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.signing import Signer
+from gateway.wire.signing import Signer
 
 PREFIX = "metrogate"
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -133,16 +133,16 @@ class Collector:
 
 
 class RealGateway:
-    """Seals batches exactly as a gateway does (``gateway.encoding.make_sealer``).
+    """Seals batches exactly as a gateway does (``gateway.wire.encoding.make_sealer``).
 
-    ``data`` takes :class:`gateway.reading.Reading` objects and sends them through
-    ``to_wire``; ``alarm`` takes records of :class:`gateway.alarms.Alarm`; ``event``
-    appends to a real :class:`gateway.eventlog.EventLog` and sends its entries.
+    ``data`` takes :class:`gateway.wire.reading.Reading` objects and sends them through
+    ``to_wire``; ``alarm`` takes records of :class:`gateway.metrology.alarms.Alarm`; ``event``
+    appends to a real :class:`gateway.audit.eventlog.EventLog` and sends its entries.
     """
 
     def __init__(self, signer: Signer, gateway: str, site: str, state_dir: Path) -> None:
-        from gateway.encoding import make_sealer
-        from gateway.eventlog import EventLog
+        from gateway.audit.eventlog import EventLog
+        from gateway.wire.encoding import make_sealer
 
         self.gateway, self.site = gateway, site
         self.seal = make_sealer(gateway, site, signer)
@@ -154,7 +154,7 @@ class RealGateway:
         return topic(self.gateway, kind, self.site), self.seal(kind, self.seq, sealed_us, records)
 
     def data(self, readings: Iterable[Any], sealed_us: int) -> tuple[str, bytes]:
-        from gateway.reading import to_wire
+        from gateway.wire.reading import to_wire
 
         return self._next("data", [to_wire(r) for r in readings], sealed_us)
 
@@ -173,9 +173,9 @@ class RealGateway:
 
 
 def make_reading(ts_us: int, device: str, point: str, value: Any, **kw: Any) -> Any:
-    """A :class:`gateway.reading.Reading` (quality good unless given)."""
+    """A :class:`gateway.wire.reading.Reading` (quality good unless given)."""
     from drivers.base import Quality
-    from gateway.reading import Reading
+    from gateway.wire.reading import Reading
 
     kw.setdefault("quality", Quality.GOOD)
     kw.setdefault("unit", "degC")

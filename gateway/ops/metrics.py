@@ -298,7 +298,7 @@ class GatewayCollector(Collector):
 
 
 class SequenceView(Protocol):
-    """What :class:`IngestCollector` reads of :class:`gateway.verify.SequenceTracker`."""
+    """What :class:`IngestCollector` reads of :class:`gateway.wire.verify.SequenceTracker`."""
 
     def gaps(self, gateway: str) -> list[tuple[int, int]]: ...
 

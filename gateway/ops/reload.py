@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config_loader import ConfigError, LoadedConfig, load_config
+from gateway.config.loader import ConfigError, LoadedConfig, load_config
 from gateway.ops.sdnotify import Notifier
 
 __all__ = ["RESTART_SECTIONS", "ReloadRefused", "Reloaded", "reload_config", "watch_sighup"]

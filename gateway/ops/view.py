@@ -1,6 +1,6 @@
 """What the operations code may see of a running gateway (read-only, structural types).
 
-:class:`gateway.runtime.Gateway` satisfies :class:`GatewayView` as it is; tests may
+:class:`gateway.daemon.Gateway` satisfies :class:`GatewayView` as it is; tests may
 pass any object with these attributes. Nothing here is written to, so observing
 a gateway never changes what it does.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.clock import SyncState
-from gateway.config_loader import LoadedConfig
-from gateway.outbox import OutboxStats
-from gateway.publisher import PublisherStats
-from gateway.software_id import SoftwareId
+from gateway.acquisition.clock import SyncState
+from gateway.audit.software_id import SoftwareId
+from gateway.config.loader import LoadedConfig
+from gateway.delivery.outbox import OutboxStats
+from gateway.delivery.publisher import PublisherStats
 
 if TYPE_CHECKING:  # the runtime imports every driver; the ops code needs only its types
-    from gateway.runtime import DeviceHealth
+    from gateway.daemon import DeviceHealth
 
 
 class PollerView(Protocol):

@@ -13,14 +13,16 @@ import jsonschema
 import paho.mqtt.client as mqtt
 from referencing import Registry, Resource
 
-from gateway.clock import ClockMonitor, SyncState
-from gateway.config_loader import LoadedConfig, load_config
-from gateway.keys import PUBLIC_KEY_NAME, load_public_keys
-from gateway.signing import verify_payload
+from gateway.acquisition.clock import ClockMonitor, SyncState
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
+from gateway.wire.signing import verify_payload
 
 REPO = Path(__file__).resolve().parents[2]
-BATCH_SCHEMA = json.loads((REPO / "gateway" / "schema" / "batch.schema.json").read_text())
-ALARM_SET_SCHEMA = json.loads((REPO / "gateway" / "schema" / "alarm-set.schema.json").read_text())
+BATCH_SCHEMA = json.loads((REPO / "gateway" / "wire" / "schema" / "batch.schema.json").read_text())
+ALARM_SET_SCHEMA = json.loads(
+    (REPO / "gateway" / "wire" / "schema" / "alarm-set.schema.json").read_text()
+)
 SCHEMAS: Registry = Registry().with_resource(  # type: ignore[call-arg]
     "https://metrogate.example/schema/v1/batch.schema.json",
     Resource.from_contents(BATCH_SCHEMA),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.app import main
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config
 from tests.integration.test_gateway_e2e import sim_units

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.config_loader import LoadedConfig, load_config
+from gateway.cli.app import main
+from gateway.config.loader import LoadedConfig, load_config
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, wait_until
 from tests.integration.test_gateway_e2e import collecting, running, sim_units

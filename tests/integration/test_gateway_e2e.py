@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from drivers.modbus_codec import DataType, PointSpec, Table
-from gateway.config_loader import LoadedConfig
-from gateway.outbox import Outbox
-from gateway.runtime import Gateway
+from gateway.config.loader import LoadedConfig
+from gateway.daemon import Gateway
+from gateway.delivery.outbox import Outbox
 from simulators.modbus_device import ModbusTcpSimulator, SimPoint
 from simulators.values import Ramp
 from tests.integration.gwtest import Collector, line_config, synced_clock, wait_until

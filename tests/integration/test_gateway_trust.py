@@ -6,9 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from gateway.keys import PUBLIC_KEY_NAME, load_public_keys
-from gateway.runtime import Gateway
-from gateway.verify import verify_event_log
+from gateway.daemon import Gateway
+from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
+from gateway.wire.verify import verify_event_log
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, synced_clock, wait_until
 from tests.integration.test_gateway_e2e import sim_units
@@ -22,7 +22,7 @@ async def run_once(tmp: Path, sim_port: int, extra_points: int = 0, scale: str =
             "type: float32, unit: bar,", f"type: float32, unit: bar, scale: {scale},", 1
         )
         loaded.path.write_text(text)
-        from gateway.config_loader import load_config
+        from gateway.config.loader import load_config
 
         loaded = load_config(loaded.path)
     gateway = Gateway(loaded, clock_monitor=synced_clock())

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.signing import Signer
+from gateway.wire.signing import Signer
 from supervision.config import IngestConfig
 from supervision.ingest import Ingest, running_ingest
 from supervision.report import completeness_influx

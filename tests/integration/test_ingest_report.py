@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from drivers.base import Quality
-from gateway.alarms import Alarm
-from gateway.config_metrology import AlarmSeverity
+from gateway.config.models.metrology import AlarmSeverity
+from gateway.metrology.alarms import Alarm
 from supervision.report import Report, report_influx, report_sqlite
 from tests.db_services import InfluxDB1
 from tests.ingest_support import Publisher, RealGateway, make_reading, new_signer, register

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.config_loader import load_config
+from gateway.config.loader import load_config
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, wait_until
 from tests.integration.test_gateway_e2e import collecting, running, sim_units

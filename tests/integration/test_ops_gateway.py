@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.cli_ops import cmd_status
-from gateway.config_loader import LoadedConfig, load_config
+from gateway.cli.status import cmd_status
+from gateway.config.loader import LoadedConfig, load_config
+from gateway.daemon import Gateway
 from gateway.ops.health import gateway_ops_server
-from gateway.runtime import Gateway
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, synced_clock, wait_until
 from tests.integration.test_gateway_e2e import sim_units

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Self
 
 from drivers.base import Quality, Sample
-from gateway.config_loader import LoadedConfig, load_config
+from gateway.config.loader import LoadedConfig, load_config
 
 
 class NotifySocket:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.outbox import Outbox
+from gateway.delivery.outbox import Outbox
 
 MAX_PUTS = 200_000
 MAX_SECONDS = 60.0

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.alarms import Alarm, AlarmState, ShelveTooLong
-from gateway.config_metrology import AlarmSeverity
+from gateway.config.models.metrology import AlarmSeverity
+from gateway.metrology.alarms import Alarm, AlarmState, ShelveTooLong
 
 S = 1_000_000
 N, AU, AA, RU = (

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from drivers.ascii_generic import AsciiDriver, AsciiSpec, parse_line
 from drivers.base import DeviceTimeout, Quality, Reason
 from drivers.serial_line import LineSettings, SerialBus
-from gateway.config_serial import AsciiDevice, SerialDeviceConfig
+from gateway.config.models.serial import AsciiDevice, SerialDeviceConfig
 from simulators.pty import SimLine
 from simulators.serial_instruments import AsciiInstrumentSim, Fault
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.calibration import Calibrator, compile_correction, validity
-from gateway.config_metrology import InstrumentConfig, calibration_warnings
-from gateway.config_types import parse_duration
-from gateway.reading import Quality, Reason
+from gateway.common.types import parse_duration
+from gateway.config.models.metrology import InstrumentConfig, calibration_warnings
+from gateway.metrology.calibration import Calibrator, compile_correction, validity
+from gateway.wire.reading import Quality, Reason
 
 
 def ts(d: date) -> int:

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.base import Quality, Reason
-from gateway.clock import (
+from gateway.acquisition.clock import (
     CLOCK_FLAG,
     ClockJump,
     ClockMonitor,
@@ -18,10 +18,10 @@ from gateway.clock import (
     adjtimex_probe,
     flag_if_unsynchronised,
 )
-from gateway.eventlog import EventLog
-from gateway.reading import Reading
-from gateway.signing import Signer
-from gateway.verify import verify_event_log
+from gateway.audit.eventlog import EventLog
+from gateway.wire.reading import Reading
+from gateway.wire.signing import Signer
+from gateway.wire.verify import verify_event_log
 
 
 class Ticker:

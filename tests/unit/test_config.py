@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli
-from gateway.config_loader import ConfigError, LoadedConfig, load_config
+from gateway.cli import app as cli
+from gateway.config.loader import ConfigError, LoadedConfig, load_config
 
 HEAD = """\
 gateway:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_loader import ConfigError, load_config, load_config_compact
+from gateway.config.loader import ConfigError, load_config, load_config_compact
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 
@@ -31,7 +31,7 @@ def test_errors_come_back_located(tmp_path: Path) -> None:
 
 
 def test_shared_values_keep_equality_and_make_the_config_read_only() -> None:
-    from gateway.config_loader import share_equal_values
+    from gateway.config.loader import share_equal_values
 
     direct = load_config(EXAMPLES / "modbus-tcp.yaml").config
     shared = load_config(EXAMPLES / "modbus-tcp.yaml").config
@@ -45,7 +45,7 @@ def test_shared_values_keep_equality_and_make_the_config_read_only() -> None:
 
 
 def test_parameters_are_computed_in_the_child() -> None:
-    from gateway.runtime import parameters_json
+    from gateway.daemon import parameters_json
 
     loaded = load_config_compact(EXAMPLES / "demo.yaml", parameters=parameters_json)
     assert loaded.parameters == parameters_json(load_config(EXAMPLES / "demo.yaml").config)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_loader import ConfigError, load_config
+from gateway.config.loader import ConfigError, load_config
 
 CONFIG = """\
 gateway: {id: gw, site: s}

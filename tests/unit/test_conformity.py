@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.config_metrology import PointMetrologyFields, SpecLimits, cross_check
-from gateway.conformity import Decider, Verdict, decide
+from gateway.config.models.metrology import PointMetrologyFields, SpecLimits, cross_check
+from gateway.metrology.conformity import Decider, Verdict, decide
 
 P, CP, CF, F = Verdict.PASS, Verdict.CONDITIONAL_PASS, Verdict.CONDITIONAL_FAIL, Verdict.FAIL
 

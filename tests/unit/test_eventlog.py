@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.eventlog import (
+from gateway.audit.eventlog import (
     GENESIS,
     ChangeKind,
     EventLog,
@@ -21,8 +21,8 @@ from gateway.eventlog import (
     counter_path_for,
     diff_parameters,
 )
-from gateway.signing import Signer
-from gateway.verify import verify_event_log
+from gateway.wire.signing import Signer
+from gateway.wire.verify import verify_event_log
 
 
 @pytest.fixture
@@ -305,7 +305,7 @@ def test_tamper_counters_and_software_change(tmp_path: Path, signer: Signer) -> 
 
 def test_parameters_given_as_canonical_bytes_log_the_same(tmp_path: Path, signer: Signer) -> None:
     """The daemon hands over the baseline as bytes computed while loading its config."""
-    from gateway.eventlog import canonical_parameters
+    from gateway.audit.eventlog import canonical_parameters
 
     def strip(entry: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in entry.items() if k not in ("ts", "sig", "prev")}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_loader import load_config
+from gateway.config.loader import load_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 # ingest.yaml configures the platform ingest service, not a gateway

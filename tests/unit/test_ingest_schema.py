@@ -18,16 +18,16 @@ import jsonschema  # type: ignore[import-untyped]  # no types-jsonschema in the 
 import pytest
 
 from drivers.base import Quality, Reason
-from gateway.alarms import Alarm
-from gateway.config_metrology import AlarmSeverity
-from gateway.signing import Signer
-from gateway.verify import BatchError, _check_schema, verify_batch
+from gateway.config.models.metrology import AlarmSeverity
+from gateway.metrology.alarms import Alarm
+from gateway.wire.signing import Signer
+from gateway.wire.verify import BatchError, _check_schema, verify_batch
 from supervision.model import SchemaError, parse_document, parse_verified
 from supervision.sinks.line_protocol import batch_lines
 from tests.ingest_support import T0_US, RealGateway, make_reading, new_signer
 
 SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "gateway/schema/batch.schema.json").read_text()
+    (Path(__file__).resolve().parents[2] / "gateway/wire/schema/batch.schema.json").read_text()
 )
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 JUNK: tuple[Any, ...] = (None, "x", "", -1, 0, 1.5, True, [], {}, ["x"], {"a": 1}, "0" * 65)

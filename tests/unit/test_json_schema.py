@@ -11,8 +11,8 @@ import jsonschema  # type: ignore[import-untyped]  # no types-jsonschema in the 
 import pytest
 from ruamel.yaml import YAML
 
-from gateway import cli
-from gateway.config_schema import Config
+from gateway.cli import app as cli
+from gateway.config.schema import Config
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "config" / "metrogate.schema.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.keys import (
+from gateway.wire.keys import (
     KeyExistsError,
     KeyFileError,
     KeyPermissionError,
@@ -16,7 +16,7 @@ from gateway.keys import (
     load_public_keys,
     load_signer,
 )
-from gateway.signing import SignatureError, key_id, verify_payload
+from gateway.wire.signing import SignatureError, key_id, verify_payload
 
 
 def test_generate_writes_private_0600_and_public(tmp_path: Path) -> None:

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from gateway.alarms import ShelveTooLong, UnknownAlarm
-from gateway.config_metrology import (
+from gateway.config.models.metrology import (
     DeviceMetrologyFields,
     InstrumentConfig,
     PointMetrologyFields,
     cross_check,
 )
-from gateway.metrology import DeviceMetrology, MetrologyConfigError
-from gateway.reading import Quality, Reading, Reason
+from gateway.metrology.alarms import ShelveTooLong, UnknownAlarm
+from gateway.metrology.pipeline import DeviceMetrology, MetrologyConfigError
+from gateway.wire.reading import Quality, Reading, Reason
 
 S = 1_000_000
 T0 = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp()) * S
@@ -276,7 +276,7 @@ def test_unknown_instrument() -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from gateway.reading import to_wire  # noqa: E402
+from gateway.wire.reading import to_wire  # noqa: E402
 
 VALUES = st.one_of(
     st.none(), st.booleans(), st.text(max_size=5), st.integers(), st.floats(allow_nan=True)

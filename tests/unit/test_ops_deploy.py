@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from gateway.alarms import Alarm
-from gateway.cli import build_parser
-from gateway.config_loader import load_config
-from gateway.config_metrology import AlarmSeverity
-from gateway.config_ops import OpsConfig
-from gateway.config_schema import Config
-from gateway.encoding import topic_base
+from gateway.cli.app import build_parser
+from gateway.config.loader import load_config
+from gateway.config.models.metrology import AlarmSeverity
+from gateway.config.ops import OpsConfig
+from gateway.config.schema import Config
+from gateway.metrology.alarms import Alarm
 from gateway.ops.metrics import GATEWAY_METRICS, INGEST_METRICS
+from gateway.wire.encoding import topic_base
 from supervision.config import load_config as load_ingest_config
 from supervision.model import parse_batch
 from supervision.sinks.line_protocol import batch_lines

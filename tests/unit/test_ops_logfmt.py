@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.ops.logfmt import configure_logging, mask_secrets
+from gateway.common.logs import configure_logging, mask_secrets
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config_loader import LoadedConfig
+from gateway.config.loader import LoadedConfig
 from gateway.ops.reload import Reloaded, ReloadRefused, reload_config, watch_sighup
 from gateway.ops.sdnotify import Notifier
 from tests.unit.ops_support import NotifySocket, one_device_config

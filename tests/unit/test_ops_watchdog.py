@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from drivers.base import utc_now_us
-from gateway.config_loader import LoadedConfig
-from gateway.metrology import DeviceMetrology
+from gateway.config.loader import LoadedConfig
+from gateway.daemon import DevicePoller
+from gateway.metrology.pipeline import DeviceMetrology
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.watchdog import FAILING_ALLOWANCE_S, Watchdog
-from gateway.runtime import DevicePoller
 from tests.unit.ops_support import FakeClock, HangableDriver, NotifySocket, one_device_config
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.outbox import (
+from gateway.delivery.outbox import (
     SINGLE_RECORD_LIMIT,
     DropReport,
     Outbox,

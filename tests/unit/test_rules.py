@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config_metrology import (
+from gateway.config.models.metrology import (
     DeviceMetrologyFields,
     ExpressionRule,
     PointMetrologyFields,
@@ -15,7 +15,7 @@ from gateway.config_metrology import (
     StaleRule,
     cross_check,
 )
-from gateway.rules import CompiledExpression, ExpressionError, StaleCheck, compile_rule
+from gateway.metrology.rules import CompiledExpression, ExpressionError, StaleCheck, compile_rule
 
 RULE: TypeAdapter[Any] = TypeAdapter(RuleConfig)
 S = 1_000_000

@@ -14,7 +14,7 @@ from drivers.modbus_codec import DataType, PointSpec, Table
 from drivers.modbus_plan import plan
 from drivers.modbus_serial import ModbusSerialDriver
 from drivers.serial_line import LineSettings, Quarantined, SerialBus, t35, wire_time
-from gateway.config_serial import (
+from gateway.config.models.serial import (
     BusConfig,
     SerialDeviceConfig,
     build_serial_drivers,

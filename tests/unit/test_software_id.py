@@ -9,21 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli_trust import main
-from gateway.software_id import compute_software_id, legal_files
+from gateway.audit.software_id import compute_software_id, legal_files
+from gateway.cli.trust import main
 
 
 def _tree(root: Path) -> None:
     (root / "drivers" / "sub").mkdir(parents=True)
     (root / "drivers" / "__pycache__").mkdir()
-    (root / "gateway").mkdir()
+    (root / "gateway" / "metrology").mkdir(parents=True)
+    (root / "gateway" / "wire").mkdir()
     (root / "drivers" / "__init__.py").write_text("")
     (root / "drivers" / "modbus.py").write_text("X = 1\n")
     (root / "drivers" / "sub" / "deep.py").write_text("Y = 2\n")
     (root / "drivers" / "__pycache__" / "modbus.cpython-311.py").write_text("junk")
     (root / "drivers" / "notes.txt").write_text("not python")
-    (root / "gateway" / "rules.py").write_text("R = 3\n")
-    (root / "gateway" / "signing.py").write_text("S = 4\n")
+    (root / "gateway" / "metrology" / "rules.py").write_text("R = 3\n")
+    (root / "gateway" / "wire" / "signing.py").write_text("S = 4\n")
     (root / "gateway" / "cli.py").write_text("not legally relevant\n")
 
 
@@ -33,8 +34,8 @@ def test_covers_legal_modules_only_in_sorted_order(tmp_path: Path) -> None:
         "drivers/__init__.py",
         "drivers/modbus.py",
         "drivers/sub/deep.py",
-        "gateway/rules.py",
-        "gateway/signing.py",
+        "gateway/metrology/rules.py",
+        "gateway/wire/signing.py",
     ]
 
 
@@ -84,7 +85,7 @@ def test_nothing_to_identify_is_an_error(tmp_path: Path) -> None:
 
 def test_installed_identity_and_version_command(capsys: pytest.CaptureFixture[str]) -> None:
     sid = compute_software_id()
-    assert "gateway/signing.py" in sid.files
+    assert "gateway/wire/signing.py" in sid.files
     assert "drivers/base.py" in sid.files
     assert len(sid.sha256) == 64 and sid.short == sid.sha256[:16]
     assert main(["version"]) == 0

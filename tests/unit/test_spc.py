@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.config_metrology import SpcConfig, SpecLimits
-from gateway.spc import ControlChart, Nelson
+from gateway.config.models.metrology import SpcConfig, SpecLimits
+from gateway.metrology.spc import ControlChart, Nelson
 
 TRIGGER_AND_NOT: dict[int, tuple[list[float], list[float]]] = {
     1: ([0, 0, 3.5], [2.9, -2.9, 3.0, -3.0]),

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.cli_trust import main
-from gateway.eventlog import EventLog, counter_path_for
-from gateway.keys import generate_keypair, load_signer
-from gateway.signing import Signer
-from gateway.verify import (
+from gateway.audit.eventlog import EventLog, counter_path_for
+from gateway.cli.trust import main
+from gateway.wire.keys import generate_keypair, load_signer
+from gateway.wire.signing import Signer
+from gateway.wire.verify import (
     BatchError,
     Captured,
     SeqKind,
@@ -339,7 +339,7 @@ def test_verify_command_on_event_log_as_a_process(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "gateway.cli_trust",
+        "gateway.cli.trust",
         "verify",
         str(path),
         "--key",

@@ -1,0 +1,326 @@
+"""The ``metrogate`` command line (docs/cli.md lists every command and exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from drivers.base import utc_now_us
+from gateway import __version__
+from gateway.config.loader import ConfigError, LoadedConfig, load_config, load_config_compact
+from gateway.config.schema import Config
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+log = logging.getLogger("metrogate")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.INFO)
+
+
+def _load(
+    args: argparse.Namespace,
+    *,
+    compact: bool = False,
+    parameters: Callable[[Config], bytes] | None = None,
+) -> LoadedConfig | None:
+    try:
+        if compact:
+            loaded = load_config_compact(args.config, parameters=parameters)
+        else:
+            loaded = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.config}: {len(exc.problems)} problem(s); nothing started", file=sys.stderr)
+        return None
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    return loaded
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
+    """Run ``main(stop)`` with SIGINT/SIGTERM setting ``stop`` (a second signal aborts)."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_INVALID
+    cfg = loaded.config
+    points = sum(len(getattr(d, "points", []) or []) for d in cfg.devices)
+    print(
+        f"{args.config}: ok — gateway {cfg.gateway.id} at {cfg.gateway.site}, "
+        f"{len(cfg.devices)} devices, {points} points, {len(cfg.instruments)} instruments"
+        + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
+    )
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_INVALID
+
+    async def show() -> None:
+        from gateway.acquisition.build import build_drivers
+
+        async with AsyncExitStack() as stack:
+            drivers = await build_drivers(loaded.config, stack)
+            total = 0
+            for dev in loaded.config.devices:
+                drv = drivers.get(dev.id)
+                if drv is None:
+                    print(f"{dev.id}: disabled")
+                    continue
+                lines = drv.describe_plan()
+                total += len(lines)
+                npoints = len(getattr(dev, "points", []) or [])
+                print(
+                    f"{dev.id} ({dev.driver}, {drv.endpoint}): {len(lines)} request(s) "
+                    f"per poll for {npoints} point(s), every {dev.poll:g}s"
+                )
+                for line in lines:
+                    print(f"  {line}")
+            print(f"total: {total} request(s) per cycle")
+
+    asyncio.run(show())
+    return EXIT_OK
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_INVALID
+    from gateway.wire.reading import to_wire
+
+    async def once() -> list[dict[str, Any]]:
+        from gateway.acquisition.build import build_drivers
+        from gateway.daemon import DevicePoller
+        from gateway.metrology.pipeline import DeviceMetrology
+
+        cfg = loaded.config
+        if args.device and args.device not in {d.id for d in cfg.devices}:
+            raise SystemExit(f"no device {args.device!r} in {args.config}")
+        from gateway.acquisition.clock import ClockMonitor
+
+        clock = ClockMonitor()
+        out: list[dict[str, Any]] = []
+        instruments = {i.id: i for i in cfg.instruments}
+        async with AsyncExitStack() as stack:
+            drivers = await build_drivers(cfg, stack, only=args.device)
+            for dev in cfg.devices:
+                if dev.id not in drivers:
+                    continue
+                points = [
+                    (str(p.id), p, getattr(p, "unit", None)) for p in getattr(dev, "points", [])
+                ]
+                metro = DeviceMetrology(dev.id, points, dev, instruments, utc_now_us)
+                poller = DevicePoller(
+                    dev,
+                    drivers[dev.id],
+                    metro,
+                    lambda kind, recs: None,
+                    synchronised=lambda: clock.synchronised,  # as the daemon flags them
+                )
+                out += [to_wire(r) for r in await poller.poll_once()]
+        return out
+
+    rows = asyncio.run(once())
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{'device':<14} {'point':<18} {'value':>14} {'unit':<7} {'quality':<9} flags/reason")
+        for r in rows:
+            value = r.get("value")
+            shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+            extra = " ".join(filter(None, [r.get("reason"), *r.get("flags", [])]))
+            print(
+                f"{r['device']:<14} {r['point']:<18} {shown:>14} {r.get('unit') or '':<7} "
+                f"{r['quality']:<9} {extra}"
+            )
+    return EXIT_OK if all(r["quality"] != "bad" for r in rows) else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.daemon import Gateway, parameters_json
+
+    # the audit trail's parameter set is built in the loading child, not in the daemon
+    loaded = _load(args, compact=True, parameters=parameters_json)
+    if loaded is None:
+        return EXIT_INVALID
+    from gateway.common.logs import configure_logging
+
+    cfg = loaded.config
+    # known secret values are masked wherever they would appear in a log line
+    secrets = [s.get_secret_value() for s in (cfg.mqtt.password,) if s is not None]
+    configure_logging(
+        args.log_level or cfg.log.level, args.log_format or cfg.log.format, secrets=secrets
+    )
+    gateway = Gateway(loaded)
+    return run_until_signal(gateway.run)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_INVALID
+    setup_logging("info")
+    from gateway.cli.simulate import run_simulators
+
+    async def serve(stop: asyncio.Event) -> None:
+        async with run_simulators(loaded.config, free_ports=args.free_ports) as sims:
+            for s in sims:
+                print(f"{s.kind} {s.endpoint} serves {', '.join(s.devices)}", flush=True)
+            await stop.wait()
+
+    return run_until_signal(serve)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    setup_logging("warning")
+    from gateway.cli.demo import run_demo
+
+    return run_until_signal(lambda stop: run_demo(stop, args))
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gateway.config.schema import Config
+
+    text = json.dumps(config_json_schema(Config), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def config_json_schema(model: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "metrogate configuration"
+    return schema
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metrogate",
+        description="Edge gateway and metrology data collector for quality supervision.",
+    )
+    parser.add_argument("--version", action="version", version=f"metrogate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, helptext: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+        return p
+
+    p = with_config("run", "run the gateway daemon")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"])
+    p.set_defaults(func=cmd_run)
+    with_config("check", "validate a config; exit 0 ok, 2 invalid").set_defaults(func=cmd_check)
+    with_config("plan", "print the compiled read plan").set_defaults(func=cmd_plan)
+    p = with_config("read", "poll each device (or one) once and print the readings")
+    p.add_argument("--device", help="only this device id")
+    p.add_argument("--json", action="store_true", help="print JSON (the wire form of readings)")
+    p.set_defaults(func=cmd_read)
+    p = with_config("sim", "serve simulated instruments for the devices of a config")
+    p.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="bind free ports instead of the configured ones (printed)",
+    )
+    p.set_defaults(func=cmd_sim)
+    p = sub.add_parser("demo", help="simulators + embedded broker + gateway + ingest, live view")
+    p.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of an embedded one")
+    p.add_argument("--influx", help="write to this InfluxDB (v1 URL http://host:8086/db) as well")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--state-dir", type=Path, default=None, help="default: a temporary directory")
+    p.add_argument(
+        "--no-view", action="store_true", help="no live view; print a summary at the end"
+    )
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    p.add_argument("-o", "--output", help="write to this file")
+    p.set_defaults(func=cmd_schema)
+    _optional_commands(sub)
+    return parser
+
+
+def _optional_commands(sub: Any) -> None:
+    """Commands of the trust, supervision and operations parts."""
+    from gateway.cli import trust as cli_trust
+
+    cli_trust.add_keygen_parser(sub)
+    cli_trust.add_verify_parser(sub)
+    cli_trust.add_version_parser(sub)
+    from gateway.cli import alarm as cli_alarm
+    from gateway.cli import status as cli_ops
+
+    cli_ops.add_status_parser(sub)
+    cli_alarm.add_alarm_parser(sub)
+    try:
+        from supervision import cli as supervision_cli
+    except ImportError:  # pragma: no cover - supervision is part of the distribution
+        return
+    supervision_cli.add_ingest_parser(sub)
+    supervision_cli.add_report_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

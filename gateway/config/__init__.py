@@ -1,0 +1,8 @@
+"""Configuration: YAML → validated models, every problem located, cross-checked.
+
+``loader`` reads a gateway config (profiles, ``${ENV}`` secrets, compact loading in
+a child process); ``schema`` is the whole file's model; ``models/`` holds the
+legally relevant models of instruments and point maps; ``checks`` the checks that
+span several objects. May import ``gateway.common``, ``gateway.acquisition.registry``
+(the driver kinds) and ``drivers``; never I/O beyond reading the config files.
+"""

@@ -1,0 +1,136 @@
+"""The configuration model: what a metrogate YAML file may say (pydantic v2).
+
+Every model forbids unknown keys, so a misspelt key is an error with its location,
+not a silent default. Devices are a discriminated union on ``driver``. Cross-object
+checks (duplicate ids, overlapping registers, timeouts, port claims) live in
+:mod:`gateway.config.checks`; this module only checks what one object can know.
+The JSON Schema generated from these models is ``config/metrogate.schema.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    ByteSize,
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+from gateway.common.types import Duration
+from gateway.config.models.metrology import InstrumentConfig
+from gateway.config.models.modbus import Ident, ModbusTcpDevice, Strict
+from gateway.config.models.serial import BusConfig, SerialDeviceConfig
+from gateway.config.ops import OpsConfig
+
+
+class GatewaySection(Strict):
+    id: Ident = Field(description="Gateway id: one MQTT topic level, unique per platform.")
+    site: Ident = Field(description="Site (plant, market, lab) the gateway belongs to.")
+    state_dir: Path = Field(
+        Path("state"),
+        description="Where the outbox, event log, keys and rule state live. "
+        "Relative paths are relative to the config file.",
+    )
+
+
+class TlsConfig(Strict):
+    ca: Path | None = Field(None, description="CA certificate file (PEM) to verify the broker.")
+    cert: Path | None = Field(None, description="Client certificate (PEM), for mutual TLS.")
+    key: Path | None = Field(None, description="Client private key (PEM), for mutual TLS.")
+    insecure: bool = Field(False, description="Skip host name verification (testing only).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class BatchConfig(Strict):
+    max_readings: int = Field(1000, ge=1, le=100_000, description="Readings per data batch.")
+    max_bytes: int = Field(256_000, ge=1024, le=10_000_000, description="Bytes per payload.")
+
+
+class MqttConfig(Strict):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        pattern=r"^mqtts?://[^/\s:]+(:\d+)?/?$",
+        description="Broker: mqtt://host:port (plain) or mqtts://host:port (TLS).",
+    )
+    prefix: str = Field("metrogate", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    client_id: str | None = Field(None, description="Default: metrogate-{site}-{gateway}.")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    keepalive: Duration = 30.0
+    inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK.")
+    drain_rate: float | None = Field(
+        None, gt=0, description="Messages/s at most while a backlog drains (default: no limit)."
+    )
+    publish_timeout: Duration = Field(10.0, description="PUBACK wait before reconnecting.")
+    backoff_max: Duration = Field(60.0, description="Longest wait between reconnect attempts.")
+    batch: BatchConfig = BatchConfig()
+
+    @property
+    def host(self) -> str:
+        return re.sub(r"^mqtts?://", "", self.url).rstrip("/").split(":")[0]
+
+    @property
+    def port(self) -> int:
+        rest = re.sub(r"^mqtts?://", "", self.url).rstrip("/")
+        if ":" in rest:
+            return int(rest.rsplit(":", 1)[1])
+        return 8883 if self.uses_tls else 1883
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.url.startswith("mqtts://") or self.tls is not None
+
+
+class OutboxConfig(Strict):
+    path: Path | None = Field(None, description="Default: {state_dir}/outbox.db.")
+    max_bytes: ByteSize = Field(
+        ByteSize(256 * 1024 * 1024), description="Bound on stored batches, e.g. '256MiB'."
+    )
+    max_age: Duration | None = Field(None, description="Drop batches older than this.")
+    durability: Literal["process", "power"] = Field(
+        "process",
+        description="process: survives a crash of metrogate (SQLite synchronous=NORMAL); "
+        "power: also survives power loss (synchronous=FULL, slower on SD cards).",
+    )
+
+
+class SigningConfig(Strict):
+    key: Path | None = Field(
+        None, description="Ed25519 private key. Default {state_dir}/gateway.key."
+    )
+    create: bool = Field(
+        True, description="Create the key pair at first start when the key file is missing."
+    )
+
+
+Device = Annotated[ModbusTcpDevice | SerialDeviceConfig, Field(discriminator="driver")]
+
+
+class LogConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(Strict):
+    """A whole gateway configuration file."""
+
+    gateway: GatewaySection
+    mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    signing: SigningConfig = SigningConfig()
+    log: LogConfig = LogConfig()
+    ops: OpsConfig = OpsConfig()
+    instruments: list[InstrumentConfig] = Field(default_factory=list)
+    buses: list[BusConfig] = Field(default_factory=list)
+    devices: list[Device] = Field(default_factory=list)

@@ -1,0 +1,194 @@
+"""Per-gateway Ed25519 key files: generation, loading, permission checks.
+
+A gateway owns one private key, ``gateway.key`` (PEM, PKCS#8, unencrypted, mode
+0600), and hands the matching ``gateway.pub`` (PEM, SubjectPublicKeyInfo) to the
+supervision platform. The key id (``kid``) is :func:`gateway.wire.signing.key_id` of the
+public key. A private key file readable by group or others is refused: a copied key
+lets anyone forge evidence in the gateway's name.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+
+from gateway.wire.signing import Signer, key_id
+
+PRIVATE_KEY_NAME = "gateway.key"
+PUBLIC_KEY_NAME = "gateway.pub"
+
+__all__ = [
+    "PRIVATE_KEY_NAME",
+    "PUBLIC_KEY_NAME",
+    "KeyExistsError",
+    "KeyFileError",
+    "KeyPair",
+    "KeyPermissionError",
+    "KeyStoreError",
+    "check_private_key_mode",
+    "generate_keypair",
+    "load_public_key",
+    "load_public_keys",
+    "load_signer",
+]
+
+
+class KeyStoreError(Exception):
+    """Base class of key-file errors; ``path`` names the file concerned."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class KeyPermissionError(KeyStoreError):
+    """A private key file is readable or writable by group or others; ``mode`` is its mode."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        super().__init__(
+            path,
+            f"private key has mode {mode:04o}; it must not be accessible by group or others "
+            f"(run: chmod 600 {path})",
+        )
+        self.mode = mode
+
+
+class KeyFileError(KeyStoreError):
+    """A key file is missing, unreadable, or not an Ed25519 key in PEM form."""
+
+
+class KeyExistsError(KeyStoreError):
+    """``generate_keypair`` would overwrite an existing private key."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """Where :func:`generate_keypair` wrote the keys, and the key id."""
+
+    private_path: Path
+    public_path: Path
+    kid: str
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` via a same-directory temp file, fsync, rename, fsync dir.
+
+    The temp file is created with ``mode`` from the start, so the secret is never
+    on disk with wider permissions, even for an instant.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it; make it exact
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def generate_keypair(directory: Path, *, overwrite: bool = False) -> KeyPair:
+    """Create a fresh Ed25519 key pair in ``directory`` (created 0700 if missing).
+
+    Writes ``gateway.key`` (mode 0600) and ``gateway.pub`` (mode 0644), each
+    atomically. Raises :class:`KeyExistsError` if ``gateway.key`` exists and
+    ``overwrite`` is false: replacing a key changes the gateway's identity.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_path = directory / PRIVATE_KEY_NAME
+    public_path = directory / PUBLIC_KEY_NAME
+    if private_path.exists() and not overwrite:
+        raise KeyExistsError(private_path, "a private key already exists (use --force to replace)")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    _write_atomic(private_path, private_pem, 0o600)
+    _write_atomic(public_path, public_pem, 0o644)
+    return KeyPair(private_path, public_path, key_id(key.public_key()))
+
+
+def check_private_key_mode(path: Path) -> None:
+    """Raise :class:`KeyPermissionError` if group or others have any access to ``path``."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise KeyFileError(path, f"cannot stat private key ({exc.strerror})") from None
+    if mode & 0o077:
+        raise KeyPermissionError(path, mode)
+
+
+def load_signer(path: Path) -> Signer:
+    """Load the gateway's private key from ``path`` into a :class:`Signer`.
+
+    Refuses (:class:`KeyPermissionError`) a file accessible by group or others, and
+    raises :class:`KeyFileError` for a missing file or anything but an unencrypted
+    PEM Ed25519 private key.
+    """
+    check_private_key_mode(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(path, f"cannot read private key ({exc.strerror})") from None
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(path, f"not a PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(path, f"not an Ed25519 key ({type(key).__name__})")
+    return Signer.from_private_key(key)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """Load one PEM Ed25519 public key; :class:`KeyFileError` if it is anything else."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(path, f"cannot read public key ({exc.strerror})") from None
+    try:
+        key = load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(path, f"not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(path, f"not an Ed25519 key ({type(key).__name__})")
+    return key
+
+
+def load_public_keys(paths_or_dir: Path | Iterable[Path]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id, from key files and/or directories.
+
+    A directory contributes every ``*.pub`` file in it (not recursive); a file is
+    loaded whatever its name. Raises :class:`KeyFileError` on the first bad file and
+    when nothing at all was found, since verifying against no key can only fail.
+    """
+    paths = [paths_or_dir] if isinstance(paths_or_dir, Path) else list(paths_or_dir)
+    keys: dict[str, Ed25519PublicKey] = {}
+    for p in paths:
+        files = sorted(p.glob("*.pub")) if p.is_dir() else [p]
+        for f in files:
+            key = load_public_key(f)
+            keys[key_id(key)] = key
+    if not keys:
+        where = ", ".join(str(p) for p in paths) or "(no paths)"
+        raise KeyFileError(Path(where), "no public keys found")
+    return keys

@@ -1,8 +1,9 @@
 """Software identification of the legally relevant core (OIML D 31, WELMEC 7.2).
 
 The identity is the name, the version and one SHA-256 over the legally relevant
-packages: every ``.py`` file under the folders of :data:`LEGAL_PACKAGES`. The digest is reproducible with standard tools: it is the SHA-256 of a
-manifest with one line per file, sorted by relative path (byte order)::
+packages: every ``.py`` file under the folders of :data:`LEGAL_PACKAGES`. The digest
+is reproducible with standard tools: it is the SHA-256 of a manifest with one line
+per file, sorted by relative path (byte order)::
 
     <sha256 of file, hex>  <relative path, '/'-separated>\\n
 

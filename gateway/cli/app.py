@@ -143,7 +143,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
     async def once() -> list[dict[str, Any]]:
         from gateway.acquisition.build import build_drivers
-        from gateway.daemon import DevicePoller
+        from gateway.acquisition.poller import DevicePoller
         from gateway.metrology.pipeline import DeviceMetrology
 
         cfg = loaded.config
@@ -190,7 +190,8 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.daemon import Gateway, parameters_json
+    from gateway.audit.parameters import parameters_json
+    from gateway.daemon import Gateway
 
     # the audit trail's parameter set is built in the loading child, not in the daemon
     loaded = _load(args, compact=True, parameters=parameters_json)

@@ -31,8 +31,8 @@ from typing import Any, TextIO
 
 from gateway.cli.simulate import run_simulators
 from gateway.config.loader import load_config
-from gateway.daemon import Gateway, ensure_signer
-from gateway.wire.keys import PUBLIC_KEY_NAME
+from gateway.daemon import Gateway
+from gateway.wire.keys import PUBLIC_KEY_NAME, ensure_signer
 from supervision.config import (
     BatchConfig,
     InfluxV1Store,
@@ -216,7 +216,7 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
         else:
             cfg.mqtt.url = await stack.enter_async_context(embedded_broker())
         sims = await stack.enter_async_context(run_simulators(cfg, free_ports=True))
-        ensure_signer(cfg)  # the key exists before the ingest registers it
+        ensure_signer(cfg.signing_key, create=True)  # the key exists before the ingest registers it
         icfg = ingest_config(
             cfg.mqtt.url, cfg.mqtt.prefix, state, embedded=not args.mqtt, influx=args.influx
         )

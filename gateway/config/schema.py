@@ -25,6 +25,7 @@ from gateway.config.models.metrology import InstrumentConfig
 from gateway.config.models.modbus import Ident, ModbusTcpDevice, Strict
 from gateway.config.models.serial import BusConfig, SerialDeviceConfig
 from gateway.config.ops import OpsConfig
+from gateway.wire.keys import PRIVATE_KEY_NAME
 
 
 class GatewaySection(Strict):
@@ -134,3 +135,8 @@ class Config(Strict):
     instruments: list[InstrumentConfig] = Field(default_factory=list)
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
+
+    @property
+    def signing_key(self) -> Path:
+        """The gateway's private key file: ``signing.key``, else ``{state_dir}/gateway.key``."""
+        return self.signing.key or self.gateway.state_dir / PRIVATE_KEY_NAME

@@ -17,7 +17,7 @@ from gateway.delivery.outbox import OutboxStats
 from gateway.delivery.publisher import PublisherStats
 
 if TYPE_CHECKING:  # the runtime imports every driver; the ops code needs only its types
-    from gateway.daemon import DeviceHealth
+    from gateway.acquisition.poller import DeviceHealth
 
 
 class PollerView(Protocol):

@@ -9,6 +9,7 @@ lets anyone forge evidence in the gateway's name.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gateway.wire.signing import Signer, key_id
+
+log = logging.getLogger("metrogate.keys")
 
 PRIVATE_KEY_NAME = "gateway.key"
 PUBLIC_KEY_NAME = "gateway.pub"
@@ -192,3 +195,13 @@ def load_public_keys(paths_or_dir: Path | Iterable[Path]) -> dict[str, Ed25519Pu
         where = ", ".join(str(p) for p in paths) or "(no paths)"
         raise KeyFileError(Path(where), "no public keys found")
     return keys
+
+
+def ensure_signer(path: Path, *, create: bool) -> Signer:
+    """The signing key at ``path``; created (with its ``.pub``) when missing and ``create``."""
+    if not path.exists() and create:
+        generate_keypair(path.parent)
+        if path.name != PRIVATE_KEY_NAME:
+            os.replace(path.parent / PRIVATE_KEY_NAME, path)
+        log.warning("created a new signing key %s; hand its .pub to the platform", path)
+    return load_signer(path)

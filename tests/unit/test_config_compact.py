@@ -45,7 +45,7 @@ def test_shared_values_keep_equality_and_make_the_config_read_only() -> None:
 
 
 def test_parameters_are_computed_in_the_child() -> None:
-    from gateway.daemon import parameters_json
+    from gateway.audit.parameters import parameters_json
 
     loaded = load_config_compact(EXAMPLES / "demo.yaml", parameters=parameters_json)
     assert loaded.parameters == parameters_json(load_config(EXAMPLES / "demo.yaml").config)

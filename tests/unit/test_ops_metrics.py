@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.daemon import DeviceHealth
+from gateway.acquisition.poller import DeviceHealth
 from gateway.ops.health import OpsServer
 from gateway.ops.metrics import INGEST_METRICS, IngestCollector, RateMeter
 from gateway.ops.view import OutboxView

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from drivers.base import utc_now_us
+from gateway.acquisition.poller import DevicePoller
 from gateway.config.loader import LoadedConfig
-from gateway.daemon import DevicePoller
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.watchdog import FAILING_ALLOWANCE_S, Watchdog

@@ -24,12 +24,13 @@ from gateway.acquisition.rulestate import RuleStore
 from gateway.audit.eventlog import EventLog, EventLogFull
 from gateway.audit.parameters import legal_parameters, parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
+from gateway.common.opsserver import OpsServer
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import DropReport, Outbox
 from gateway.delivery.publisher import Publisher
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
-from gateway.ops.health import OpsServer, gateway_ops_server
+from gateway.ops.health import gateway_ops_server
 from gateway.ops.memory import release_free_memory
 from gateway.ops.reload import Reloaded, watch_sighup
 from gateway.ops.sdnotify import Notifier

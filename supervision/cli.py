@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.common.types import parse_duration
-from gateway.config.loader import ConfigError
+from gateway.common.yamlconf import ConfigError
 from supervision.config import IngestConfig, load_config
 
 if TYPE_CHECKING:

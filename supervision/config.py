@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gateway.common.types import Duration
-from gateway.config.loader import load_model
+from gateway.common.yamlconf import load_model
 
 __all__ = [
     "BatchConfig",

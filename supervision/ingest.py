@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config.loader import ConfigError
+from gateway.common.yamlconf import ConfigError
 from gateway.wire.verify import BatchError, SeqKind, SequenceTracker, verify_batch
 from supervision.config import (
     BatchConfig,
@@ -427,8 +427,8 @@ async def _serve_ops(
     """``/metrics`` and ``/health`` of this worker (docs/operations.md); never fatal."""
     from prometheus_client import CollectorRegistry
 
-    from gateway.ops.health import OpsServer
-    from gateway.ops.metrics import IngestCollector
+    from gateway.common.opsserver import OpsServer
+    from supervision.metrics import IngestCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(

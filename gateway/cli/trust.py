@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.software_id import compute_software_id
+from gateway.audit.verify import looks_like_event_log, verify_event_log
 from gateway.wire.keys import KeyStoreError, generate_keypair, load_public_keys
-from gateway.wire.verify import (
-    SequenceTracker,
-    looks_like_event_log,
-    read_capture,
-    verify_capture,
-    verify_event_log,
-)
+from gateway.wire.verify import SequenceTracker, read_capture, verify_capture
 
 __all__ = [
     "add_keygen_parser",

@@ -13,21 +13,19 @@ since start; otherwise 503 with ``"status": "degraded"`` and the reasons in
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from gateway.common.opsserver import OpsServer
 from gateway.ops.metrics import GatewayCollector, RateMeter
 from gateway.ops.view import GatewayView
 
-__all__ = ["OpsServer", "gateway_health", "gateway_ops_server", "iso_us"]
+__all__ = ["gateway_health", "gateway_ops_server", "iso_us"]
 
 log = logging.getLogger("metrogate.ops")
 
@@ -173,109 +171,6 @@ def _broker(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
         "failures": st.failures,
         "last_error": st.last_error,
     }
-
-
-class OpsServer:
-    """Serves ``/metrics`` from ``registry`` and ``/health`` from ``health()``.
-
-    An async context manager: the listening socket is open inside the ``async
-    with`` block (``port`` is the bound port, useful with port 0); ``on_tick`` is
-    called every ``SAMPLE_EVERY_S`` seconds (rate sampling) by a task of its own.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        registry: CollectorRegistry,
-        health: HealthFn,
-        *,
-        on_tick: Callable[[], None] | None = None,
-        tick_s: float = SAMPLE_EVERY_S,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.registry = registry
-        self.health = health
-        self.on_tick = on_tick
-        self.tick_s = tick_s
-        self._server: asyncio.Server | None = None
-        self._tg: asyncio.TaskGroup | None = None
-        self._ticker: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        if self.on_tick is not None:
-            self._ticker = self._tg.create_task(self._tick(), name="ops-sampler")
-        log.info("metrics and health on http://%s:%d/", self.host, self.port)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None and self._tg is not None
-        self._server.close()
-        if self._ticker is not None:
-            self._ticker.cancel()
-        await self._tg.__aexit__(exc_type, exc, tb)
-        async with asyncio.timeout(5):
-            await self._server.wait_closed()
-
-    async def _tick(self) -> None:
-        assert self.on_tick is not None
-        while True:
-            self.on_tick()
-            await asyncio.sleep(self.tick_s)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-            status, ctype, body = self._respond(head)
-
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            status, ctype, body = 400, "text/plain", b"bad request\n"
-        except Exception:  # a failing probe must never take the daemon down
-            log.exception("ops endpoint: request failed")
-            status, ctype, body = 500, "text/plain", b"internal error\n"
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  500: "Internal Server Error", 503: "Service Unavailable"}[status]  # fmt: skip
-        writer.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass  # the client went away; nothing to tell it
-        finally:
-            writer.close()
-
-    def _respond(self, head: bytes) -> tuple[int, str, bytes]:
-        if len(head) > MAX_HEADER_BYTES:
-            return 400, "text/plain", b"header too large\n"
-        try:
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
-        except (UnicodeDecodeError, ValueError):
-            return 400, "text/plain", b"bad request line\n"
-        if method != "GET":
-            return 405, "text/plain", b"GET only\n"
-        path = target.split("?", 1)[0]
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        if path in ("/health", "/"):
-            doc = self.health()
-            code = 200 if doc.get("status") == "ok" else 503
-            return code, "application/json", json.dumps(doc, indent=1).encode() + b"\n"
-        return 404, "text/plain", b"not found: try /metrics or /health\n"
 
 
 def gateway_ops_server(gw: GatewayView, listen_host: str, listen_port: int) -> OpsServer:

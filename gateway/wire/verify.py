@@ -1,4 +1,4 @@
-"""Verification of what a gateway produced: signed batches, sequences, event logs.
+"""Verification of what a gateway sends: signed batches and their sequence numbers.
 
 The same code serves ``metrogate verify`` and the ingest service:
 
@@ -9,7 +9,6 @@ The same code serves ``metrogate verify`` and the ingest service:
 - :class:`SequenceTracker` classifies each ``(gateway, seq)`` a receiver sees as
   ``new``, ``gap_fill``, ``duplicate``, ``conflict`` (given the payload's digest) or
   ``replay`` and keeps the outstanding gaps.
-- :func:`verify_event_log` checks an event-log file (see :mod:`gateway.audit.eventlog`).
 - :func:`read_capture` / :func:`verify_capture` check a file of captured payloads.
 """
 
@@ -24,34 +23,23 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.eventlog import (
-    LogProblem,
-    check_chain,
-    check_counter,
-    counter_path_for,
-    read_counter,
-)
 from gateway.wire.signing import SignatureError, verify_payload
 
 __all__ = [
     "BatchError",
     "CaptureReport",
     "Captured",
-    "EventLogReport",
     "SeqKind",
     "SeqVerdict",
     "SequenceTracker",
     "VerifiedBatch",
-    "looks_like_event_log",
     "read_capture",
     "verify_batch",
     "verify_capture",
-    "verify_event_log",
 ]
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -336,61 +324,6 @@ class SequenceTracker:
                 baseline=int(s["baseline"]),
                 gaps=[[int(lo), int(hi)] for lo, hi in s["gaps"]],
             )
-
-
-# -- event logs -----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class EventLogReport:
-    """What :func:`verify_event_log` found; ``ok`` when there is no problem."""
-
-    path: Path
-    entries: int
-    last_n: int
-    problems: list[LogProblem]
-    counter_checked: bool
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def verify_event_log(
-    path: Path, keys: Mapping[str, Ed25519PublicKey], *, counter_path: Path | None = None
-) -> EventLogReport:
-    """Verify an event-log file: every line's signature, the counter, the hash chain.
-
-    The counter file (default ``<log>.counter`` beside it) is used when present, to
-    detect entries deleted from the end (``truncated``). Problem kinds are those of
-    :func:`gateway.audit.eventlog.check_chain` plus ``truncated`` and ``counter_mismatch``.
-    Never modifies anything.
-    """
-    data = path.read_bytes()
-    report = check_chain(data, keys)
-    problems = list(report.problems)
-    cpath = counter_path_for(path) if counter_path is None else counter_path
-    try:
-        counter = read_counter(cpath)
-    except ValueError as exc:
-        counter = None
-        problems.append(LogProblem(0, None, "counter_mismatch", str(exc)))
-    problems.extend(check_counter(report, counter))
-    problems.sort(key=lambda p: p.line)
-    return EventLogReport(path, len(report.entries), report.last_n, problems, counter is not None)
-
-
-def looks_like_event_log(data: bytes) -> bool:
-    """True when the first line is an event-log entry (``<body with n and prev>\\t<sig>``)."""
-    first = data.split(b"\n", 1)[0]
-    cut = first.rfind(b"\t")
-    if cut < 0:
-        return False
-    try:
-        obj = json.loads(first[:cut])
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(obj, dict) and "n" in obj and "prev" in obj
 
 
 # -- captures of batches --------------------------------------------------------

@@ -6,9 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
+from gateway.audit.verify import verify_event_log
 from gateway.daemon import Gateway
 from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
-from gateway.wire.verify import verify_event_log
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, synced_clock, wait_until
 from tests.integration.test_gateway_e2e import sim_units

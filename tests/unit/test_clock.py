@@ -19,9 +19,9 @@ from gateway.acquisition.clock import (
     flag_if_unsynchronised,
 )
 from gateway.audit.eventlog import EventLog
+from gateway.audit.verify import verify_event_log
 from gateway.wire.reading import Reading
 from gateway.wire.signing import Signer
-from gateway.wire.verify import verify_event_log
 
 
 class Ticker:

@@ -21,8 +21,8 @@ from gateway.audit.eventlog import (
     counter_path_for,
     diff_parameters,
 )
+from gateway.audit.verify import verify_event_log
 from gateway.wire.signing import Signer
-from gateway.wire.verify import verify_event_log
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.loader import ConfigError
+from gateway.common.yamlconf import ConfigError
 from supervision.config import InfluxV2Store, SqliteStore, load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,9 +25,10 @@ from gateway.config.models.metrology import AlarmSeverity
 from gateway.config.ops import OpsConfig
 from gateway.config.schema import Config
 from gateway.metrology.alarms import Alarm
-from gateway.ops.metrics import GATEWAY_METRICS, INGEST_METRICS
+from gateway.ops.metrics import GATEWAY_METRICS
 from gateway.wire.encoding import topic_base
 from supervision.config import load_config as load_ingest_config
+from supervision.metrics import INGEST_METRICS
 from supervision.model import parse_batch
 from supervision.sinks.line_protocol import batch_lines
 

@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.acquisition.poller import DeviceHealth
-from gateway.ops.health import OpsServer
-from gateway.ops.metrics import INGEST_METRICS, IngestCollector, RateMeter
+from gateway.common.opsserver import OpsServer
+from gateway.ops.metrics import RateMeter
 from gateway.ops.view import OutboxView
 from gateway.wire.verify import SequenceTracker
+from supervision.metrics import INGEST_METRICS, IngestCollector
 
 
 async def request(port: int, raw: bytes) -> tuple[int, bytes]:

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit.eventlog import EventLog, counter_path_for
+from gateway.audit.verify import verify_event_log
 from gateway.cli.trust import main
 from gateway.wire.keys import generate_keypair, load_signer
 from gateway.wire.signing import Signer
@@ -24,7 +25,6 @@ from gateway.wire.verify import (
     read_capture,
     verify_batch,
     verify_capture,
-    verify_event_log,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

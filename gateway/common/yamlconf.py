@@ -1,0 +1,292 @@
+"""Located YAML loading: YAML → a pydantic model, every problem as ``FILE:LINE:COL``.
+
+The machinery both the gateway and the platform load their files with. It reads
+YAML with ruamel.yaml (which remembers where each node stood), substitutes
+``${ENV}`` references, validates with a pydantic model and reports *all* problems at
+once as ``FILE:LINE:COL: dotted.path: message``; unknown keys get a "did you mean".
+
+Secrets: ``${NAME}`` takes environment variable NAME (``${NAME:-default}`` gives a
+default), ``${file:PATH}`` takes the content of a file (trailing newline
+stripped). Substituted values are never echoed in messages.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+PathKey = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+_ENV = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One located finding. ``severity`` is ``error`` or ``warning``."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else "warning: "
+        return f"{self.file}:{self.line}:{self.col}: {self.path or '(top)'}: {tag}{self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[Problem]]]:
+        return (ConfigError, (self.problems,))
+
+
+@dataclass
+class Where:
+    """Where each node of the merged document came from (1-based line/col)."""
+
+    spots: dict[PathKey, tuple[str, int, int]] = field(default_factory=dict)
+    # values that came from ${...}: they may be secrets, so messages never show them
+    substituted: set[PathKey] = field(default_factory=set)
+
+    def at(self, path: PathKey) -> tuple[str, int, int]:
+        for cut in range(len(path), -1, -1):
+            spot = self.spots.get(path[:cut])
+            if spot is not None:
+                return spot
+        return next(iter(self.spots.values()), ("<config>", 1, 1))
+
+
+def dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _substitute(text: str, problems: list[str]) -> str:
+    def one(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref.startswith("file:"):
+            try:
+                return Path(ref[5:]).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                problems.append(f"cannot read secret file {ref[5:]!r}: {exc.strerror}")
+                return ""
+        name, sep, default = ref.partition(":-")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"bad substitution ${{{ref}}}: use ${{NAME}} or ${{file:PATH}}")
+            return ""
+        value = os.environ.get(name)
+        if value is None:
+            if sep:
+                return default
+            problems.append(f"environment variable {name} is not set")
+            return ""
+        return value
+
+    return _ENV.sub(one, text)
+
+
+def plain(node: Any, path: PathKey, file: str, where: Where, errors: list[Problem]) -> Any:
+    """ruamel node → plain Python data, recording positions and substituting ${...}."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            line, col = node.lc.key(key)
+            where.spots[(*path, str(key))] = (file, line + 1, col + 1)
+            out[str(key)] = plain(value, (*path, str(key)), file, where, errors)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, value in enumerate(node):
+            line, col = node.lc.item(i)
+            where.spots[(*path, i)] = (file, line + 1, col + 1)
+            items.append(plain(value, (*path, i), file, where, errors))
+        return items
+    if isinstance(node, str):
+        found: list[str] = []
+        text = _substitute(str(node), found)
+        if text != node:
+            where.substituted.add(path)
+        for message in found:
+            f, line, col = where.at(path)
+            errors.append(Problem(f, line, col, dotted(path), message))
+        return text
+    return node
+
+
+def read_yaml(path: Path, errors: list[Problem]) -> Any:
+    # imported here: the daemon parses in a child process and never needs the parser itself
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        errors.append(Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}"))
+        return None
+    except UnicodeDecodeError as exc:
+        errors.append(Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}"))
+        return None
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        errors.append(Problem(str(path), line, col, "", f"YAML: {what}"))
+        return None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """Every key ``model`` and the models inside it accept (for "did you mean")."""
+    return sorted(_names(model, set()))
+
+
+def _names(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for f in model.model_fields.values():
+        for sub in _models_in(f.annotation):
+            names |= _names(sub, seen)
+    return names
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _models_in(arg)
+    meta = getattr(annotation, "__origin__", None)
+    if meta is not None and meta is not annotation:
+        yield from _models_in(meta)
+
+
+_PATTERN_HELP = {
+    r"^[A-Za-z0-9_.-]+$": "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
+    r"^mqtts?://[^/\s:]+(:\d+)?/?$": "write mqtt://host[:port] or mqtts://host[:port]",
+}
+
+
+def _real_path(loc: tuple[Any, ...], data: Any) -> PathKey:
+    """Drop the discriminator tags pydantic puts into locations of union members."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node:
+            if part == node.get("driver") or part == node.get("kind"):
+                continue  # the union tag, not a key
+            # pydantic names function validators and union members too
+            if any(part.startswith(p) for p in ("function-", "tagged-union[")):
+                continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: Any, path: PathKey, *, show_input: bool = True, model: type[BaseModel]) -> str:
+    kind = err["type"]
+    msg = str(err["msg"])
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else "?"
+        close = difflib.get_close_matches(key, _field_names(model), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"missing required key {str(path[-1])!r}" if path else "missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return f"unknown driver {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    if kind == "union_tag_not_found":
+        return "missing required key 'driver'"
+    if kind == "string_pattern_mismatch":
+        pattern = str((err.get("ctx") or {}).get("pattern", ""))
+        msg = _PATTERN_HELP.get(pattern, msg)
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if show_input and "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+        shown = err["input"]
+        if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) <= 40:
+            msg = f"{msg} (got {shown!r})"
+    return msg
+
+
+def _locate(where: Where, path: PathKey, kind: str) -> tuple[str, int, int]:
+    # a missing key is reported where its parent mapping starts
+    return where.at(path[:-1] if kind == "missing" else path)
+
+
+def read_mapping(cfg_path: Path, where: Where, errors: list[Problem], what: str) -> dict[str, Any]:
+    """The YAML file as plain data with ``${...}`` substituted; ConfigError if unusable."""
+    tree = read_yaml(cfg_path, errors)
+    if errors:
+        raise ConfigError(errors)
+    data = plain(tree, (), str(cfg_path), where, errors)
+    where.spots.setdefault((), (str(cfg_path), 1, 1))
+    if not isinstance(data, dict):
+        got = "the file is empty" if data is None else f"got a {type(data).__name__}"
+        message = f"the config must be a YAML mapping of sections ({what}); {got}"
+        raise ConfigError([Problem(str(cfg_path), 1, 1, "", message)])
+    return data
+
+
+def validate(model: type[M], data: dict[str, Any], where: Where, errors: list[Problem]) -> M:
+    """``model.model_validate(data)``; every problem (and earlier ones) as ConfigError."""
+    try:
+        result = model.model_validate(data)
+    except ValidationError as exc:
+        # a value whose ${...} failed is already reported; its validation error is noise
+        reported = {e.path for e in errors}
+        for err in exc.errors():
+            p = _real_path(err["loc"], data)
+            if err["type"] == "union_tag_invalid":
+                p = (*p, "driver")
+            if dotted(p) in reported:
+                continue
+            f, line, col = _locate(where, p, err["type"])
+            shown = p not in where.substituted
+            msg = _message(err, p, show_input=shown, model=model)
+            errors.append(Problem(f, line, col, dotted(p), msg))
+        errors.sort(key=lambda e: (e.file, e.line, e.col))
+        raise ConfigError(errors) from None
+    if errors:
+        raise ConfigError(errors)
+    return result
+
+
+def load_model(path: str | Path, model_cls: type[M]) -> M:
+    """Read a YAML file into ``model_cls``: ``${...}`` substituted, every problem located.
+
+    The same machinery as :func:`load_config` without its gateway specifics
+    (profiles, cross-checks); used for the ingest configuration. Raises
+    :class:`ConfigError` listing every problem as ``FILE:LINE:COL: path: message``.
+    """
+    cfg_path = Path(path)
+    errors: list[Problem] = []
+    where = Where()
+    data = read_mapping(cfg_path, where, errors, ", ".join(model_cls.model_fields))
+    return validate(model_cls, data, where, errors)

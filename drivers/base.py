@@ -11,7 +11,6 @@ back with ``Quality.BAD`` and a reason.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,18 +28,6 @@ Clock = Callable[[], int]
 def utc_now_us() -> int:
     """Wall-clock UTC time in microseconds since the epoch (the default :data:`Clock`)."""
     return time.time_ns() // 1000
-
-
-def reraise_pending_cancel() -> None:
-    """Raise ``CancelledError`` if the current task was asked to stop.
-
-    On Python 3.11, ``asyncio.wait_for`` (used inside pymodbus) can return a result
-    and drop a cancellation that arrived at the same moment; a loop that goes on
-    after such a call would then never stop. Call this after awaiting library code.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Quality(StrEnum):

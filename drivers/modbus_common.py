@@ -23,9 +23,9 @@ from drivers.base import (
     Quality,
     Reason,
     Sample,
-    reraise_pending_cancel,
     utc_now_us,
 )
+from drivers.cancel import reraise_pending_cancel
 from drivers.modbus_codec import (
     BlockDecoder,
     DataType,

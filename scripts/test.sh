@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from nothing: installs the real services the tests start
 # (Mosquitto, InfluxDB 1.x, VictoriaMetrics) and the Python environment, then runs
-# lint (ruff), types (mypy) and pytest. Extra arguments go to pytest.
+# lint (ruff), types (mypy), the import rules (import-linter) and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +26,5 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

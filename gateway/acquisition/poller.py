@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import Clock, Driver, DriverError, Quality, reraise_pending_cancel, utc_now_us
+from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
+from drivers.cancel import reraise_pending_cancel
 from gateway.acquisition.clock import flag_if_unsynchronised
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.wire.reading import Reading, to_wire

@@ -9,7 +9,7 @@ real Mosquitto.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -51,7 +51,7 @@ def write_config(tmp: Path, broker_port: int, meter_tty: str, balance_tty: str) 
 
 
 def events_of(state: Path, type_: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in entries(state) if e["type"] == type_]  # type: ignore[misc]
+    return [cast(dict[str, Any], e["data"]) for e in entries(state) if e["type"] == type_]
 
 
 def published(bodies: dict[int, dict[str, Any]], type_: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ in grams is never passed off as kilograms.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,7 +62,10 @@ def parse_weight(line: str) -> WeightReply:
         return WeightReply(status, None, None)
     if status not in ("S", "D") or len(fields) != 4:
         raise ValueError(f"not a weight reply: {line!r}")
-    return WeightReply(status, float(fields[2]), fields[3])
+    value = float(fields[2])
+    if not math.isfinite(value):  # float() takes "nan" and "inf": no balance sends them
+        raise ValueError(f"not a weight: {line!r}")
+    return WeightReply(status, value, fields[3])
 
 
 def parse_identity(line: str, command: str) -> str | None:

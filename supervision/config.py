@@ -136,13 +136,24 @@ def load_config(path: Path) -> IngestConfig:
     """Read and validate an ingest YAML file; :class:`gateway.config.loader.ConfigError`
     (every problem located to file:line:col) on bad content.
 
-    Relative paths in the file are taken relative to the file's directory.
+    Relative paths in the file (``keys_dir``, the SQLite ``path``, ``mqtt.tls.ca/cert/key``
+    and ``${file:PATH}`` secrets) are taken from the file's directory, not from the
+    working directory.
     """
     cfg = load_model(path, IngestConfig)
-    base = path.parent
+    base = Path(path).resolve().parent
     updates: dict[str, Any] = {}
     if not cfg.keys_dir.is_absolute():
         updates["keys_dir"] = base / cfg.keys_dir
     if isinstance(cfg.store, SqliteStore) and not cfg.store.path.is_absolute():
         updates["store"] = cfg.store.model_copy(update={"path": base / cfg.store.path})
+    tls = cfg.mqtt.tls
+    if tls is not None:
+        files = {
+            key: base / value
+            for key in ("ca", "cert", "key")
+            if isinstance(value := getattr(tls, key), Path) and not value.is_absolute()
+        }
+        if files:
+            updates["mqtt"] = cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
     return cfg.model_copy(update=updates) if updates else cfg

@@ -46,18 +46,36 @@ fi
 echo "== venv $PREFIX/venv from $SOURCE"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/pip" install --disable-pip-version-check --upgrade --prefer-binary \
-    "$SOURCE" prometheus-client
-install -d -m 0755 "$PREFIX/docs" "$PREFIX/config"
+PIP="$PREFIX/venv/bin/pip"
+# what is installed is a wheel, as from a release: a source tree is built into one
+# first. Profiles, the demo config and the JSON schemas are in it (package data).
+case "$SOURCE" in
+    *.whl) WHEEL=$SOURCE ;;
+    *)
+        WHEELS=$(mktemp -d)
+        trap 'rm -rf "$WHEELS"' EXIT
+        # setuptools builds in the tree's build/ and never removes a stale file there:
+        # a module deleted since the last build would end up in the wheel
+        rm -rf "$SOURCE/build"
+        "$PIP" wheel --disable-pip-version-check --no-deps --wheel-dir "$WHEELS" "$SOURCE"
+        WHEEL=$(ls "$WHEELS"/metrogate-*.whl) ;;
+esac
+"$PIP" install --disable-pip-version-check --upgrade --prefer-binary "$WHEEL"
+# an upgrade from a changed tree may carry the same version number: replace the files
+"$PIP" install --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
 if [ -d "$SOURCE/docs" ]; then
+    install -d -m 0755 "$PREFIX/docs"
     cp -r "$SOURCE/docs/." "$PREFIX/docs/"
-    cp -r "$SOURCE/config/profiles" "$PREFIX/config/"
 fi
 
 echo "== configuration /etc/metrogate"
 install -d -o root -g metrogate -m 0750 /etc/metrogate
 if [ ! -f /etc/metrogate/gateway.yaml ]; then
     src=${CONFIG:-$SOURCE/config/examples/modbus-tcp.yaml}
+    if [ ! -f "$src" ]; then
+        echo "no configuration to install: give --config FILE" >&2
+        exit 2
+    fi
     install -o root -g metrogate -m 0640 "$src" /etc/metrogate/gateway.yaml
     echo "   installed $src as /etc/metrogate/gateway.yaml: edit it, then"
     echo "   metrogate check -c /etc/metrogate/gateway.yaml"

@@ -95,6 +95,7 @@ class DevicePoller:
         self.on_tamper = on_tamper
         self.tamper_points = tamper_points(device)
         self._identity: dict[str, str] = {}
+        self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
         self.rng = rng or random.Random()
         self.units = {str(p.id): getattr(p, "unit", None) for p in getattr(device, "points", [])}
         self.health = DeviceHealth(device.id, device.driver, driver.endpoint)
@@ -142,6 +143,7 @@ class DevicePoller:
         else:
             self._succeeded()
             readings = [Reading.from_sample(dev.id, s, self.units.get(s.point)) for s in samples]
+            self._evidence(readings)
         if not self.synchronised():
             for r in readings:
                 flag_if_unsynchronised(r, False)
@@ -162,21 +164,29 @@ class DevicePoller:
         return readings
 
     def _evidence(self, readings: list[Reading]) -> None:
-        """Instrument identity and tamper counters go to the audit trail when they change."""
+        """Instrument identity and tamper counters go to the audit trail when they change.
+
+        Called after each successful read. The callbacks (which write the event log)
+        fire only when the identity or a counter differs from what was last handed
+        over, so an unchanged poll costs two comparisons and no I/O. A counter that
+        was not read well this poll keeps its last value: a failed read is no change.
+        """
         identity = self.driver.identity()
         if identity and identity != self._identity and self.on_identity is not None:
             self._identity = dict(identity)
-            self.on_identity(self.device.id, self._identity)
+            self.on_identity(self.device.id, dict(identity))
         if self.tamper_points and self.on_tamper is not None:
-            counters = {
-                r.point: int(r.value)
-                for r in readings
-                if r.point in self.tamper_points
-                and r.quality is Quality.GOOD
-                and isinstance(r.value, int | float)
-            }
-            if counters:
-                self.on_tamper(self.device.id, counters)
+            counters = dict(self._tamper)
+            for r in readings:
+                if (
+                    r.point in self.tamper_points
+                    and r.quality is Quality.GOOD
+                    and isinstance(r.value, int | float)
+                ):
+                    counters[r.point] = int(r.value)
+            if counters != self._tamper:
+                self._tamper = counters
+                self.on_tamper(self.device.id, dict(counters))
 
     def _failed(self, exc: DriverError) -> None:
         self._failures_in_row += 1

@@ -257,11 +257,13 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
                         await stop.wait()
                 except TimeoutError:
                     pass
+                if view is not None:
+                    # the view reads the gateway's outbox: it stops before the outbox closes
+                    view.cancel()
+                    await asyncio.wait([view], timeout=STEP_TIMEOUT)
                 gw_stop.set()
                 await gw_task
                 await _settle(ingest)  # the gateway's last batches reach the store
-                if view is not None:
-                    view.cancel()
             counts = ingest.counts
     snap = await read_store(icfg)
     stored = snap.readings if snap else 0

@@ -7,7 +7,9 @@ once as ``FILE:LINE:COL: dotted.path: message``; unknown keys get a "did you mea
 
 Secrets: ``${NAME}`` takes environment variable NAME (``${NAME:-default}`` gives a
 default), ``${file:PATH}`` takes the content of a file (trailing newline
-stripped). Substituted values are never echoed in messages.
+stripped); a relative PATH is taken from the directory of the YAML file that holds
+the reference, not from the working directory. Substituted values are never
+echoed in messages.
 """
 
 from __future__ import annotations
@@ -78,14 +80,17 @@ def dotted(path: PathKey) -> str:
     return out
 
 
-def _substitute(text: str, problems: list[str]) -> str:
+def _substitute(text: str, problems: list[str], base: Path) -> str:
+    """``text`` with every ``${...}`` replaced; ``${file:PATH}`` relative to ``base``."""
+
     def one(m: re.Match[str]) -> str:
         ref = m.group(1)
         if ref.startswith("file:"):
+            secret = base / ref[5:]
             try:
-                return Path(ref[5:]).read_text(encoding="utf-8").rstrip("\n")
+                return secret.read_text(encoding="utf-8").rstrip("\n")
             except OSError as exc:
-                problems.append(f"cannot read secret file {ref[5:]!r}: {exc.strerror}")
+                problems.append(f"cannot read secret file {str(secret)!r}: {exc.strerror}")
                 return ""
         name, sep, default = ref.partition(":-")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -103,7 +108,11 @@ def _substitute(text: str, problems: list[str]) -> str:
 
 
 def plain(node: Any, path: PathKey, file: str, where: Where, errors: list[Problem]) -> Any:
-    """ruamel node → plain Python data, recording positions and substituting ${...}."""
+    """ruamel node → plain Python data, recording positions and substituting ${...}.
+
+    ``file`` is the path of the YAML file the node was read from: it locates
+    problems, and relative ``${file:PATH}`` references are taken from its directory.
+    """
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     if isinstance(node, CommentedMap):
@@ -122,7 +131,7 @@ def plain(node: Any, path: PathKey, file: str, where: Where, errors: list[Proble
         return items
     if isinstance(node, str):
         found: list[str] = []
-        text = _substitute(str(node), found)
+        text = _substitute(str(node), found, Path(file).parent)
         if text != node:
             where.substituted.add(path)
         for message in found:

@@ -167,6 +167,25 @@ def _move(where: Where, old: PathKey, new: PathKey) -> None:
         where.spots[new + k[n:]] = v
 
 
+def _anchor_paths(config: Config, base: Path) -> None:
+    """Take the relative paths of ``config`` from ``base`` (the config file's directory).
+
+    ``gateway.state_dir``, ``outbox.path``, ``signing.key`` and ``mqtt.tls.ca/cert/key``
+    mean the same file whatever the working directory of the process that loads them.
+    """
+    tls = config.mqtt.tls
+    keys: list[tuple[BaseModel, str]] = [
+        (config.gateway, "state_dir"),
+        (config.outbox, "path"),
+        (config.signing, "key"),
+        *((tls, key) for key in ("ca", "cert", "key") if tls is not None),
+    ]
+    for section, key in keys:
+        value = getattr(section, key)
+        if isinstance(value, Path) and not value.is_absolute():
+            setattr(section, key, base / value)
+
+
 def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     """Read, validate and cross-check a config file; raise :class:`ConfigError`."""
     from gateway.config.checks import cross_checks
@@ -177,9 +196,7 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     data = read_mapping(cfg_path, where, errors, "gateway, devices, ...")
     _expand_profiles(data, cfg_path, where, errors)
     config = validate(Config, data, where, errors)
-    base = cfg_path.resolve().parent
-    if not config.gateway.state_dir.is_absolute():
-        config.gateway.state_dir = base / config.gateway.state_dir
+    _anchor_paths(config, cfg_path.resolve().parent)
     warnings: list[Problem] = []
     for p, message, severity in cross_checks(config, today=today):
         f, line, col = where.at(p)

@@ -76,8 +76,11 @@ class Collector:
     base: str
     keys_dir: Path
     bodies: dict[int, dict[str, Any]] = field(default_factory=dict)
+    payloads: dict[int, bytes] = field(default_factory=dict)  # as first received, by seq
     deliveries: int = 0
+    redeliveries: int = 0
     status: list[dict[str, Any]] = field(default_factory=list)
+    status_payloads: list[bytes] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     alarm_sets: list[dict[str, Any]] = field(default_factory=list)
@@ -123,12 +126,14 @@ class Collector:
             client.disconnect()
             client.loop_stop()
 
-    def _take(self, topic: str, payload: Any) -> None:
-        assert isinstance(payload, bytes)
+    def _take(self, topic: str, payload: bytes) -> None:
+        """One message, in paho's thread: what is wrong goes to ``errors``, for the test
+        to assert on in its own thread (an assertion here would never reach it)."""
         kind = topic.rsplit("/", 1)[-1]
         if topic.startswith(f"{self.base}/cmd/"):
             return  # commands to the gateway (sent by the tests themselves)
         if kind == "status":
+            self.status_payloads.append(payload)
             self.status.append(json.loads(payload))
             return
         if kind == "alarms":
@@ -149,11 +154,17 @@ class Collector:
         except Exception as exc:  # collected and asserted on by the tests
             self.errors.append(f"{topic}: {exc}")
             return
-        assert body["type"] == kind
+        if body["type"] != kind:
+            self.errors.append(f"{topic}: a batch of type {body['type']!r}")
         self.deliveries += 1
-        if body["seq"] in self.bodies:
-            assert self.bodies[body["seq"]] == body, "a redelivery must be byte-identical"
-        self.bodies[body["seq"]] = body
+        seq = body["seq"]
+        if seq in self.payloads:
+            self.redeliveries += 1
+            if payload != self.payloads[seq]:
+                self.errors.append(f"{topic}: redelivery of seq {seq} is not byte-identical")
+            return
+        self.payloads[seq] = payload
+        self.bodies[seq] = body
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

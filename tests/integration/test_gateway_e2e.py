@@ -17,6 +17,8 @@ from drivers.modbus_codec import DataType, PointSpec, Table
 from gateway.config.loader import LoadedConfig
 from gateway.daemon import Gateway
 from gateway.delivery.outbox import Outbox
+from gateway.wire.encoding import make_sealer
+from gateway.wire.keys import ensure_signer
 from simulators.modbus_device import ModbusTcpSimulator, SimPoint
 from simulators.values import Ramp
 from tests.integration.gwtest import Collector, line_config, synced_clock, wait_until
@@ -77,6 +79,27 @@ def assert_complete(collector: Collector, last_seq: int) -> None:
     for dev in {r["device"] for r in collector.readings()}:
         stamps = [r["ts"] for r in collector.readings(dev) if r["point"] == "p0"]
         assert stamps == sorted(stamps), f"{dev}: readings out of order"
+
+
+def test_the_collector_tells_a_changed_redelivery_from_an_identical_one(tmp_path: Path) -> None:
+    """What the tests below rely on: a redelivery must repeat the first payload byte for byte."""
+    seal = make_sealer("gw1", "test-site", ensure_signer(tmp_path / "gateway.key", create=True))
+    reading = {
+        "ts": 1_700_000_000_000_000,
+        "device": "d",
+        "point": "p",
+        "value": 1.0,
+        "quality": "good",
+    }
+    first = seal("data", 1, 1_700_000_000_000_000, [reading])
+    changed = seal("data", 1, 1_700_000_000_000_001, [reading])
+    topic = "metrogate/v1/test-site/gw1/data"
+    col = Collector(0, "metrogate/v1/test-site/gw1", tmp_path)
+    col._take(topic, first)
+    col._take(topic, first)
+    assert (col.redeliveries, col.errors) == (1, [])
+    col._take(topic, changed)
+    assert col.errors == [f"{topic}: redelivery of seq 1 is not byte-identical"]
 
 
 async def test_readings_reach_the_broker_signed_and_valid(

@@ -52,6 +52,16 @@ def test_demo_runs_for_a_duration_and_summarises_the_store(tmp_path: Path) -> No
     assert stored_readings(Path(store)) == int(readings)
 
 
+def test_demo_with_the_live_view_ends_cleanly_after_its_duration(tmp_path: Path) -> None:
+    proc = demo(tmp_path, "--duration", "5")  # the view, drawn into a pipe
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out[-2000:] + err
+    assert "Traceback" not in err, err
+    assert out.count("\x1b[H\x1b[2J") >= 2 and "completeness:" in out  # frames were drawn
+    m = SUMMARY.search(out)
+    assert m and int(m.group(1)) > 0 and int(m.group(5)) == 0, out[-2000:]
+
+
 def test_ctrl_c_stops_the_demo_promptly_and_cleanly(tmp_path: Path) -> None:
     store = tmp_path / "state" / "demo-store.sqlite"
     proc = demo(tmp_path)  # with the live view

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config.loader import load_config
+from gateway.wire.signing import SignatureError, split_payload
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, wait_until
 from tests.integration.test_gateway_e2e import collecting, running, sim_units
@@ -181,5 +182,10 @@ async def test_last_will_says_offline_when_the_gateway_dies(
             )
     offline = col.status[-1]
     assert offline == {"v": 1, "state": "offline", "gateway": "gw1", "site": "test-site"}
-    assert json.dumps(offline)  # plain JSON, unsigned by design (docs/wire.md)
+    # plain JSON, unsigned by design (docs/wire.md): no signature line after the body
+    raw = col.status_payloads[-1]
+    assert json.loads(raw) == offline
+    with pytest.raises(SignatureError) as unsigned:
+        split_payload(raw)
+    assert unsigned.value.kind == "unsigned"
     await asyncio.sleep(0)

@@ -371,6 +371,56 @@ def test_environment_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert cfg.devices[0].host == "192.0.2.77"
 
 
+def test_relative_paths_are_taken_from_the_config_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, elsewhere = tmp_path / "etc" / "mg", tmp_path / "cwd"
+    for d, secret in ((here, "from-beside-the-config"), (elsewhere, "from-the-cwd")):
+        write(d, f"{secret}\n", "secrets/mqtt.pass")
+        write(d, "W\n", "unit.txt")  # decoys for the profile's ${file:unit.txt}
+    write(here, "V\n", "profiles/unit.txt")
+    write(here, PROFILE.replace("unit: V}", "unit: '${file:unit.txt}'}"), "profiles/meter.yaml")
+    write(
+        here,
+        HEAD
+        + "  state_dir: var/state\n"
+        + "mqtt:\n  password: ${file:secrets/mqtt.pass}\n"
+        + "  tls: {ca: tls/ca.pem, cert: tls/gw.pem, key: tls/gw.key}\n"
+        + "outbox: {path: var/outbox.db}\n"
+        + "signing: {key: keys/gateway.key}\n"
+        + USES_PROFILE,
+    )
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(Path("..") / "etc" / "mg" / "gw.yaml").config
+    base = here.resolve()
+    assert cfg.gateway.state_dir == base / "var/state"
+    assert cfg.outbox.path == base / "var/outbox.db"
+    assert cfg.signing.key == cfg.signing_key == base / "keys/gateway.key"
+    assert cfg.mqtt.tls is not None
+    assert (cfg.mqtt.tls.ca, cfg.mqtt.tls.cert, cfg.mqtt.tls.key) == (
+        base / "tls/ca.pem",
+        base / "tls/gw.pem",
+        base / "tls/gw.key",
+    )
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "from-beside-the-config"
+    # a ${file:} in a profile is taken from the profile's directory
+    assert getattr(cfg.devices[0].points[0], "unit", None) == "V"
+
+    # absolute paths stay as written
+    absolute = tmp_path / "abs"
+    write(
+        here,
+        HEAD
+        + f"  state_dir: {absolute}/state\n"
+        + f"outbox: {{path: {absolute}/outbox.db}}\nsigning: {{key: {absolute}/gw.key}}\n",
+        "abs.yaml",
+    )
+    cfg = load_config(here / "abs.yaml").config
+    assert cfg.gateway.state_dir == absolute / "state"
+    assert (cfg.outbox.path, cfg.signing.key) == (absolute / "outbox.db", absolute / "gw.key")
+
+
 def test_secret_file_missing(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pass"
     path = write(tmp_path, HEAD + f"mqtt:\n  password: ${{file:{missing}}}\n")

@@ -74,6 +74,33 @@ def test_secrets_from_env_and_paths_relative_to_the_file(
     assert isinstance(cfg.store, SqliteStore) and cfg.store.path == tmp_path / "d/s.db"
 
 
+def test_relative_paths_are_taken_from_the_files_directory_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, elsewhere = tmp_path / "etc", tmp_path / "cwd"
+    for d, token in ((here, "beside-the-file"), (elsewhere, "in-the-cwd")):
+        (d / "secrets").mkdir(parents=True)
+        (d / "secrets" / "token").write_text(f"{token}\n")
+    (here / "ingest.yaml").write_text(
+        "mqtt:\n  client_id: w1\n  password: ${file:secrets/token}\n"
+        "  tls: {ca: tls/ca.pem, cert: tls/w.pem, key: tls/w.key}\n"
+        "keys_dir: keys\nstore: {kind: sqlite, path: db/store.sqlite}\n"
+    )
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(Path("../etc/ingest.yaml"))
+    base = here.resolve()
+    assert cfg.keys_dir == base / "keys"
+    assert isinstance(cfg.store, SqliteStore) and cfg.store.path == base / "db/store.sqlite"
+    assert cfg.mqtt.tls is not None
+    assert (cfg.mqtt.tls.ca, cfg.mqtt.tls.cert, cfg.mqtt.tls.key) == (
+        base / "tls/ca.pem",
+        base / "tls/w.pem",
+        base / "tls/w.key",
+    )
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "beside-the-file"
+
+
 def test_cli_prints_located_problems_and_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)

@@ -358,6 +358,12 @@ def test_pi_install_script_and_udev_rule() -> None:
         assert needed in text
     for ref in re.findall(r'"\$HERE/([^"]+)"', text):
         assert (DEPLOY / "pi" / ref).exists(), ref
+    # installed as a wheel (built from the tree), whose package data holds the profiles:
+    # no copy of them anywhere else, where nothing would look them up
+    assert re.search(r'"\$PIP" wheel .*--no-deps', text) and re.search(
+        r'"\$PIP" install .*"\$WHEEL"', text
+    )
+    assert "profiles" not in text
     rules = (DEPLOY / "pi/99-metrogate-serial.rules").read_text()
     assert 'GROUP="dialout"' in rules and 'SYMLINK+="metrogate/' in rules
     if shutil.which("udevadm"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import math
 import re
 
 from hypothesis import given, settings
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from drivers import dlt645
 from drivers.ascii_generic import AsciiSpec, parse_line
+from drivers.base import Quality, Reason
 from drivers.modbus_serial import ascii_finder, crc16, lrc, rtu_finder, rtu_frame
 from drivers.mtsics import parse_weight
 from drivers.serial_line import FrameRejected
@@ -80,12 +81,70 @@ def test_toledo_parser(chunks: list[bytes]) -> None:
     assert toledo_checksum(encode_frame(1.0)[:-1]) == encode_frame(1.0)[-1]
 
 
+numbers = st.one_of(
+    st.sampled_from(["12.50", "-0.01", "nan", "inf", "-inf", "1e999", "1,5", ""]),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(-(10**6), 10**6).map(str),
+    st.text(alphabet="0123456789.-+eEinfa ", max_size=10),
+)
+# near-valid lines as well as any text: random text alone would hardly ever match
+weight_lines = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        lambda head, status, value, unit: f"{head} {status} {value} {unit}".strip(),
+        st.sampled_from(["S", "SI", "ES", "s"]),
+        st.sampled_from(["S", "D", "I", "+", "-", "X", ""]),
+        numbers,
+        st.sampled_from(["g", "kg", "", "g g"]),
+    ),
+)
+ascii_lines = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        lambda status, value, unit: f"{status},{value} {unit}",
+        st.sampled_from(["OK", "UR", "ER", "", "ok"]),
+        numbers,
+        st.sampled_from(["g", "kg", "", "gg"]),
+    ),
+)
+
+HYGRO = AsciiSpec(
+    pattern=re.compile(r"(?P<status>\w+)?,(?P<value>[^ ]+) (?P<unit>\w*)"),
+    status_map={"OK": (Quality.GOOD, None), "UR": (Quality.UNCERTAIN, Reason.NOT_STABLE)},
+    unit="g",
+)
+
+
 @settings(max_examples=300)
-@given(st.text(max_size=80))
-def test_text_parsers(line: str) -> None:
-    with contextlib.suppress(ValueError):
-        parse_weight(line)
-    spec = AsciiSpec(
-        pattern=re.compile(r"(?P<status>\w+)?,(?P<value>[^ ]+) (?P<unit>\w*)"), unit="g"
-    )
-    parse_line(spec, line, 0)
+@given(weight_lines)
+def test_weight_parser_accepts_only_weight_replies(line: str) -> None:
+    try:
+        reply = parse_weight(line)
+    except ValueError:
+        return  # refused: the driver turns it into a frame error
+    fields = line.split()
+    if reply.status in ("ES", "ET", "EL"):
+        assert fields == [reply.status] and reply.value is None
+        return
+    assert fields[:2] == ["S", reply.status]
+    if reply.status in ("I", "+", "-"):
+        assert reply.value is None and reply.unit is None
+        return
+    assert reply.status in ("S", "D") and len(fields) == 4
+    assert reply.value is not None and reply.unit == fields[3]
+    assert math.isfinite(reply.value) and reply.value == float(fields[2])
+
+
+@settings(max_examples=300)
+@given(ascii_lines)
+def test_ascii_parser_accepts_only_lines_the_pattern_and_status_allow(line: str) -> None:
+    sample = parse_line(HYGRO, line, 0)
+    m = HYGRO.pattern.search(line)
+    if sample.value is None:
+        assert sample.quality is not Quality.GOOD and sample.reason is not None
+        return
+    # a value only from a line that matches, in the configured unit, with a known
+    # status, and a finite number exactly as sent
+    assert m is not None and m.group("unit") == "g"
+    assert (sample.quality, sample.reason) == HYGRO.status_map[m.group("status")]
+    assert math.isfinite(sample.value) and sample.value == float(m.group("value"))

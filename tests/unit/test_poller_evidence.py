@@ -1,0 +1,66 @@
+"""The poller hands identity and tamper counters to the audit trail only when they change."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from drivers.base import utc_now_us
+from gateway.acquisition.build import build_drivers
+from gateway.acquisition.poller import DevicePoller
+from gateway.config.loader import load_config
+from gateway.metrology.pipeline import DeviceMetrology
+from simulators.pty import SimLine
+from simulators.serial_instruments import Dlt645Sim
+
+METER = "123456789012"
+ENERGY, COVER_OPEN = 0x00010000, 0x03300D00
+
+
+async def test_callbacks_fire_on_change_only(tmp_path: Path) -> None:
+    meter = Dlt645Sim({METER: {ENERGY: 100, COVER_OPEN: 3}})
+    identities: list[tuple[str, dict[str, str]]] = []
+    tampers: list[tuple[str, dict[str, int]]] = []
+    with SimLine(meter) as line:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(
+            f"gateway: {{id: gw1, site: s, state_dir: {tmp_path / 'state'}}}\n"
+            "mqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+            f"buses: [{{id: meters, port: {line.path}, parity: N, timeout: 300ms}}]\n"
+            "devices:\n"
+            f'  - id: kwh-1\n    driver: dlt645\n    bus: meters\n    address: "{METER}"\n'
+            "    points:\n"
+            '      - {id: energy_import, di: "00010000", unit: kWh}\n'
+            '      - {id: cover_open_count, di: "03300D00"}\n'
+        )
+        cfg = load_config(path).config
+        dev = cfg.devices[0]
+        async with AsyncExitStack() as stack:
+            driver = (await build_drivers(cfg, stack))["kwh-1"]
+            points = [(str(p.id), p, getattr(p, "unit", None)) for p in dev.points]
+            poller = DevicePoller(
+                dev,
+                driver,
+                DeviceMetrology(dev.id, points, dev, {}, utc_now_us),
+                lambda kind, records: None,
+                on_identity=lambda d, i: identities.append((d, i)),
+                on_tamper=lambda d, c: tampers.append((d, c)),
+            )
+            for _ in range(3):
+                await poller.poll_once()
+            assert identities == [("kwh-1", {"address": METER})]
+            assert tampers == [("kwh-1", {"cover_open_count": 3})]
+
+            del meter.values[METER][COVER_OPEN]  # the meter refuses that DI now
+            readings = await poller.poll_once()
+            assert {r.point: r.quality.value for r in readings} == {
+                "energy_import": "good",
+                "cover_open_count": "bad",
+            }
+            assert len(tampers) == 1, "a counter not read this poll is no change"
+
+            meter.values[METER][COVER_OPEN] = 4
+            for _ in range(2):
+                await poller.poll_once()
+    assert tampers == [("kwh-1", {"cover_open_count": 3}), ("kwh-1", {"cover_open_count": 4})]
+    assert len(identities) == 1

@@ -9,48 +9,47 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import DriverError, Quality, Sample
+from drivers.base import Driver, DriverError, Quality, Sample
 from gateway.acquisition.build import build_drivers
 from gateway.cli.simulate import run_simulators
 from gateway.config.loader import load_config
+from gateway.config.registry import KINDS
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+# ingest.yaml configures the platform ingest service, not a gateway
+EXAMPLES = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[2] / "config" / "examples").glob("*.yaml")
+    if p.name != "ingest.yaml"
+)
 
 
-async def read_good(driver: object, device: str) -> list[Sample]:
+async def read_good(driver: Driver, device: str) -> list[Sample]:
     """One poll that got a reply (a streaming scale needs its first frame first)."""
     async with asyncio.timeout(10):
         for _ in range(500):
             try:
-                return await driver.read()  # type: ignore[attr-defined, no-any-return]
+                return await driver.read()
             except DriverError as exc:
-                if device != "scale-1":
-                    raise
+                if getattr(driver, "frames", None) != 0:
+                    raise  # only a stream that has not started yet is worth waiting for
                 last = exc
             await asyncio.sleep(0.02)
     raise AssertionError(f"{device}: no reply: {last}")
 
 
-@pytest.mark.parametrize(
-    ("example", "kinds"),
-    [
-        (
-            "serial-line.yaml",
-            {"modbus_rtu", "modbus_ascii", "dlt645", "mtsics", "toledo_continuous"},
-        ),
-        ("modbus-tcp.yaml", {"modbus_tcp"}),
-    ],
-)
-async def test_every_simulated_device_reads_good(example: str, kinds: set[str]) -> None:
-    loaded = load_config(EXAMPLES / example)
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+async def test_every_simulated_device_reads_good(example: Path) -> None:
+    loaded = load_config(example)
+    devices = [d for d in loaded.config.devices if d.enabled]
     async with run_simulators(loaded.config, free_ports=True) as sims:
-        assert {s.kind for s in sims} == kinds
         served = {d for s in sims for d in s.devices}
-        # generic ASCII instruments are not simulated: their replies follow no protocol
-        assert served == {d.id for d in loaded.config.devices if d.driver != "ascii"}
+        # every device whose kind has a simulator (generic ASCII instruments have none:
+        # their replies follow no protocol)
+        assert served == {d.id for d in devices if KINDS[d.driver].simulator is not None}
+        assert {s.kind for s in sims} == {KINDS[d.driver].name for d in devices if d.id in served}
         async with AsyncExitStack() as stack:
             drivers = await build_drivers(loaded, stack, clock=lambda: 1)
-            for dev in loaded.config.devices:
+            for dev in devices:
                 if dev.id not in served:
                     continue
                 samples = await read_good(drivers[dev.id], dev.id)

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "config" / "examples"
 PACKAGES = ("gateway", "drivers", "simulators", "supervision")
 REGISTRY = ROOT / "gateway" / "config" / "registry.py"
+# ingest.yaml configures the platform ingest service, not a gateway
+GATEWAY_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "ingest.yaml")
 
 
 def test_the_kinds() -> None:
@@ -52,6 +54,11 @@ def test_the_config_union_is_the_registry() -> None:
     assert {tag: ref.rsplit("/", 1)[1] for tag, ref in mapping.items()} == {
         name: kind.model.__name__ for name, kind in KINDS.items()
     }
+
+
+def test_every_kind_has_an_example() -> None:
+    shown = {d.driver for p in GATEWAY_EXAMPLES for d in load_config(p).config.devices}
+    assert shown == set(KINDS)
 
 
 def test_simulator_references_resolve() -> None:
@@ -182,31 +189,31 @@ def test_plans_are_compiled_once_and_travel_with_the_config(
     assert asyncio.run(build()) == [d.id for d in compact.config.devices if d.enabled]
 
 
-async def test_describe_is_what_the_driver_prints(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("example", GATEWAY_EXAMPLES, ids=[p.name for p in GATEWAY_EXAMPLES])
+async def test_describe_is_what_the_driver_prints_and_is_logged_once(
+    example: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="metrogate.acquisition")
-    for example in ("serial-line.yaml", "modbus-tcp.yaml"):
-        loaded = load_config(EXAMPLES / example)
-        async with AsyncExitStack() as stack:
-            drivers = await build_drivers(loaded, stack)
-            for dev in loaded.config.devices:
-                described = KINDS[dev.driver].describe(dev, loaded.plans[dev.id])
-                assert described == drivers[dev.id].describe_plan() != []
-                infos = [
-                    r.getMessage()
-                    for r in caplog.records
-                    if r.levelno == logging.INFO and r.getMessage().startswith(f"device {dev.id} ")
-                ]
-                assert infos == [
-                    f"device {dev.id} ({dev.driver}, {drivers[dev.id].endpoint}): "
-                    f"{len(described)} request(s) per poll, every {dev.poll:g}s"
-                ]
-                debug = [
-                    r.getMessage()
-                    for r in caplog.records
-                    if r.levelno == logging.DEBUG and r.getMessage().startswith(f"device {dev.id}:")
-                ]
-                assert debug == [f"device {dev.id}: {line}" for line in described]
-        caplog.clear()
+    loaded = load_config(example)
+    async with AsyncExitStack() as stack:
+        drivers = await build_drivers(loaded, stack)
+    assert list(drivers) == [d.id for d in loaded.config.devices if d.enabled]
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    for dev in loaded.config.devices:
+        if dev.id not in drivers:
+            continue
+        described = KINDS[dev.driver].describe(dev, loaded.plans[dev.id])
+        assert described == drivers[dev.id].describe_plan() != []
+        assert [(level, m) for level, m in logged if m.startswith(f"device {dev.id} (")] == [
+            (
+                logging.INFO,
+                f"device {dev.id} ({dev.driver}, {drivers[dev.id].endpoint}): "
+                f"{len(described)} request(s) per poll, every {dev.poll:g}s",
+            )
+        ]
+        assert [(level, m) for level, m in logged if m.startswith(f"device {dev.id}:")] == [
+            (logging.DEBUG, f"device {dev.id}: {line}") for line in described
+        ]
 
 
 def test_modbus_plan_problem_is_relative_to_the_device() -> None:

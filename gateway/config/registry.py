@@ -190,11 +190,13 @@ class DriverKind(Generic[D, P]):
     describe: Callable[[D, P], list[str]]
     """One line per request of a poll, as the driver's ``describe_plan()`` prints them."""
     build: Callable[[D, BuildContext[P]], Driver]
+    """Construct the device's driver (not open it) from the device and ``ctx.plan``."""
     checks: Callable[[Sequence[tuple[int, D]]], Iterable[Finding]] = _no_checks
     """Problems among this kind's devices, each given with its index in ``devices:``."""
     serial: SerialNeeds[Any, P] | None = None
     """None: the driver reaches its device itself (network)."""
     evidence: Callable[[D], frozenset[str]] = _no_evidence
+    """Ids of the points whose values go to the audit trail when they change."""
     simulator: str | None = None
     """``"module:function"`` of the simulator factory; None: not simulated."""
 

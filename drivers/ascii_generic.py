@@ -26,7 +26,7 @@ from drivers.base import (
 )
 from drivers.serial_line import SerialBus, StreamListener, line_finder
 
-__all__ = ["AsciiDriver", "AsciiSpec", "parse_line"]
+__all__ = ["AsciiDriver", "AsciiSpec", "parse_line", "plan_line"]
 
 Verdict = tuple[Quality, Reason | None]
 
@@ -72,6 +72,12 @@ def parse_line(spec: AsciiSpec, line: str, ts: int) -> Sample:
         return Sample(spec.point, None, None, quality, reason, ts)
     value = raw * spec.scale + spec.offset
     return Sample(spec.point, value, raw, quality, reason, ts)
+
+
+def plan_line(spec: AsciiSpec) -> str:
+    """What one poll sends (or that it listens) and how the reply is read (``metrogate plan``)."""
+    what = repr(spec.request) if spec.request is not None else "(streaming)"
+    return f"{what} → /{spec.pattern.pattern}/ → {spec.point}"
 
 
 class AsciiDriver(StreamListener):
@@ -128,8 +134,7 @@ class AsciiDriver(StreamListener):
         return [parse_line(self.spec, line, self._clock())]
 
     def describe_plan(self) -> list[str]:
-        what = repr(self.spec.request) if self.spec.request is not None else "(streaming)"
-        return [f"{what} → /{self.spec.pattern.pattern}/ → {self.spec.point}"]
+        return [plan_line(self.spec)]
 
     def identity(self) -> dict[str, str]:
         return {}

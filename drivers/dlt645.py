@@ -33,6 +33,7 @@ from drivers.serial_line import FrameError, FrameFinder, FrameRejected, SerialBu
 
 __all__ = [
     "DATA_ITEMS",
+    "TAMPER_DIS",
     "DataItem",
     "Dlt645Driver",
     "Dlt645Point",
@@ -45,6 +46,7 @@ __all__ = [
     "error_reason",
     "find_frame",
     "parse_frame",
+    "plan_lines",
     "read_frame",
     "reply_frame",
 ]
@@ -88,6 +90,10 @@ DATA_ITEMS: dict[int, DataItem] = {
     0x03110000: DataItem(3, 0, "", False, "power down count"),
 }
 """The identifiers this driver knows the layout of; others need length/decimals in config."""
+
+TAMPER_DIS = frozenset({0x03300D00, 0x03300E00, 0x03300000, 0x03300400, 0x03110000})
+"""Counters that are evidence of tampering: meter cover and terminal cover opened,
+programming, clock set, power down. Their values belong in the audit trail."""
 
 
 def encode_address(address: str) -> bytes:
@@ -239,6 +245,15 @@ class Dlt645Point:
         return raw / 10**self.item.decimals if self.item.decimals else raw
 
 
+def plan_lines(address: str, points: Sequence[Dlt645Point]) -> list[str]:
+    """One line per data identifier a poll reads (``metrogate plan``)."""
+    return [
+        f"meter {address}: DI {p.di:08X} → {p.id} ({p.item.length} BCD bytes, "
+        f"{p.item.decimals} decimals{', ' + p.item.unit if p.item.unit else ''})"
+        for p in points
+    ]
+
+
 class Dlt645Driver(Unconnected):
     """One DL/T 645-2007 meter (by address) on a shared RS-485 bus."""
 
@@ -316,11 +331,7 @@ class Dlt645Driver(Unconnected):
         return samples
 
     def describe_plan(self) -> list[str]:
-        return [
-            f"meter {self.address}: DI {p.di:08X} → {p.id} ({p.item.length} BCD bytes, "
-            f"{p.item.decimals} decimals{', ' + p.item.unit if p.item.unit else ''})"
-            for p in self.points
-        ]
+        return plan_lines(self.address, self.points)
 
     def identity(self) -> dict[str, str]:
         return {"address": self.address}

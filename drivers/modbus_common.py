@@ -78,19 +78,6 @@ def _failed(req: Request, reason: Reason, ts_us: int) -> list[Sample]:
     return [Sample(p.id, None, None, Quality.BAD, reason, ts_us) for p in req.points]
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A request's points with their decoders, byte offsets and scaling."""
-
-    ids: tuple[str, ...]
-    offsets: tuple[int, ...]
-    ends: tuple[int, ...]
-    decoders: tuple[BlockDecoder, ...]
-    specs: tuple[PointSpec, ...]
-    plain: tuple[bool, ...]
-
-
-_compiled: dict[int, tuple[Request, _Compiled]] = {}
 _numeric_decoders: dict[tuple[DataType, Order], BlockDecoder] = {}
 
 
@@ -98,7 +85,8 @@ def _decoder(spec: PointSpec) -> BlockDecoder:
     """``block_decoder(spec)``, one per numeric type and byte order for the whole process.
 
     A numeric point's decoder depends on nothing else (where it reads is the offset
-    passed in), so a site's thousands of float32 points share one function.
+    passed in), so a site's thousands of float32 points share one function. The
+    table is bounded by the number of types × byte orders, whatever is configured.
     """
     if spec.type is DataType.BOOL or spec.type is DataType.STRING or spec.table.is_bit:
         return block_decoder(spec)  # these decode with the spec itself (or not from a block)
@@ -109,50 +97,77 @@ def _decoder(spec: PointSpec) -> BlockDecoder:
     return shared
 
 
-def _compile(req: Request) -> _Compiled:
-    hit = _compiled.get(id(req))
-    if hit is not None and hit[0] is req:
-        return hit[1]
+@dataclass(frozen=True, slots=True)
+class CompiledRequest:
+    """A request with its points' decoders, byte offsets and scaling, ready for replies.
+
+    Built once per request by the driver that sends it (:func:`compile_request`) and
+    held by that driver, so it lives and dies with the driver.
+    """
+
+    request: Request
+    ids: tuple[str, ...]
+    offsets: tuple[int, ...]
+    ends: tuple[int, ...]
+    decoders: tuple[BlockDecoder, ...]
+    plain: tuple[bool, ...]
+
+    def decode(self, data: Sequence[int] | Sequence[bool], ts_us: int) -> list[Sample]:
+        """Samples for every point of the request from the reply's registers or bits."""
+        out: list[Sample] = []
+        n = len(data)
+        good = Quality.GOOD
+        if self.request.table.is_bit:
+            for pid, lo, end in zip(self.ids, self.offsets, self.ends, strict=True):
+                if end > n:
+                    out.append(Sample(pid, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
+                else:
+                    bit = bool(data[lo])
+                    out.append(Sample(pid, bit, bit, good, None, ts_us))
+            return out
+        block = struct.pack(f">{n}H", *data)
+        specs = self.request.points
+        for pid, lo, end, dec, spec, plain in zip(
+            self.ids, self.offsets, self.ends, self.decoders, specs, self.plain, strict=True
+        ):
+            if end > n:
+                out.append(Sample(pid, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
+                continue
+            raw = dec(block, 2 * lo)
+            if isinstance(raw, float) and not math.isfinite(raw):
+                out.append(Sample(pid, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
+                continue
+            value = raw if plain else engineering(spec, raw)
+            out.append(Sample(pid, value, raw, good, None, ts_us))
+        return out
+
+
+def compile_request(req: Request) -> CompiledRequest:
+    """What decoding the replies to ``req`` needs, worked out once."""
     points = req.points
-    comp = _Compiled(
+    return CompiledRequest(
+        request=req,
         ids=tuple(p.id for p in points),
         offsets=tuple(p.address - req.address for p in points),
         ends=tuple(p.end - req.address for p in points),
         decoders=tuple(_decoder(p) for p in points),
-        specs=points,
         plain=tuple(p.scale == 1.0 and p.offset == 0.0 for p in points),
     )
-    _compiled[id(req)] = (req, comp)  # keeps req alive, so its id is never reused
-    return comp
 
 
 def decode_request(req: Request, data: Sequence[int] | Sequence[bool], ts_us: int) -> list[Sample]:
-    """Samples for every point of ``req`` from the reply's registers or bits."""
-    comp = _compile(req)
-    out: list[Sample] = []
-    n = len(data)
-    good = Quality.GOOD
-    if req.table.is_bit:
-        for pid, lo, end in zip(comp.ids, comp.offsets, comp.ends, strict=True):
-            if end > n:
-                out.append(Sample(pid, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
-            else:
-                bit = bool(data[lo])
-                out.append(Sample(pid, bit, bit, good, None, ts_us))
-        return out
-    block = struct.pack(f">{n}H", *data)
-    for pid, lo, end, dec, spec, plain in zip(
-        comp.ids, comp.offsets, comp.ends, comp.decoders, comp.specs, comp.plain, strict=True
-    ):
-        if end > n:
-            out.append(Sample(pid, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts_us))
-            continue
-        raw = dec(block, 2 * lo)
-        if isinstance(raw, float) and not math.isfinite(raw):
-            out.append(Sample(pid, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
-            continue
-        out.append(Sample(pid, raw if plain else engineering(spec, raw), raw, good, None, ts_us))
-    return out
+    """Samples for every point of ``req`` from the reply's registers or bits.
+
+    Compiles ``req`` on every call; a driver compiles its requests once
+    (:func:`compile_request`) and decodes with :meth:`CompiledRequest.decode`.
+    """
+    return compile_request(req).decode(data, ts_us)
+
+
+def plan_lines(requests: Sequence[Request], unit: int, framing: str | None = None) -> list[str]:
+    """One line per request of a poll (``metrogate plan``), prefixed by the unit it goes to."""
+    prefix = f"unit {unit}" if framing is None else f"{framing} unit {unit}"
+    return [f"{prefix}: {r.describe()}" for r in requests]
 
 
 class PlanExecutor:
@@ -172,6 +187,7 @@ class PlanExecutor:
         self.endpoint = endpoint
         self.unit = unit
         self.requests = tuple(requests)
+        self.compiled = tuple(compile_request(r) for r in self.requests)
         self.timeout = timeout
         self.clock = clock
 
@@ -180,7 +196,8 @@ class PlanExecutor:
         every request timed out; otherwise failed requests yield bad samples."""
         samples: list[Sample] = []
         timeouts = 0
-        for req in self.requests:
+        for compiled in self.compiled:
+            req = compiled.request
             reraise_pending_cancel()
             try:
                 async with asyncio.timeout(self.timeout):
@@ -204,13 +221,13 @@ class PlanExecutor:
                 samples += _failed(req, EXCEPTION_REASONS.get(code, Reason.DEVICE_FAILURE), ts)
                 continue
             data = reply.bits if req.table.is_bit else reply.registers
-            samples += decode_request(req, data, ts)
+            samples += compiled.decode(data, ts)
         if self.requests and timeouts == len(self.requests):
             raise DeviceTimeout(self.device_id, self.endpoint, f"no reply within {self.timeout}s")
         return samples
 
     def describe(self) -> list[str]:
-        return [f"unit {self.unit}: {r.describe()}" for r in self.requests]
+        return plan_lines(self.requests, self.unit)
 
 
 def point_types_ok(spec: PointSpec) -> str | None:

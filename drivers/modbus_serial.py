@@ -4,7 +4,7 @@ The framing (CRC-16/MODBUS, LRC, reply delimiting) is written here rather than
 taken from pymodbus's serial client: one :class:`drivers.serial_line.SerialBus`
 owns the port, enforces the inter-frame gap and quarantines silent slaves, which
 pymodbus's client (one transport per client, its own timing) cannot share. Replies
-are decoded by the same :func:`drivers.modbus_common.decode_request` and exception
+are decoded by the same :class:`drivers.modbus_common.CompiledRequest` and exception
 table as Modbus TCP, from the same compiled read plan.
 
 Reply frames are delimited by the length the function code implies (user space
@@ -29,7 +29,7 @@ from drivers.base import (
     utc_now_us,
 )
 from drivers.modbus_codec import Table
-from drivers.modbus_common import EXCEPTION_REASONS, decode_request
+from drivers.modbus_common import EXCEPTION_REASONS, compile_request, plan_lines
 from drivers.modbus_plan import Request
 from drivers.serial_line import FrameError, FrameFinder, FrameRejected, SerialBus
 
@@ -219,6 +219,7 @@ class ModbusSerialDriver(Unconnected):
         self._bus = bus
         self._timeout = timeout
         self._clock = clock
+        self._compiled = tuple(compile_request(r) for r in self.requests)
         self._frames: list[tuple[bytes, FrameFinder]] = []
         for req in self.requests:
             pdu = read_pdu(req)
@@ -230,7 +231,8 @@ class ModbusSerialDriver(Unconnected):
     async def read(self) -> list[Sample]:
         samples: list[Sample] = []
         failures: list[DriverError] = []
-        for req, (frame, find) in zip(self.requests, self._frames, strict=True):
+        for compiled, (frame, find) in zip(self._compiled, self._frames, strict=True):
+            req = compiled.request
             try:
                 reply = await self._bus.transact(self.device_id, frame, find, timeout=self._timeout)
             except (DeviceTimeout, FrameError) as exc:
@@ -249,13 +251,13 @@ class ModbusSerialDriver(Unconnected):
             if isinstance(data, int):
                 samples += _bad(req, EXCEPTION_REASONS.get(data, Reason.DEVICE_FAILURE), ts)
             else:
-                samples += decode_request(req, data, ts)
+                samples += compiled.decode(data, ts)
         if self.requests and len(failures) == len(self.requests):
             raise failures[-1]
         return samples
 
     def describe_plan(self) -> list[str]:
-        return [f"{self.framing} unit {self.unit}: {r.describe()}" for r in self.requests]
+        return plan_lines(self.requests, self.unit, self.framing)
 
     def identity(self) -> dict[str, str]:
         return {}

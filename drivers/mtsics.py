@@ -30,7 +30,7 @@ from typing import Literal
 from drivers.base import Clock, Quality, Reason, Sample, Unconnected, utc_now_us
 from drivers.serial_line import FrameError, SerialBus, line_finder
 
-__all__ = ["MtSicsDriver", "WeightReply", "parse_identity", "parse_weight"]
+__all__ = ["MtSicsDriver", "WeightReply", "parse_identity", "parse_weight", "plan_line"]
 
 CRLF = b"\r\n"
 
@@ -74,6 +74,11 @@ def parse_identity(line: str, command: str) -> str | None:
     if len(fields) < 3 or fields[0] != command or fields[1] != "A":
         return None
     return fields[2].strip().strip('"')
+
+
+def plan_line(command: str, point: str, unit: str | None) -> str:
+    """What one poll sends and reads (``metrogate plan``)."""
+    return f"{command} → {point} ({unit or 'unit as reported'})"
 
 
 class MtSicsDriver(Unconnected):
@@ -145,7 +150,7 @@ class MtSicsDriver(Unconnected):
         return Sample(self.point, reply.value, reply.value, Quality.GOOD, None, ts)
 
     def describe_plan(self) -> list[str]:
-        return [f"{self._command} → {self.point} ({self.unit or 'unit as reported'})"]
+        return [plan_line(self._command, self.point, self.unit)]
 
     def identity(self) -> dict[str, str]:
         return dict(self._identity)

@@ -27,7 +27,14 @@ from drivers.base import (
 )
 from drivers.serial_line import SerialBus, StreamListener
 
-__all__ = ["ToledoDriver", "ToledoFrame", "ToledoParser", "encode_frame", "toledo_checksum"]
+__all__ = [
+    "ToledoDriver",
+    "ToledoFrame",
+    "ToledoParser",
+    "encode_frame",
+    "plan_line",
+    "toledo_checksum",
+]
 
 STX, CR = 0x02, 0x0D
 BODY = 17  # STX + 3 status + 6 weight + 6 tare + CR
@@ -138,6 +145,11 @@ class ToledoParser:
         )
 
 
+def plan_line(weight_point: str, tare_point: str | None) -> str:
+    """What one poll takes from the stream (``metrogate plan``)."""
+    return f"continuous stream → {weight_point}, {tare_point or '-'}"
+
+
 class ToledoDriver(StreamListener):
     """A continuous-output scale owning its serial line. Points: ``weight`` and ``tare``."""
 
@@ -201,7 +213,7 @@ class ToledoDriver(StreamListener):
         return samples
 
     def describe_plan(self) -> list[str]:
-        return [f"continuous stream → {self._weight_point}, {self._tare_point or '-'}"]
+        return [plan_line(self._weight_point, self._tare_point)]
 
     def identity(self) -> dict[str, str]:
         return {}

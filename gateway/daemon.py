@@ -199,7 +199,7 @@ class Gateway:
         """The device tasks; rebuilt with reopened drivers when a reload is applied."""
         while True:
             async with AsyncExitStack() as stack:
-                drivers = await build_drivers(self.config, stack, clock=self.clock)
+                drivers = await build_drivers(self.loaded, stack, clock=self.clock)
                 self.pollers, self.metrology = {}, {}
                 self._build_pollers(drivers)
                 self._devices_up.set()

@@ -30,6 +30,10 @@ are recomputed, and register reads are slices of a ready big-endian byte image,
 so one core answers well over 5,000 requests/s of 125 registers.
 
 Faults are set per unit at runtime through :attr:`ModbusTcpSimulator.faults`.
+
+:func:`serve_modbus_tcp` is the simulator factory of the ``modbus_tcp`` driver kind
+(:mod:`simulators.factory`): the devices of a gateway config, one server per
+``host:port``.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 from drivers.base import Value
 from drivers.modbus_codec import (
@@ -53,6 +58,7 @@ from drivers.modbus_codec import (
     engineering,
     raw_from_engineering,
 )
+from simulators.factory import ModbusDeviceLike, Served, modbus_generators
 from simulators.values import Constant, Generator
 
 __all__ = [
@@ -60,6 +66,7 @@ __all__ = [
     "ModbusTcpSimulator",
     "SimPoint",
     "SimulatorError",
+    "serve_modbus_tcp",
 ]
 
 log = logging.getLogger(__name__)
@@ -619,3 +626,40 @@ def _build_unit(
             ) from exc
     unit.live = [s for s in slots.values() if not isinstance(s.generator, Constant)]
     return unit
+
+
+class ModbusTcpDeviceLike(ModbusDeviceLike, Protocol):
+    """A ``modbus_tcp`` device config as :func:`serve_modbus_tcp` reads (and re-points) it."""
+
+    host: str
+    port: int
+
+
+@asynccontextmanager
+async def serve_modbus_tcp(
+    devices: Sequence[ModbusTcpDeviceLike], *, free_ports: bool = False
+) -> AsyncIterator[list[Served]]:
+    """Serve ``devices`` on 127.0.0.1: devices sharing a ``host:port`` share one server
+    (one unit each), as behind a Modbus TCP gateway. Points follow their ``sim:``;
+    configured holes answer exception 02. With ``free_ports`` each server binds a free
+    port and its devices' ``host``/``port`` are pointed at it."""
+    groups: dict[tuple[str, int], list[ModbusTcpDeviceLike]] = {}
+    for dev in devices:
+        groups.setdefault((dev.host, dev.port), []).append(dev)
+    served: list[Served] = []
+    async with AsyncExitStack() as stack:
+        for (_host, port), devs in groups.items():
+            units = {d.unit: [SimPoint(s, g) for s, g in modbus_generators(d)] for d in devs}
+            holes = {d.unit: [(h.table, h.start, h.end + 1) for h in d.holes] for d in devs}
+            sim = ModbusTcpSimulator(
+                units,
+                port=0 if free_ports else port,
+                holes=holes,
+                name="+".join(d.id for d in devs),
+            )
+            await stack.enter_async_context(sim)
+            if free_ports:
+                for d in devs:
+                    d.host, d.port = "127.0.0.1", sim.port
+            served.append(Served(f"127.0.0.1:{sim.port}", tuple(d.id for d in devs), sim))
+        yield served

@@ -12,20 +12,27 @@ the gateway reads with. Faults are switched on per slave/meter at any time with
 * ``NOISE`` — garbage bytes before the reply; ``WRONG_SLAVE`` — the reply carries
   another address; ``UNSTABLE`` / ``OVERLOAD`` / ``UNDERLOAD`` / ``BUSY`` — balance
   and scale states; ``NO_DATA`` — the meter refuses every DI.
+
+The line factories at the end (:func:`modbus_rtu_line`, :func:`modbus_ascii_line`,
+:func:`mtsics_line`, :func:`toledo_line`, :func:`dlt645_line`) are the simulator
+factories of the serial driver kinds (:mod:`simulators.factory`): the devices of one
+bus of a gateway config → the responder for that bus.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 from drivers import dlt645
 from drivers.base import Value
-from drivers.modbus_codec import PointSpec, Table, encode
+from drivers.modbus_codec import PointSpec, Table, encode, raw_from_engineering
 from drivers.modbus_serial import FUNCTION_CODES, ascii_frame, crc16, lrc, rtu_frame
 from drivers.toledo import encode_frame
+from simulators.factory import LineSim, ModbusDeviceLike, modbus_generators
 from simulators.pty import Emit
 
 __all__ = [
@@ -36,6 +43,11 @@ __all__ = [
     "RtuBusSim",
     "RtuSlave",
     "ToledoSim",
+    "dlt645_line",
+    "modbus_ascii_line",
+    "modbus_rtu_line",
+    "mtsics_line",
+    "toledo_line",
 ]
 
 NOISE = b"\x00\xff\x13\x87\x95\xaa"
@@ -432,3 +444,121 @@ class AsciiInstrumentSim:
         if Fault.NOISE in self.faults:
             out = bytes(self._rng.randrange(256) for _ in range(5)) + out
         return out
+
+
+# -- line factories: the devices of one bus → its responder ---------------------------------
+
+
+def _modbus_line(devices: Sequence[ModbusDeviceLike], framing: Literal["rtu", "ascii"]) -> LineSim:
+    slaves: dict[int, RtuSlave] = {}
+    generators = []
+    for d in devices:
+        points = modbus_generators(d)
+        slave = slaves[d.unit] = RtuSlave([spec for spec, _ in points])
+        generators += [(slave, spec, gen) for spec, gen in points]
+        # as the TCP simulator: addresses between points read as zero (a planner that
+        # bridges gaps gets an answer), the device's holes answer exception 02
+        holes = [(h.table, range(h.start, h.end + 1)) for h in d.holes]
+        for table, cells in slave.words.items():
+            for a in range(max(cells, default=-1) + 1):
+                if not any(t is table and a in r for t, r in holes):
+                    cells.setdefault(a, 0)
+
+    def update(t: float) -> None:
+        for slave, spec, gen in generators:
+            slave.set(spec.id, raw_from_engineering(spec, gen.value(t)))
+
+    update(0.0)
+    return RtuBusSim(slaves, framing=framing), update
+
+
+def modbus_rtu_line(devices: Sequence[ModbusDeviceLike]) -> LineSim:
+    """Modbus RTU slaves, one per device (by ``unit``); points follow their ``sim:``."""
+    return _modbus_line(devices, "rtu")
+
+
+def modbus_ascii_line(devices: Sequence[ModbusDeviceLike]) -> LineSim:
+    """Modbus ASCII slaves, one per device (by ``unit``); points follow their ``sim:``."""
+    return _modbus_line(devices, "ascii")
+
+
+class _WithUnit(Protocol):
+    @property
+    def unit(self) -> str | None: ...
+
+
+class BalanceLike(Protocol):
+    """An ``mtsics`` device config as :func:`mtsics_line` reads it."""
+
+    @property
+    def points(self) -> Sequence[_WithUnit]: ...
+
+
+def mtsics_line(devices: Sequence[BalanceLike]) -> LineSim:
+    """A balance showing about 100 g (in the unit of the device's point, if set)."""
+    balance = MtSicsSim(weight=100.0, unit=devices[0].points[0].unit or "g")
+
+    def update(t: float) -> None:
+        balance.weight = round(100.0 + 0.05 * math.sin(t / 3), 2)
+
+    return balance, update
+
+
+class ScaleLike(Protocol):
+    """A ``toledo_continuous`` device config as :func:`toledo_line` reads it."""
+
+    @property
+    def checksum(self) -> bool: ...
+
+
+def toledo_line(devices: Sequence[ScaleLike]) -> LineSim:
+    """A scale streaming 12.34 kg."""
+    return ToledoSim(weight=12.34, checksum=devices[0].checksum), lambda t: None
+
+
+class _WithDi(Protocol):
+    @property
+    def di(self) -> str: ...
+
+
+class MeterLike(Protocol):
+    """A ``dlt645`` device config as :func:`dlt645_line` reads it."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def points(self) -> Sequence[_WithDi]: ...
+
+
+def dlt645_line(devices: Sequence[MeterLike]) -> LineSim:
+    """One meter per device (by ``address``) with a growing energy count and plausible
+    voltage, current, power, power factor and frequency."""
+    meter = Dlt645Sim({d.address: {int(p.di, 16): 0 for p in d.points} for d in devices})
+
+    def update(t: float) -> None:
+        for values in meter.values.values():
+            for di in values:
+                values[di] = _meter_value(di, t)
+
+    update(0.0)
+    return meter, update
+
+
+def _meter_value(di: int, t: float) -> int:
+    """BCD digits of a plausible single-phase meter reading at time ``t``."""
+    current = 5000 + int(500 * math.sin(t / 7))  # XXX.XXX A
+    match di:
+        case 0x00010000:  # forward active energy, XXXXXX.XX kWh
+            return 123456 + int(t * 10)
+        case 0x02010100:  # phase-A voltage, XXX.X V
+            return 2300 + int(20 * math.sin(t / 5))
+        case 0x02020100:
+            return current
+        case 0x02030000:  # active power, XX.XXXX kW
+            return current * 23 // 100 * 10
+        case 0x02060000:  # power factor, X.XXX
+            return 985
+        case 0x02800002:  # frequency, XX.XX Hz
+            return 5000 + int(3 * math.sin(t))
+    return 3  # reverse energy and tamper counters: small and steady

@@ -4,8 +4,9 @@ Each enabled device gets its own :class:`DevicePoller` task that polls on the
 monotonic clock, turns samples into readings, runs calibration and rules (plain
 function calls), and hands the result to ``emit`` — the daemon's outbox put. No
 waiting on the network; a failing device backs off with jitter and never delays
-another device. Instrument identity and tamper counters go to the audit trail
-through the ``on_identity``/``on_tamper`` callbacks when they change.
+another device. Instrument identity and tamper counters (the points the device's
+driver kind declares as evidence) go to the audit trail through the
+``on_identity``/``on_tamper`` callbacks when they change.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
 from drivers.cancel import reraise_pending_cancel
 from gateway.acquisition.clock import flag_if_unsynchronised
+from gateway.config.registry import KINDS
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.wire.reading import Reading, to_wire
 
@@ -93,7 +95,7 @@ class DevicePoller:
         self.on_alarm_change = on_alarm_change
         self.on_identity = on_identity
         self.on_tamper = on_tamper
-        self.tamper_points = tamper_points(device)
+        self.tamper_points = KINDS[device.driver].evidence(device)
         self._identity: dict[str, str] = {}
         self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
         self.rng = rng or random.Random()
@@ -206,17 +208,3 @@ class DevicePoller:
         self.health.state = "ok"
         self._failures_in_row = 0
         self.health.last_ok_us = self.clock()
-
-
-TAMPER_DIS = ("03300D00", "03300E00", "03300000", "03300400", "03110000")
-"""DL/T 645 counters that are evidence of tampering: covers opened, programming,
-clock set, power down."""
-
-
-def tamper_points(device: Any) -> set[str]:
-    """Points of ``device`` whose values are tamper counters (audit-trail material)."""
-    return {
-        str(p.id)
-        for p in getattr(device, "points", [])
-        if str(getattr(p, "di", "")).upper() in TAMPER_DIS
-    }

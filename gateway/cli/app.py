@@ -111,16 +111,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     async def show() -> None:
         from gateway.acquisition.build import build_drivers
+        from gateway.config.registry import KINDS
 
         async with AsyncExitStack() as stack:
-            drivers = await build_drivers(loaded.config, stack)
+            drivers = await build_drivers(loaded, stack)  # for their endpoints: nothing opens
             total = 0
             for dev in loaded.config.devices:
                 drv = drivers.get(dev.id)
                 if drv is None:
                     print(f"{dev.id}: disabled")
                     continue
-                lines = drv.describe_plan()
+                lines = KINDS[dev.driver].describe(dev, loaded.plans[dev.id])
                 total += len(lines)
                 npoints = len(getattr(dev, "points", []) or [])
                 print(
@@ -155,7 +156,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         out: list[dict[str, Any]] = []
         instruments = {i.id: i for i in cfg.instruments}
         async with AsyncExitStack() as stack:
-            drivers = await build_drivers(cfg, stack, only=args.device)
+            drivers = await build_drivers(loaded, stack, only=args.device)
             for dev in cfg.devices:
                 if dev.id not in drivers:
                     continue

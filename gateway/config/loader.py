@@ -1,8 +1,9 @@
 """A gateway config file → validated :class:`~gateway.config.schema.Config`, every problem located.
 
 On top of :mod:`gateway.common.yamlconf` (located YAML, ``${ENV}`` and ``${file:}``
-secrets, all problems at once), this expands device profiles, runs the
-cross-checks of :mod:`gateway.config.checks`, and loads compactly in a child
+secrets, all problems at once), this expands device profiles, compiles each
+device's read plan once (by its driver kind, :mod:`gateway.config.registry`), runs
+the cross-checks of :mod:`gateway.config.checks`, and loads compactly in a child
 process for the daemon. Nothing is started before this passes.
 """
 
@@ -11,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ class LoadedConfig:
     parameters: bytes | None = None
     """What ``load_config_compact(..., parameters=f)`` computed as ``f(config)`` while
     loading (the audit trail's canonical parameter set); None when not asked for."""
+    plans: Mapping[str, Any] = field(default_factory=dict)
+    """Each device's read plan by device id, compiled once while checking (its kind's
+    ``plan``); the drivers are built with these. Plain data: it is pickled from the
+    loading child like the rest."""
 
 
 SHIPPED_PROFILES = Path(__file__).resolve().parent / "profiles"
@@ -188,7 +193,7 @@ def _anchor_paths(config: Config, base: Path) -> None:
 
 def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     """Read, validate and cross-check a config file; raise :class:`ConfigError`."""
-    from gateway.config.checks import cross_checks
+    from gateway.config.checks import compile_plans, cross_checks
 
     cfg_path = Path(path)
     errors: list[Problem] = []
@@ -198,7 +203,9 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     config = validate(Config, data, where, errors)
     _anchor_paths(config, cfg_path.resolve().parent)
     warnings: list[Problem] = []
-    for p, message, severity in cross_checks(config, today=today):
+    plans, findings = compile_plans(config.devices)
+    findings += cross_checks(config, plans, today=today)
+    for p, message, severity in findings:
         f, line, col = where.at(p)
         (errors if severity == "error" else warnings).append(
             Problem(f, line, col, dotted(p), message, severity)
@@ -207,7 +214,7 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
         errors.sort(key=lambda e: (e.file, e.line, e.col))
         raise ConfigError(errors)
     digest = hashlib.sha256(cfg_path.read_bytes()).hexdigest()
-    return LoadedConfig(config, cfg_path, digest, warnings)
+    return LoadedConfig(config, cfg_path, digest, warnings, plans=plans)
 
 
 def share_equal_values(model: BaseModel) -> None:

@@ -1,7 +1,8 @@
 """The configuration model: what a metrogate YAML file may say (pydantic v2).
 
 Every model forbids unknown keys, so a misspelt key is an error with its location,
-not a silent default. Devices are a discriminated union on ``driver``. Cross-object
+not a silent default. Devices are a discriminated union on ``driver`` of the models
+of the driver kinds in :mod:`gateway.config.registry`. Cross-object
 checks (duplicate ids, overlapping registers, timeouts, port claims) live in
 :mod:`gateway.config.checks`; this module only checks what one object can know.
 The JSON Schema generated from these models is ``config/metrogate.schema.json``.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
     ByteSize,
@@ -21,10 +22,12 @@ from pydantic import (
 )
 
 from gateway.common.types import Duration
+from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import InstrumentConfig
-from gateway.config.models.modbus import Ident, ModbusTcpDevice, Strict
-from gateway.config.models.serial import BusConfig, SerialDeviceConfig
+from gateway.config.models.modbus import Ident, Strict
+from gateway.config.models.serial import BusConfig
 from gateway.config.ops import OpsConfig
+from gateway.config.registry import device_union
 from gateway.wire.keys import PRIVATE_KEY_NAME
 
 
@@ -115,7 +118,12 @@ class SigningConfig(Strict):
     )
 
 
-Device = Annotated[ModbusTcpDevice | SerialDeviceConfig, Field(discriminator="driver")]
+if TYPE_CHECKING:
+    # mypy cannot follow a union built at run time: statically a device is what every
+    # kind's model has in common
+    Device = DeviceFields
+else:
+    Device = device_union()
 
 
 class LogConfig(Strict):

@@ -11,7 +11,8 @@ from pydantic import TypeAdapter, ValidationError
 from drivers.ascii_generic import AsciiDriver, AsciiSpec, parse_line
 from drivers.base import DeviceTimeout, Quality, Reason
 from drivers.serial_line import LineSettings, SerialBus
-from gateway.config.models.serial import AsciiDevice, SerialDeviceConfig
+from gateway.config.models.serial import AsciiDevice
+from gateway.config.registry import device_union
 from simulators.pty import SimLine
 from simulators.serial_instruments import AsciiInstrumentSim, Fault
 
@@ -76,7 +77,7 @@ async def test_streaming_instrument_with_noise() -> None:
 
 
 def test_config_model() -> None:
-    adapter: TypeAdapter[SerialDeviceConfig] = TypeAdapter(SerialDeviceConfig)
+    adapter: TypeAdapter[object] = TypeAdapter(device_union())
     dev = adapter.validate_python(
         {
             "driver": "ascii",

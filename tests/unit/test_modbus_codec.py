@@ -21,7 +21,7 @@ from drivers.modbus_codec import (
     engineering,
     raw_from_engineering,
 )
-from drivers.modbus_common import decode_request
+from drivers.modbus_common import PlanExecutor, decode_request
 from drivers.modbus_plan import Request
 
 ORDERS = list(Order)
@@ -361,3 +361,30 @@ def test_block_decoder_agrees_with_decode(
         if isinstance(slow, float) and math.isnan(slow)
         else fast == slow
     )
+
+
+# -- compiled requests belong to their driver ----------------------------------------------
+
+
+def test_decoding_leaves_no_state_in_the_module() -> None:
+    """Compiled requests live in the driver that sends them: decoding request after
+    request (as every reload brings new ones) grows no table of the module."""
+    import drivers.modbus_common as common
+
+    def tables() -> dict[str, int]:
+        return {
+            name: len(value)
+            for name, value in vars(common).items()
+            if isinstance(value, dict | list | set) and not name.startswith("__")
+        }
+
+    points = (spec(DataType.FLOAT32), PointSpec("q", Table.HOLDING, 2, DataType.UINT16, scale=0.5))
+    words = [0x4148, 0x0000, 10]
+    decode_request(Request(Table.HOLDING, 0, 3, points), words, 0)  # shared per-type decoders
+    before = tables()
+    for n in range(50):
+        req = Request(Table.HOLDING, 0, 3, points)
+        assert decode_request(req, words, n)[1].value == 5.0
+        executor = PlanExecutor("dev", "tcp://x", 1, [req], timeout=1.0)
+        assert executor.compiled[0].decode(words, n)[0].value == pytest.approx(12.5)
+    assert tables() == before

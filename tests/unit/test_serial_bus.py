@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -14,12 +16,11 @@ from drivers.modbus_codec import DataType, PointSpec, Table
 from drivers.modbus_plan import plan
 from drivers.modbus_serial import ModbusSerialDriver
 from drivers.serial_line import LineSettings, Quarantined, SerialBus, t35, wire_time
-from gateway.config.models.serial import (
-    BusConfig,
-    SerialDeviceConfig,
-    build_serial_drivers,
-    cross_check,
-)
+from gateway.acquisition.build import build_drivers
+from gateway.config.checks import compile_plans, serial_line_checks
+from gateway.config.loader import load_config
+from gateway.config.models.serial import BusConfig
+from gateway.config.registry import device_union
 from simulators.pty import Emit, SimLine
 from simulators.serial_instruments import Fault, RtuBusSim, RtuSlave
 
@@ -138,7 +139,14 @@ async def test_port_unplugged_and_back(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- config
 
-_Devices: TypeAdapter[list[SerialDeviceConfig]] = TypeAdapter(list[SerialDeviceConfig])
+_Devices: TypeAdapter[list[Any]] = TypeAdapter(list[device_union()])
+
+
+def cross_check(buses: list[BusConfig], devices: list[Any]) -> list[tuple[Any, str]]:
+    """The serial-line problems of ``devices`` on ``buses``, their plans compiled first."""
+    plans, problems = compile_plans(devices)
+    assert problems == []
+    return serial_line_checks(buses, devices, plans)
 
 
 def _rtu(id_: str, unit: int, poll: float = 1.0, bus: str = "rs485") -> dict[str, object]:
@@ -193,14 +201,23 @@ def test_bus_config_rejects_bad_keys() -> None:
     )
 
 
-async def test_build_serial_drivers_shares_one_bus() -> None:
+async def test_drivers_on_one_bus_share_its_owner(tmp_path: Path) -> None:
     twenty = [PointSpec(f"r{i}", Table.HOLDING, i, DataType.UINT16) for i in range(20)]
     sim = RtuBusSim({u: RtuSlave(twenty, {"r0": u}) for u in (1, 2)})
     with SimLine(sim) as line:
-        buses = [BusConfig(id="b", port=line.path, baudrate=115200, timeout=0.2)]
-        devices = _Devices.validate_python([_rtu("a", 1, bus="b"), _rtu("c", 2, bus="b")])
-        assert cross_check(buses, devices) == []
-        async with build_serial_drivers(buses, devices) as drivers:
+        points = ", ".join(
+            ["{id: p, ref: 40001}"] + [f"{{id: p{i}, ref: {40001 + i}}}" for i in range(1, 20)]
+        )
+        path = tmp_path / "gw.yaml"
+        path.write_text(
+            "gateway: {id: gw, site: s}\n"
+            f"buses: [{{id: b, port: {line.path}, baudrate: 115200, timeout: 0.2}}]\n"
+            "devices:\n"
+            f"  - {{id: a, driver: modbus_rtu, bus: b, unit: 1, points: [{points}]}}\n"
+            f"  - {{id: c, driver: modbus_rtu, bus: b, unit: 2, points: [{points}]}}\n"
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            drivers = await build_drivers(load_config(path), stack)
             assert set(drivers) == {"a", "c"}
             a = await drivers["a"].read()
             c = await drivers["c"].read()
@@ -208,4 +225,5 @@ async def test_build_serial_drivers_shares_one_bus() -> None:
                 "rtu unit 1: holding 0..19 (20 registers): "
                 + ", ".join(["p"] + [f"p{i}" for i in range(1, 20)])
             ]
+            assert drivers["a"]._bus is drivers["c"]._bus  # one owner for the line
     assert a[0].value == 1 and c[0].value == 2

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from drivers.modbus_codec import DataType, Order, PointSpec, Table
 from drivers.modbus_common import point_types_ok
 from gateway.common.types import Duration
-from gateway.config.models.metrology import DeviceMetrologyFields, PointMetrologyFields
+from gateway.config.models.device import DeviceFields
+from gateway.config.models.metrology import PointMetrologyFields
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 """An id that is safe as one MQTT topic level and one InfluxDB tag value."""
@@ -129,7 +130,7 @@ class ModbusPoint(PointMetrologyFields):
         )
 
 
-class ModbusTcpDevice(DeviceMetrologyFields):
+class ModbusTcpDevice(DeviceFields):
     model_config = ConfigDict(extra="forbid")
 
     driver: Literal["modbus_tcp"]

@@ -1,35 +1,29 @@
 """Configuration of serial lines (``buses:``) and the devices on them.
 
-One :class:`BusConfig` per physical port; every serial device names its bus. The
-device models (``driver:`` ``modbus_rtu``, ``modbus_ascii``, ``mtsics``,
-``toledo_continuous``, ``ascii``, ``dlt645``) join the main ``devices:``
-discriminated union as :data:`SerialDeviceConfig`. Checks that span several
-objects (unknown bus, two claims on one port, a poll the line cannot carry) are
-in :func:`cross_check`, which returns located problems instead of raising.
-:func:`build_serial_drivers` turns validated models into running drivers that
-share one :class:`drivers.serial_line.SerialBus` per bus. See docs/serial.md.
+One :class:`BusConfig` per physical port; every serial device (:class:`SerialDevice`)
+names its bus. The device models (``driver:`` ``modbus_rtu``, ``modbus_ascii``,
+``mtsics``, ``toledo_continuous``, ``ascii``, ``dlt645``) are registered as driver
+kinds in :mod:`gateway.config.registry`, which puts them into the ``devices:``
+union, builds their drivers and declares their checks; checks that span several
+objects (unknown bus, two claims on one port, a poll the line cannot carry) are in
+:mod:`gateway.config.checks`. See docs/serial.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.ascii_generic import AsciiDriver, AsciiSpec
-from drivers.base import Clock, Driver, Quality, Reason, utc_now_us
-from drivers.dlt645 import DATA_ITEMS, DataItem, Dlt645Driver, Dlt645Point, encode_address
+from drivers.ascii_generic import AsciiSpec
+from drivers.base import Quality, Reason
+from drivers.dlt645 import DATA_ITEMS, DataItem, Dlt645Point, encode_address
 from drivers.modbus_codec import Order, PointSpec
-from drivers.modbus_plan import Hole, Request, plan
-from drivers.modbus_serial import ModbusSerialDriver
-from drivers.mtsics import MtSicsDriver
-from drivers.serial_line import LineSettings, Rs485, SerialBus, wire_time
-from drivers.toledo import ToledoDriver
+from drivers.serial_line import LineSettings, Rs485
 from gateway.common.types import Duration
-from gateway.config.models.metrology import DeviceMetrologyFields, PointMetrologyFields
+from gateway.config.models.device import DeviceFields
+from gateway.config.models.metrology import PointMetrologyFields
 from gateway.config.models.modbus import HoleConfig, Ident, ModbusPoint, Strict
 
 __all__ = [
@@ -38,15 +32,11 @@ __all__ = [
     "Dlt645Device",
     "ModbusAsciiDevice",
     "ModbusRtuDevice",
+    "ModbusSerialDevice",
     "MtSicsDevice",
-    "SerialDeviceConfig",
+    "SerialDevice",
     "ToledoDevice",
-    "build_serial_drivers",
-    "cross_check",
-    "sweep_wire_time",
 ]
-
-Problem = tuple[tuple[str | int, ...], str]
 
 
 class Rs485Config(Strict):
@@ -106,7 +96,10 @@ class BusConfig(Strict):
         )
 
 
-class _SerialDevice(DeviceMetrologyFields):
+class SerialDevice(DeviceFields):
+    """What every device on a serial line has: its bus, and a reply timeout defaulting to
+    the bus's."""
+
     id: Ident
     enabled: bool = True
     description: str | None = None
@@ -116,7 +109,10 @@ class _SerialDevice(DeviceMetrologyFields):
     profile: str | None = Field(None, description="Device profile in config/profiles/ (by name).")
 
 
-class _ModbusSerial(_SerialDevice):
+class ModbusSerialDevice(SerialDevice):
+    """A Modbus slave on a serial line (RTU or ASCII framing): the Modbus TCP device's
+    points and planner settings, reached through a bus."""
+
     unit: int = Field(1, ge=1, le=247, description="Modbus slave address.")
     order: Order = Field(Order.ABCD, description="Default byte/word order of the device.")
     max_gap: int = Field(10, ge=0, le=124)
@@ -128,22 +124,12 @@ class _ModbusSerial(_SerialDevice):
     def specs(self) -> list[PointSpec]:
         return [p.point_spec(self.order) for p in self.points]
 
-    def requests(self) -> list[Request]:
-        holes = [Hole(h.table, h.start, h.end + 1) for h in self.holes]
-        return plan(
-            self.specs(),
-            max_registers=self.max_registers,
-            max_bits=self.max_bits,
-            max_gap=self.max_gap,
-            holes=holes,
-        )
 
-
-class ModbusRtuDevice(_ModbusSerial):
+class ModbusRtuDevice(ModbusSerialDevice):
     driver: Literal["modbus_rtu"]
 
 
-class ModbusAsciiDevice(_ModbusSerial):
+class ModbusAsciiDevice(ModbusSerialDevice):
     driver: Literal["modbus_ascii"]
 
 
@@ -154,7 +140,7 @@ class ScalePoint(PointMetrologyFields):
     description: str | None = None
 
 
-class MtSicsDevice(_SerialDevice):
+class MtSicsDevice(SerialDevice):
     driver: Literal["mtsics"]
     command: Literal["S", "SI"] = Field(
         "S", description="S: wait for a stable weight; SI: weight now (may be dynamic)."
@@ -170,7 +156,7 @@ class MtSicsDevice(_SerialDevice):
         return self
 
 
-class ToledoDevice(_SerialDevice):
+class ToledoDevice(SerialDevice):
     driver: Literal["toledo_continuous"]
     checksum: bool = Field(True, description="Frames end with the checksum byte.")
     points: list[ScalePoint] = Field(
@@ -213,7 +199,7 @@ class AsciiPoint(PointMetrologyFields):
     description: str | None = None
 
 
-class AsciiDevice(_SerialDevice):
+class AsciiDevice(SerialDevice):
     driver: Literal["ascii"]
     request: str | None = Field(
         None, description='Text sent each poll (YAML escapes: "R\\r\\n"); omit for streaming.'
@@ -296,7 +282,7 @@ class Dlt645PointConfig(PointMetrologyFields):
         return Dlt645Point(self.id, di, item, self.scale, self.offset)
 
 
-class Dlt645Device(_SerialDevice):
+class Dlt645Device(SerialDevice):
     driver: Literal["dlt645"]
     address: str = Field(description="Meter address: 12 decimal digits as printed on the meter.")
     preamble: int = Field(4, ge=0, le=4, description="FE bytes sent before each request.")
@@ -310,191 +296,3 @@ class Dlt645Device(_SerialDevice):
             text = text.zfill(12)
         encode_address(text)
         return text
-
-
-SerialDeviceConfig = (
-    ModbusRtuDevice | ModbusAsciiDevice | MtSicsDevice | ToledoDevice | AsciiDevice | Dlt645Device
-)
-"""Every serial device model; the main config's ``devices:`` union includes these."""
-
-_SERIAL = (
-    ModbusRtuDevice,
-    ModbusAsciiDevice,
-    MtSicsDevice,
-    ToledoDevice,
-    AsciiDevice,
-    Dlt645Device,
-)
-
-
-def _streaming(d: object) -> bool:
-    return isinstance(d, ToledoDevice) or (isinstance(d, AsciiDevice) and d.request is None)
-
-
-def sweep_wire_time(device: object, bus: BusConfig) -> float:
-    """Least line time one poll of ``device`` takes (frames on the wire and gaps)."""
-    s = bus.settings()
-    if isinstance(device, ModbusRtuDevice | ModbusAsciiDevice):
-        total = 0.0
-        factor = 2 if isinstance(device, ModbusAsciiDevice) else 1
-        for r in device.requests():
-            data = (r.count + 7) // 8 if r.table.is_bit else 2 * r.count
-            extra = 3 if factor == 2 else 0  # ':' CR LF, LRC replaces CRC
-            total += wire_time(factor * 8 + extra, factor * (5 + data) + extra, s)
-        return total
-    if isinstance(device, Dlt645Device):
-        return sum(
-            wire_time(16 + device.preamble, 4 + 12 + 4 + p.point().item.length, s)
-            for p in device.points
-        )
-    if isinstance(device, MtSicsDevice):
-        return wire_time(4, 20, s)
-    if isinstance(device, AsciiDevice) and device.request is not None:
-        return wire_time(len(device.request), 32, s)
-    return 0.0
-
-
-_MODBUS_SERIAL = (ModbusRtuDevice, ModbusAsciiDevice)
-
-
-def cross_check(buses: Sequence[BusConfig], devices: Sequence[object]) -> list[Problem]:
-    """Problems between buses and serial devices; ``devices`` is the whole ``devices:`` list
-    (non-serial entries are skipped, indices stay those of the file)."""
-    problems: list[Problem] = []
-    by_id: dict[str, int] = {}
-    by_port: dict[str, int] = {}
-    for i, b in enumerate(buses):
-        if b.id in by_id:
-            problems.append((("buses", i, "id"), f"bus id {b.id!r} is already used"))
-        by_id.setdefault(b.id, i)
-        if b.port in by_port:
-            other = buses[by_port[b.port]]
-            what = "with different line settings" if other.settings() != b.settings() else "too"
-            problems.append(
-                (("buses", i, "port"), f"port {b.port} is already claimed by bus {other.id!r} "
-                 f"{what}: one owner per port — put all its devices on one bus")
-            )  # fmt: skip
-        by_port.setdefault(b.port, i)
-        if b.max_backoff < b.backoff:
-            problems.append((("buses", i, "max_backoff"), "max_backoff must be ≥ backoff"))
-    members: dict[str, list[tuple[int, object]]] = {}
-    for j, d in enumerate(devices):
-        if not isinstance(d, _SERIAL) or not d.enabled:
-            continue
-        if d.bus not in by_id:
-            known = ", ".join(sorted(by_id)) or "none defined"
-            problems.append((("devices", j, "bus"), f"unknown bus {d.bus!r} (buses: {known})"))
-            continue
-        members.setdefault(d.bus, []).append((j, d))
-    for bus_id, group in members.items():
-        bus = buses[by_id[bus_id]]
-        streaming = [j for j, d in group if _streaming(d)]
-        if streaming and len(group) > 1:
-            for j in streaming:
-                problems.append(
-                    (("devices", j, "bus"), f"a streaming instrument needs bus {bus_id!r} to "
-                     "itself, but other devices are on it")
-                )  # fmt: skip
-        framings = {type(d).__name__: j for j, d in group if isinstance(d, _MODBUS_SERIAL)}
-        if len(framings) > 1:
-            j = max(framings.values())
-            problems.append(
-                (("devices", j, "driver"), f"bus {bus_id!r} mixes Modbus RTU and Modbus ASCII: "
-                 "every device on one serial line must use the same transmission mode")
-            )  # fmt: skip
-        seen: dict[tuple[str, str], int] = {}
-        for j, d in group:
-            key: tuple[str, str] | None = None
-            if isinstance(d, ModbusRtuDevice | ModbusAsciiDevice):
-                key = ("unit", str(d.unit))
-            elif isinstance(d, Dlt645Device):
-                key = ("address", d.address)
-            elif isinstance(d, MtSicsDevice):
-                key = ("mtsics", "")
-            if key is None:
-                continue
-            if key in seen:
-                problems.append(
-                    (("devices", j, key[0] if key[0] != "mtsics" else "bus"),
-                     f"same {key[0]} as devices[{seen[key]}] on bus {bus_id!r}: replies "
-                     "could not be told apart")
-                )  # fmt: skip
-            seen.setdefault(key, j)
-        sweep = 0.0
-        load = 0.0
-        for _, d in group:
-            assert isinstance(d, _SerialDevice)
-            t = sweep_wire_time(d, bus)
-            sweep += t
-            load += t / d.poll if d.poll > 0 else float("inf")
-        if load > 1.0:
-            for j, d in group:
-                assert isinstance(d, _SerialDevice)
-                if d.poll < sweep:
-                    problems.append(
-                        (("devices", j, "poll"),
-                         f"the devices on bus {bus_id!r} need at least {sweep:.3f}s of wire time "
-                         f"per sweep at {bus.baudrate} baud ({load:.0%} of the line): a "
-                         f"{d.poll:g}s poll is impossible; poll slower, read fewer registers or "
-                         "raise the baud rate")
-                    )  # fmt: skip
-    return problems
-
-
-@contextlib.asynccontextmanager
-async def build_serial_drivers(
-    buses: Sequence[BusConfig], devices: Sequence[object], clock: Clock = utc_now_us
-) -> AsyncIterator[dict[str, Driver]]:
-    """One driver per enabled serial device, sharing one :class:`SerialBus` per bus.
-
-    Call after :func:`cross_check` found nothing. The buses belong to this context
-    (ports open lazily at the first transaction and close when it exits); the
-    drivers are returned *not entered*: the caller enters each one (streaming
-    drivers start their reader there) and exits it before this context ends.
-    """
-    async with contextlib.AsyncExitStack() as stack:
-        owners: dict[str, SerialBus] = {}
-        for b in buses:
-            owners[b.id] = await stack.enter_async_context(
-                SerialBus(
-                    b.settings(),
-                    failures_to_quarantine=b.quarantine_after,
-                    initial_backoff=b.backoff,
-                    max_backoff=b.max_backoff,
-                )
-            )
-        by_id = {b.id: b for b in buses}
-        drivers: dict[str, Driver] = {}
-        for d in devices:
-            if not isinstance(d, _SERIAL) or not d.enabled:
-                continue
-            bus, cfg = owners[d.bus], by_id[d.bus]
-            timeout = d.timeout if d.timeout is not None else cfg.timeout
-            drv: Driver
-            if isinstance(d, ModbusRtuDevice | ModbusAsciiDevice):
-                framing: Literal["rtu", "ascii"] = "rtu" if d.driver == "modbus_rtu" else "ascii"
-                drv = ModbusSerialDriver(
-                    d.id, bus, d.unit, d.requests(), framing=framing, timeout=timeout, clock=clock
-                )
-            elif isinstance(d, MtSicsDevice):
-                p = d.points[0]
-                drv = MtSicsDriver(
-                    d.id, bus, command=d.command, point=p.id, unit=p.unit, timeout=timeout,
-                    clock=clock,
-                )  # fmt: skip
-            elif isinstance(d, ToledoDevice):
-                weight = next(p for p in d.points if p.field == "weight")
-                tare = next((p for p in d.points if p.field == "tare"), None)
-                drv = ToledoDriver(
-                    d.id, bus, checksum=d.checksum, unit=weight.unit, weight_point=weight.id,
-                    tare_point=tare.id if tare else None, clock=clock,
-                )  # fmt: skip
-            elif isinstance(d, AsciiDevice):
-                drv = AsciiDriver(d.id, bus, d.ascii_spec(), timeout=timeout, clock=clock)
-            else:
-                drv = Dlt645Driver(
-                    d.id, bus, d.address, [p.point() for p in d.points], timeout=timeout,
-                    preamble=d.preamble, clock=clock,
-                )  # fmt: skip
-            drivers[d.id] = drv
-        yield drivers

@@ -1,0 +1,27 @@
+"""What every device model has, whatever its driver.
+
+Each driver kind's model (one per entry of :data:`gateway.config.registry.KINDS`)
+declares these fields itself — their order, defaults and descriptions are part of
+the JSON Schema — and inherits this class, so code that handles any device (the
+checks, the poller, the audit trail) can rely on them being there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.config.models.metrology import DeviceMetrologyFields
+
+__all__ = ["DeviceFields"]
+
+
+class DeviceFields(DeviceMetrologyFields):
+    """The fields of every device: its identity, its driver kind and its poll period."""
+
+    if TYPE_CHECKING:  # declared (with descriptions) by each model, in its own order
+        driver: str
+        id: str
+        enabled: bool
+        description: str | None
+        poll: float
+        profile: str | None

@@ -1,0 +1,550 @@
+"""The driver registry: the one table of driver kinds, as Telegraf has its plugin table.
+
+Every ``driver:`` a config may name is one entry of :data:`KINDS`, and the entry
+declares in one place everything the rest of metrogate needs to know about that kind:
+
+``model``
+    its config model (``gateway/config/models/``). The ``devices:`` discriminated
+    union of the config file is built from these (:func:`device_union`).
+``plan`` and ``describe``
+    the device's read plan, compiled once when the config is loaded (the loader
+    reports a :class:`PlanProblem` at its file:line:col) and carried on
+    :class:`~gateway.config.loader.LoadedConfig`; ``describe`` turns it into the
+    lines ``metrogate plan`` prints and the daemon logs at start.
+``build``
+    the driver object for one device, from the device and a :class:`BuildContext`
+    (compiled plan, clock, the bus owner of a serial device). It only constructs;
+    :mod:`gateway.acquisition.build` opens, runs and closes drivers.
+``checks``
+    what only this kind can check, over all its devices at once (Modbus overlaps,
+    two devices on one TCP endpoint).
+``serial``
+    for a device on a serial bus (:class:`SerialNeeds`): whether it streams (then it
+    needs the bus to itself), the address that tells its replies apart on the line,
+    the wire time of one poll, and the family whose members may not mix on one line.
+``evidence``
+    the points whose values belong in the audit trail (DL/T 645 tamper counters).
+``simulator``
+    ``"module:function"`` of its simulator factory (contracts in
+    :mod:`simulators.factory`). Only the composition root, :mod:`gateway.cli.simulate`,
+    resolves it: no gateway stage imports :mod:`simulators`.
+
+The registry lives in the config stage because the config schema is built from it,
+and the import rules put ``gateway.config`` below ``gateway.acquisition``. Nothing
+outside this module dispatches on a driver kind or tests a device model's class
+(``tests/unit/test_registry.py`` enforces it); docs/architecture.md says how to add
+a kind.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import Field
+
+from drivers.ascii_generic import AsciiDriver, AsciiSpec
+from drivers.ascii_generic import plan_line as ascii_plan_line
+from drivers.base import Clock, Driver
+from drivers.dlt645 import TAMPER_DIS, Dlt645Driver, Dlt645Point
+from drivers.dlt645 import plan_lines as dlt645_plan_lines
+from drivers.modbus_codec import DataType
+from drivers.modbus_common import plan_lines as modbus_plan_lines
+from drivers.modbus_plan import Hole, PlanError, Request, plan
+from drivers.modbus_serial import Framing, ModbusSerialDriver
+from drivers.modbus_tcp import ModbusTcpDriver
+from drivers.mtsics import MtSicsDriver
+from drivers.mtsics import plan_line as mtsics_plan_line
+from drivers.serial_line import LineSettings, SerialBus, wire_time
+from drivers.toledo import ToledoDriver
+from drivers.toledo import plan_line as toledo_plan_line
+from gateway.config.models.device import DeviceFields
+from gateway.config.models.modbus import ModbusPoint, ModbusTcpDevice
+from gateway.config.models.serial import (
+    AsciiDevice,
+    BusConfig,
+    Dlt645Device,
+    ModbusAsciiDevice,
+    ModbusRtuDevice,
+    ModbusSerialDevice,
+    MtSicsDevice,
+    ScalePoint,
+    SerialDevice,
+    ToledoDevice,
+)
+
+__all__ = [
+    "KINDS",
+    "BuildContext",
+    "BusAddress",
+    "DriverKind",
+    "Finding",
+    "PlanProblem",
+    "SerialNeeds",
+    "device_union",
+]
+
+D = TypeVar("D", bound=DeviceFields)
+S = TypeVar("S", bound=SerialDevice)
+P = TypeVar("P")
+
+Finding = tuple[tuple[str | int, ...], str, str]
+"""``(path in the file, message, "error" | "warning")``; the loader locates the path."""
+
+
+class PlanProblem(ValueError):
+    """A device's points cannot be planned. ``path`` is relative to the device
+    (``("points", 3, "address")``), so the loader can locate it in the file."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext(Generic[P]):
+    """What a builder gets besides the device: nothing global, everything passed in."""
+
+    plan: P
+    """The device's plan as compiled when the config was loaded."""
+    clock: Clock
+    bus: SerialBus | None = None
+    """The owner of the device's serial line (serial kinds only)."""
+    line: BusConfig | None = None
+    """The configuration of that line (serial kinds only)."""
+
+    def serial_bus(self) -> SerialBus:
+        """The bus owner; a serial kind's builder is never called without one."""
+        if self.bus is None:
+            raise RuntimeError("a serial driver is built without its bus owner")
+        return self.bus
+
+    def timeout(self, own: float | None) -> float:
+        """A serial device's reply timeout: its own, else its bus's."""
+        if own is not None:
+            return own
+        if self.line is None:
+            raise RuntimeError("a serial driver is built without its bus configuration")
+        return self.line.timeout
+
+
+@dataclass(frozen=True, slots=True)
+class BusAddress:
+    """Who answers on a serial line: two devices with equal ``(what, value)`` on one bus
+    could not be told apart. The problem is reported at the device's key ``key``."""
+
+    key: str
+    what: str
+    value: str
+
+
+def _never(device: object) -> bool:
+    return False
+
+
+def _anonymous(device: object) -> BusAddress | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SerialNeeds(Generic[S, P]):
+    """How a kind uses a serial bus (its model derives from :class:`SerialDevice`)."""
+
+    wire_time: Callable[[S, P, LineSettings], float]
+    """Least line time of one poll: frames and gaps (``drivers.serial_line.wire_time``)."""
+    address: Callable[[S], BusAddress | None] = _anonymous
+    streams: Callable[[S], bool] = _never
+    """Whether the instrument talks unasked; then it needs the bus to itself."""
+    family: str | None = None
+    """Kinds of one family must not share a line (one Modbus transmission mode per line)."""
+
+    def bus(self, device: S) -> str:
+        """The id of the bus the device names."""
+        return device.bus
+
+
+def _no_checks(devices: Sequence[tuple[int, Any]]) -> Iterable[Finding]:
+    return ()
+
+
+def _no_evidence(device: Any) -> frozenset[str]:
+    return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DriverKind(Generic[D, P]):
+    """One driver kind: what the config says, how it is checked, planned, built, simulated."""
+
+    name: str
+    """The ``driver:`` value (and the key in :data:`KINDS`)."""
+    title: str
+    """What people call the protocol, in messages ("Modbus RTU")."""
+    model: type[D]
+    plan: Callable[[D], P]
+    """Compile the device's read plan once; raise :class:`PlanProblem`. Plans are pickled
+    from the loading child process, so they are plain data."""
+    describe: Callable[[D, P], list[str]]
+    """One line per request of a poll, as the driver's ``describe_plan()`` prints them."""
+    build: Callable[[D, BuildContext[P]], Driver]
+    """Construct the device's driver (not open it) from the device and ``ctx.plan``."""
+    checks: Callable[[Sequence[tuple[int, D]]], Iterable[Finding]] = _no_checks
+    """Problems among this kind's devices, each given with its index in ``devices:``."""
+    serial: SerialNeeds[Any, P] | None = None
+    """None: the driver reaches its device itself (network)."""
+    evidence: Callable[[D], frozenset[str]] = _no_evidence
+    """Ids of the points whose values go to the audit trail when they change."""
+    simulator: str | None = None
+    """``"module:function"`` of the simulator factory; None: not simulated."""
+
+
+def device_union() -> Any:
+    """The type of one ``devices:`` item: every kind's model, told apart by ``driver``."""
+    models = [kind.model for kind in KINDS.values()]
+    return Annotated[functools.reduce(operator.or_, models), Field(discriminator="driver")]
+
+
+# -- Modbus (TCP, RTU, ASCII): one point model, one planner ---------------------------------
+
+ModbusPlan = tuple[Request, ...]
+ModbusDevice = ModbusTcpDevice | ModbusSerialDevice
+
+
+def _address_key(point: ModbusPoint) -> str:
+    """The key that placed a point: ``ref`` when it was given, else ``address``."""
+    return "ref" if point.ref is not None else "address"
+
+
+def _modbus_plan(device: ModbusDevice) -> ModbusPlan:
+    holes = [Hole(h.table, h.start, h.end + 1) for h in device.holes]
+    try:
+        requests = plan(
+            device.specs(),
+            max_registers=device.max_registers,
+            max_bits=device.max_bits,
+            max_gap=device.max_gap,
+            holes=holes,
+        )
+    except PlanError as exc:
+        j = next((j for j, p in enumerate(device.points) if p.id == exc.point), None)
+        path = ("points",) if j is None else ("points", j, _address_key(device.points[j]))
+        raise PlanProblem(path, str(exc)) from None
+    return tuple(requests)
+
+
+def _modbus_points(devices: Sequence[tuple[int, ModbusDevice]]) -> Iterator[Finding]:
+    """A device without points; two points on one register (except two bits of it)."""
+    for i, dev in devices:
+        if not dev.points:
+            yield ("devices", i, "points"), "a Modbus device needs at least one point", "error"
+            continue
+        specs = dev.specs()
+        for a in range(len(specs)):
+            for b in range(a):
+                pa, pb = specs[a], specs[b]
+                if pa.table is not pb.table or pa.address >= pb.end or pb.address >= pa.end:
+                    continue
+                bits = pa.type is DataType.BOOL and pb.type is DataType.BOOL
+                if bits and pa.bit is not None and pb.bit is not None and pa.bit != pb.bit:
+                    continue  # two bits of one register
+                yield (
+                    ("devices", i, "points", a, _address_key(dev.points[a])),
+                    f"{pa.table.value} {pa.address}..{pa.end - 1} overlaps point {pb.id!r} "
+                    f"({pb.address}..{pb.end - 1})",
+                    "error",
+                )
+
+
+def _modbus_tcp_checks(devices: Sequence[tuple[int, ModbusTcpDevice]]) -> Iterator[Finding]:
+    """The points of each device; one unit per ``host:port`` and unit; one framing per port."""
+    yield from _modbus_points(devices)
+    claims: dict[tuple[str, int, int], int] = {}
+    framing: dict[tuple[str, int], tuple[str, int]] = {}
+    for i, dev in devices:
+        key = (dev.host, dev.port, dev.unit)
+        if key in claims:
+            yield (
+                ("devices", i, "unit"),
+                f"{dev.host}:{dev.port} unit {dev.unit} is already claimed by "
+                f"devices[{claims[key]}]",
+                "error",
+            )
+        claims.setdefault(key, i)
+        other = framing.setdefault((dev.host, dev.port), (dev.framing, i))
+        if other[0] != dev.framing:
+            yield (
+                ("devices", i, "framing"),
+                f"{dev.host}:{dev.port} is used with framing {other[0]!r} by devices[{other[1]}]",
+                "error",
+            )
+
+
+def _describe_modbus_tcp(device: ModbusTcpDevice, requests: ModbusPlan) -> list[str]:
+    return modbus_plan_lines(requests, device.unit)
+
+
+def _build_modbus_tcp(device: ModbusTcpDevice, ctx: BuildContext[ModbusPlan]) -> Driver:
+    return ModbusTcpDriver(
+        device.id,
+        device.host,
+        device.port,
+        device.unit,
+        list(ctx.plan),
+        timeout=device.timeout,
+        rtu_framing=device.framing == "rtu",
+        clock=ctx.clock,
+    )
+
+
+def _modbus_unit(device: ModbusSerialDevice) -> BusAddress:
+    return BusAddress("unit", "unit", str(device.unit))
+
+
+@dataclass(frozen=True, slots=True)
+class _ModbusSerial:
+    """The parts of the RTU and ASCII kinds that differ only by the framing."""
+
+    framing: Framing
+
+    def describe(self, device: ModbusSerialDevice, requests: ModbusPlan) -> list[str]:
+        return modbus_plan_lines(requests, device.unit, self.framing)
+
+    def build(self, device: ModbusSerialDevice, ctx: BuildContext[ModbusPlan]) -> Driver:
+        return ModbusSerialDriver(
+            device.id,
+            ctx.serial_bus(),
+            device.unit,
+            ctx.plan,
+            framing=self.framing,
+            timeout=ctx.timeout(device.timeout),
+            clock=ctx.clock,
+        )
+
+    def wire_time(
+        self, device: ModbusSerialDevice, requests: ModbusPlan, line: LineSettings
+    ) -> float:
+        # ASCII sends two hex characters per byte, plus ':' CR LF; its LRC replaces the CRC
+        factor, extra = (2, 3) if self.framing == "ascii" else (1, 0)
+        total = 0.0
+        for r in requests:
+            data = (r.count + 7) // 8 if r.table.is_bit else 2 * r.count
+            total += wire_time(factor * 8 + extra, factor * (5 + data) + extra, line)
+        return total
+
+    def needs(self) -> SerialNeeds[ModbusSerialDevice, ModbusPlan]:
+        return SerialNeeds(self.wire_time, address=_modbus_unit, family="modbus")
+
+
+_RTU, _ASCII = _ModbusSerial("rtu"), _ModbusSerial("ascii")
+
+
+# -- scales and balances -------------------------------------------------------------------
+
+
+def _no_plan(device: Any) -> None:
+    return None
+
+
+def _describe_mtsics(device: MtSicsDevice, _plan: None) -> list[str]:
+    point = device.points[0]
+    return [mtsics_plan_line(device.command, point.id, point.unit)]
+
+
+def _build_mtsics(device: MtSicsDevice, ctx: BuildContext[None]) -> Driver:
+    point = device.points[0]
+    return MtSicsDriver(
+        device.id,
+        ctx.serial_bus(),
+        command=device.command,
+        point=point.id,
+        unit=point.unit,
+        timeout=ctx.timeout(device.timeout),
+        clock=ctx.clock,
+    )
+
+
+def _mtsics_wire_time(device: MtSicsDevice, _plan: None, line: LineSettings) -> float:
+    return wire_time(4, 20, line)
+
+
+def _one_balance(device: MtSicsDevice) -> BusAddress:
+    # MT-SICS has no addresses: two balances on one line would both answer
+    return BusAddress("bus", "mtsics", "")
+
+
+def _toledo_points(device: ToledoDevice) -> tuple[ScalePoint, ScalePoint | None]:
+    weight = next(p for p in device.points if p.field == "weight")
+    tare = next((p for p in device.points if p.field == "tare"), None)
+    return weight, tare
+
+
+def _describe_toledo(device: ToledoDevice, _plan: None) -> list[str]:
+    weight, tare = _toledo_points(device)
+    return [toledo_plan_line(weight.id, None if tare is None else tare.id)]
+
+
+def _build_toledo(device: ToledoDevice, ctx: BuildContext[None]) -> Driver:
+    weight, tare = _toledo_points(device)
+    return ToledoDriver(
+        device.id,
+        ctx.serial_bus(),
+        checksum=device.checksum,
+        unit=weight.unit,
+        weight_point=weight.id,
+        tare_point=None if tare is None else tare.id,
+        clock=ctx.clock,
+    )
+
+
+def _streams_always(device: object) -> bool:
+    return True
+
+
+def _listens_only(device: object, _plan: object, line: LineSettings) -> float:
+    return 0.0
+
+
+# -- generic ASCII instruments -------------------------------------------------------------
+
+
+def _ascii_plan(device: AsciiDevice) -> AsciiSpec:
+    return device.ascii_spec()
+
+
+def _describe_ascii(device: AsciiDevice, spec: AsciiSpec) -> list[str]:
+    return [ascii_plan_line(spec)]
+
+
+def _build_ascii(device: AsciiDevice, ctx: BuildContext[AsciiSpec]) -> Driver:
+    return AsciiDriver(
+        device.id, ctx.serial_bus(), ctx.plan, timeout=ctx.timeout(device.timeout), clock=ctx.clock
+    )
+
+
+def _ascii_streams(device: AsciiDevice) -> bool:
+    return device.request is None
+
+
+def _ascii_wire_time(device: AsciiDevice, _spec: AsciiSpec, line: LineSettings) -> float:
+    return 0.0 if device.request is None else wire_time(len(device.request), 32, line)
+
+
+# -- DL/T 645 meters -----------------------------------------------------------------------
+
+Dlt645Plan = tuple[Dlt645Point, ...]
+
+
+def _dlt645_plan(device: Dlt645Device) -> Dlt645Plan:
+    return tuple(p.point() for p in device.points)
+
+
+def _describe_dlt645(device: Dlt645Device, points: Dlt645Plan) -> list[str]:
+    return dlt645_plan_lines(device.address, points)
+
+
+def _build_dlt645(device: Dlt645Device, ctx: BuildContext[Dlt645Plan]) -> Driver:
+    return Dlt645Driver(
+        device.id,
+        ctx.serial_bus(),
+        device.address,
+        ctx.plan,
+        timeout=ctx.timeout(device.timeout),
+        preamble=device.preamble,
+        clock=ctx.clock,
+    )
+
+
+def _dlt645_wire_time(device: Dlt645Device, points: Dlt645Plan, line: LineSettings) -> float:
+    # request: preamble, 68 A0..A5 68 11 04 DI0..DI3 CS 16; the reply carries the value too
+    return sum(wire_time(16 + device.preamble, 20 + p.item.length, line) for p in points)
+
+
+def _meter_address(device: Dlt645Device) -> BusAddress:
+    return BusAddress("address", "address", device.address)
+
+
+def _tamper_counters(device: Dlt645Device) -> frozenset[str]:
+    return frozenset(p.id for p in device.points if int(p.di, 16) in TAMPER_DIS)
+
+
+# -- the table -----------------------------------------------------------------------------
+
+KINDS: dict[str, DriverKind[Any, Any]] = {
+    "modbus_tcp": DriverKind(
+        name="modbus_tcp",
+        title="Modbus TCP",
+        model=ModbusTcpDevice,
+        plan=_modbus_plan,
+        describe=_describe_modbus_tcp,
+        build=_build_modbus_tcp,
+        checks=_modbus_tcp_checks,
+        simulator="simulators.modbus_device:serve_modbus_tcp",
+    ),
+    "modbus_rtu": DriverKind(
+        name="modbus_rtu",
+        title="Modbus RTU",
+        model=ModbusRtuDevice,
+        plan=_modbus_plan,
+        describe=_RTU.describe,
+        build=_RTU.build,
+        checks=_modbus_points,
+        serial=_RTU.needs(),
+        simulator="simulators.serial_instruments:modbus_rtu_line",
+    ),
+    "modbus_ascii": DriverKind(
+        name="modbus_ascii",
+        title="Modbus ASCII",
+        model=ModbusAsciiDevice,
+        plan=_modbus_plan,
+        describe=_ASCII.describe,
+        build=_ASCII.build,
+        checks=_modbus_points,
+        serial=_ASCII.needs(),
+        simulator="simulators.serial_instruments:modbus_ascii_line",
+    ),
+    "mtsics": DriverKind(
+        name="mtsics",
+        title="MT-SICS",
+        model=MtSicsDevice,
+        plan=_no_plan,
+        describe=_describe_mtsics,
+        build=_build_mtsics,
+        serial=SerialNeeds(_mtsics_wire_time, address=_one_balance),
+        simulator="simulators.serial_instruments:mtsics_line",
+    ),
+    "toledo_continuous": DriverKind(
+        name="toledo_continuous",
+        title="Toledo continuous output",
+        model=ToledoDevice,
+        plan=_no_plan,
+        describe=_describe_toledo,
+        build=_build_toledo,
+        serial=SerialNeeds(_listens_only, streams=_streams_always),
+        simulator="simulators.serial_instruments:toledo_line",
+    ),
+    "ascii": DriverKind(
+        name="ascii",
+        title="ASCII",
+        model=AsciiDevice,
+        plan=_ascii_plan,
+        describe=_describe_ascii,
+        build=_build_ascii,
+        serial=SerialNeeds(_ascii_wire_time, streams=_ascii_streams),
+        simulator=None,  # replies cannot be derived from a regular expression
+    ),
+    "dlt645": DriverKind(
+        name="dlt645",
+        title="DL/T 645",
+        model=Dlt645Device,
+        plan=_dlt645_plan,
+        describe=_describe_dlt645,
+        build=_build_dlt645,
+        serial=SerialNeeds(_dlt645_wire_time, address=_meter_address),
+        evidence=_tamper_counters,
+        simulator="simulators.serial_instruments:dlt645_line",
+    ),
+}
+"""Every driver kind, by its ``driver:`` name; the order is the schema's."""

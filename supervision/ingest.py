@@ -22,7 +22,6 @@ publication was acknowledged by the broker.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -30,16 +29,13 @@ import json
 import logging
 import random
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from gateway.common.yamlconf import ConfigError
 from gateway.wire.verify import BatchError, SeqKind, SequenceTracker, verify_batch
 from supervision.config import (
     BatchConfig,
@@ -47,14 +43,13 @@ from supervision.config import (
     InfluxV2Store,
     IngestConfig,
     SqliteStore,
-    load_config,
 )
 from supervision.keyring import Keyring
 from supervision.model import SchemaError, parse_status, parse_topic, parse_verified
 from supervision.mqtt import Incoming, MqttSource
 from supervision.sinks import Chunk, Sink, StoreRejected, StoreUnavailable
 
-__all__ = ["Ingest", "build_sink", "main", "run_ingest", "running_ingest", "subscription_topics"]
+__all__ = ["Ingest", "build_sink", "run_ingest", "running_ingest", "subscription_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -465,27 +460,3 @@ async def run_ingest(cfg: IngestConfig, *, stop: asyncio.Event | None = None) ->
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m supervision.ingest -c FILE``."""
-    ap = argparse.ArgumentParser(prog="supervision.ingest", description=__doc__)
-    ap.add_argument("-c", "--config", type=Path, required=True)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    asyncio.run(run_ingest(cfg))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

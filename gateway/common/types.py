@@ -11,9 +11,9 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, SecretStr, WithJsonSchema
 
-__all__ = ["Duration", "parse_duration"]
+__all__ = ["Duration", "parse_duration", "secret_values"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -58,3 +58,29 @@ Duration = Annotated[
     ),
 ]
 """Float seconds; accepts ``30``, ``"30s"``, ``"500ms"``, ``"5m"``, ``"2h"``, ``"7d"``."""
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """Every :class:`~pydantic.SecretStr` value set in ``model`` and the models it holds.
+
+    What the log setup masks as literals (``configure_logging(secrets=...)``), so a
+    password or token never shows in a log line whatever the message that carries it.
+    """
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
+                found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(model)
+    return found

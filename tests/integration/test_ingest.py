@@ -36,6 +36,7 @@ from tests.ingest_support import (
     register,
     topic,
 )
+from tests.logfmt import parse_logfmt
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services  # the test command installs the servers: never skipped
@@ -66,7 +67,7 @@ def v1_store(influx: InfluxDB1) -> dict[str, Any]:
 
 
 class Worker:
-    """``python -m supervision.ingest -c FILE`` as a subprocess."""
+    """``python -m gateway ingest -c FILE`` as a subprocess."""
 
     def __init__(self, tmp: Path, name: str, cfg: dict[str, Any]) -> None:
         self.path = tmp / f"{name}.yaml"
@@ -77,7 +78,7 @@ class Worker:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervision.ingest", "-c", str(self.path)],
+                [sys.executable, "-m", "gateway", "ingest", "-c", str(self.path)],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -96,8 +97,9 @@ class Worker:
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(30) == 0, self.log.read_text()[-3000:]
         for line in reversed(self.log.read_text().splitlines()):
-            if "ingest stopped:" in line:
-                counts: dict[str, int] = json.loads(line.split("ingest stopped:", 1)[1])
+            msg = parse_logfmt(line).get("msg", "")
+            if msg.startswith("ingest stopped:"):
+                counts: dict[str, int] = json.loads(msg.split("ingest stopped:", 1)[1])
                 return counts
         raise AssertionError("no final counters in the log")
 

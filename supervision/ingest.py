@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import logging
-import random
 import signal
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.backoff import Backoff
 from gateway.wire.verify import BatchError, SeqKind, SequenceTracker, verify_batch
 from supervision.config import (
     BatchConfig,
@@ -333,7 +333,7 @@ class Ingest:
 
     async def _retrying(self, chunks: list[Chunk]) -> None:
         """Write until the store accepts (returns) or refuses the content (StoreRejected)."""
-        delay = self._cfg.retry_initial
+        backoff = Backoff(self._cfg.retry_initial, self._cfg.retry_max)
         down_since: float | None = None
         while True:
             try:
@@ -345,8 +345,7 @@ class Ingest:
                     log.error("store unavailable, holding messages and retrying: %s", exc)
                 else:
                     log.debug("store still unavailable: %s", exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self._cfg.retry_max)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             if down_since is not None:
                 log.warning("store recovered after %.1f s", time.monotonic() - down_since)

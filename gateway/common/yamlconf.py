@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.common.types import ID_PATTERN
+
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
@@ -183,7 +185,7 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
 
 
 _PATTERN_HELP = {
-    r"^[A-Za-z0-9_.-]+$": "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
+    ID_PATTERN: "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
     r"^mqtts?://[^/\s:]+(:\d+)?/?$": "write mqtt://host[:port] or mqtts://host[:port]",
 }
 

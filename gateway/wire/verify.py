@@ -27,6 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.common.types import ID_CHARS, ID_MAX_LENGTH
 from gateway.wire.encoding import CONTENT_KEY
 from gateway.wire.signing import SignatureError, verify_payload
 
@@ -43,7 +44,7 @@ __all__ = [
     "verify_capture",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ID = re.compile(rf"^[{ID_CHARS}]{{1,{ID_MAX_LENGTH}}}$")  # an Ident, as the config says
 _SIG_PREFIX = b'{"alg"'
 
 

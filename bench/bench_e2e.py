@@ -29,9 +29,9 @@ from common import (
     rss_mb,
     start_sim,
     stop,
-    wait,
 )
 
+from tests.eventually import eventually_blocking
 from tests.services import Mosquitto
 
 
@@ -66,7 +66,7 @@ def gateway_run(
             cwd=REPO,
         )
         try:
-            wait(lambda: counter.snapshot()[0] > 0, 30)
+            eventually_blocking(lambda: counter.snapshot()[0] > 0, "first readings", within=30)
             time.sleep(2)  # warm up
             r0, b0 = counter.snapshot()
             c0, s0, t0 = cpu_seconds(gw.pid), cpu_seconds(sim.pid), time.monotonic()

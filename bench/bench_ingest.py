@@ -22,6 +22,7 @@ from supervision.model import parse_batch, parse_topic
 from supervision.sinks.influxdb import InfluxV1Sink, InfluxV2Sink
 from supervision.sinks.line_protocol import batch_lines
 from tests.db_services import InfluxDB1, VictoriaMetrics
+from tests.eventually import eventually
 from tests.ingest_support import Publisher, data_batch, new_signer, register, topic
 from tests.integration.test_ingest import in_process
 from tests.services import Mosquitto
@@ -48,13 +49,17 @@ async def ingest_run(
     if queued:
         async with in_process(cfg):
             pass  # the session and its subscription now exist at the broker
-        pub.publish(items)
+        await asyncio.to_thread(pub.publish, items)
     async with in_process(cfg) as ingest:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         fut = None if queued else loop.run_in_executor(None, pub.publish, items)
-        while ingest.counts["acked"] < len(msgs):  # polling a counter
-            await asyncio.sleep(0.005)
+        await eventually(
+            lambda: ingest.counts["acked"] >= len(msgs),
+            "every message acknowledged",
+            within=600,
+            interval=0.005,  # the counter is polled: this is the timing's resolution
+        )
         elapsed = time.perf_counter() - t0
         if fut is not None:
             await fut

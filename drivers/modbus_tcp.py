@@ -1,8 +1,8 @@
 """Modbus TCP driver (pymodbus async client, one connection per device).
 
-Reconnection is the caller's business (the runtime backs off with jitter): the
-pymodbus client's own automatic reconnect is disabled so that one back-off policy
-governs every driver.
+Reconnection is the caller's business (the device poller backs off with
+:class:`drivers.backoff.Backoff`): the pymodbus client's own automatic reconnect is
+disabled so that one back-off policy governs every driver.
 """
 
 from __future__ import annotations

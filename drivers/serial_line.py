@@ -18,9 +18,10 @@ Contract of :meth:`SerialBus.transact`:
   heals by itself).
 
 After ``failures_to_quarantine`` consecutive failures a device is skipped for a
-back-off period that doubles on each failed probe up to ``max_backoff``; the first
-transaction after the period is the probe. Other devices keep their schedule: a
-silent slave costs only its own timeouts.
+back-off period that doubles on each failed probe up to ``max_backoff``
+(:class:`drivers.backoff.Backoff` without jitter: the line has one owner, so there
+are no peers to spread out); the first transaction after the period is the probe.
+Other devices keep their schedule: a silent slave costs only its own timeouts.
 
 Streaming instruments (continuous-output scales, instruments that talk unasked)
 own their line alone and use :meth:`SerialBus.receive` instead.
@@ -40,6 +41,7 @@ from typing import Any, Literal, Self
 import serial
 from serial.rs485 import RS485Settings
 
+from drivers.backoff import Backoff
 from drivers.base import DeviceTimeout, DeviceUnreachable, ProtocolError, Reason
 
 __all__ = [
@@ -150,9 +152,8 @@ def wire_time(
 
 @dataclass(slots=True)
 class _Health:
+    backoff: Backoff  # quarantine periods: exact doubling (no jitter), one line owner
     failures: int = 0
-    backoff: float = 0.0
-    until: float = 0.0
 
 
 @dataclass(slots=True)
@@ -297,26 +298,23 @@ class SerialBus:
 
     def _check_quarantine(self, device: str) -> None:
         h = self._health.get(device)
-        if h is not None and self._now() < h.until:
+        left = 0.0 if h is None else h.backoff.remaining()
+        if left > 0:
             self.stats.skipped += 1
-            raise Quarantined(
-                device, self.endpoint, f"quarantined for {h.until - self._now():.1f}s more"
-            )
+            raise Quarantined(device, self.endpoint, f"quarantined for {left:.1f}s more")
 
     def _failed(self, device: str) -> None:
-        h = self._health.setdefault(device, _Health())
+        h = self._health.get(device)
+        if h is None:
+            backoff = Backoff(self._initial_backoff, self._max_backoff, jitter=0, clock=self._now)
+            h = self._health[device] = _Health(backoff)
         h.failures += 1
         if h.failures >= self._threshold:
-            h.backoff = min(
-                self._max_backoff, h.backoff * 2 if h.backoff else self._initial_backoff
-            )
-            h.until = self._now() + h.backoff
+            period = h.backoff.next_delay()
             if h.failures == self._threshold:
                 log.error("%s on %s: no valid reply, quarantined", device, self.endpoint)
             else:
-                log.debug(
-                    "%s on %s: probe failed, back-off %.1fs", device, self.endpoint, h.backoff
-                )
+                log.debug("%s on %s: probe failed, back-off %.1fs", device, self.endpoint, period)
 
     def _succeeded(self, device: str) -> None:
         h = self._health.pop(device, None)
@@ -327,7 +325,7 @@ class SerialBus:
     def quarantined(self, device: str) -> bool:
         """Whether ``device`` is currently being skipped."""
         h = self._health.get(device)
-        return h is not None and self._now() < h.until
+        return h is not None and h.backoff.remaining() > 0
 
     # ------------------------------------------------------------------ transactions
 

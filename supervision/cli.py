@@ -1,8 +1,8 @@
 """Command-line entries of the platform side: ``ingest`` and ``report``.
 
 ``add_ingest_parser(subparsers)`` / ``add_report_parser(subparsers)`` register the
-subcommands on an argparse parser and set ``func(args) -> int``;
-``python -m supervision.cli ingest -c FILE`` works on its own too.
+subcommands on an argparse parser and set ``func(args) -> int``; the one entry point,
+:func:`gateway.cli.app.main`, registers them as ``metrogate ingest`` and ``metrogate report``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,25 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gateway.common.types import parse_duration
+from gateway.common.exitcodes import ExitCode
+from gateway.common.logs import configure_logging
+from gateway.common.types import parse_duration, secret_values
 from gateway.common.yamlconf import ConfigError
 from supervision.config import IngestConfig, load_config
 
 if TYPE_CHECKING:
     from supervision.report import Report
 
-__all__ = ["add_ingest_parser", "add_report_parser", "main", "print_report", "report_json"]
+__all__ = ["add_ingest_parser", "add_report_parser", "print_report", "report_json"]
 
 
 def _load(path: Path) -> IngestConfig | None:
-    """The configuration, or None after printing every problem as FILE:LINE:COL (exit 2)."""
+    """The configuration, or None after printing every problem as FILE:LINE:COL."""
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -40,15 +41,13 @@ def _load(path: Path) -> IngestConfig | None:
 def _ingest(args: argparse.Namespace) -> int:
     from supervision.ingest import run_ingest
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     cfg = _load(args.config)
     if cfg is None:
-        return 2
+        return ExitCode.INVALID
+    # known secret values (broker password, store token) are masked in every log line
+    configure_logging("debug" if args.verbose else "info", secrets=secret_values(cfg))
     asyncio.run(run_ingest(cfg))
-    return 0
+    return ExitCode.OK
 
 
 def _limits(specs: list[str]) -> dict[str, tuple[float, float]]:
@@ -65,14 +64,14 @@ def _report(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     if cfg is None:
-        return 2
+        return ExitCode.INVALID
     since_ns = time.time_ns() - int(parse_duration(args.since) * 1e9)
     rep = report_store(cfg.store, since_ns=since_ns, limits=_limits(args.limit))
     if args.json:
         print(json.dumps(report_json(rep), indent=2))
-        return 0
+        return ExitCode.OK
     print_report(rep, sys.stdout)
-    return 0
+    return ExitCode.OK
 
 
 def report_json(rep: Report) -> dict[str, Any]:
@@ -171,17 +170,3 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_report)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="supervision")
-    sub = ap.add_subparsers(required=True)
-    add_ingest_parser(sub)
-    add_report_parser(sub)
-    args = ap.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,8 @@
 """Configuration of the ingest service (the ``ingest.yaml`` file), pydantic v2 models.
 
-Loaded like the gateway's file (:func:`gateway.config.loader.load_model`): unknown
-keys are errors (``extra="forbid"``), every problem is reported as
+Loaded like the gateway's file (:func:`gateway.common.yamlconf.load_model`) and built
+from the same base (:mod:`gateway.common.types`: unknown keys are errors, the same
+``mqtt.tls`` and ``ops`` sections), every problem is reported as
 ``FILE:LINE:COL: path: message``, and ``${NAME}``, ``${NAME:-default}`` or
 ``${file:PATH}`` take values from the environment or a file (secrets such as
 ``password`` and ``token``; never logged). See ``config/examples/ingest.yaml``.
@@ -12,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from gateway.common.types import Duration
+from gateway.common.types import Duration, ListenAddress, OpsEndpoint, Strict, TlsConfig
 from gateway.common.yamlconf import load_model
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "InfluxV1Store",
     "InfluxV2Store",
     "IngestConfig",
+    "IngestOpsConfig",
     "MqttConfig",
     "SqliteStore",
     "TlsConfig",
@@ -32,18 +34,7 @@ __all__ = [
 Secret = SecretStr
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TlsConfig(_Model):
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    insecure: bool = False  # skip hostname verification (test brokers only)
-
-
-class MqttConfig(_Model):
+class MqttConfig(Strict):
     url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")
     # Stable per worker: a restarted worker resumes its session and gets back the
     # messages it had not acknowledged.
@@ -57,7 +48,9 @@ class MqttConfig(_Model):
     # worker only, or a broker without shared subscriptions such as amqtt)
     shared: bool = True
     prefix: str = Field("metrogate", min_length=1)
-    kinds: list[Literal["data", "alarm", "event", "status"]] = ["data", "alarm", "event", "status"]
+    kinds: list[Literal["data", "alarm", "event", "status"]] = Field(
+        ["data", "alarm", "event", "status"]
+    )
     username: str | None = None
     password: Secret | None = None
     tls: TlsConfig | None = None
@@ -69,7 +62,7 @@ class MqttConfig(_Model):
     dead_letter_topic: str = Field("metrogate/deadletter", pattern=r"^[^+#]+$")
 
 
-class InfluxV1Store(_Model):
+class InfluxV1Store(Strict):
     kind: Literal["influxdb_v1"]
     url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://")
     database: str = Field(min_length=1)
@@ -80,7 +73,7 @@ class InfluxV1Store(_Model):
     create_database: bool = False
 
 
-class InfluxV2Store(_Model):
+class InfluxV2Store(Strict):
     kind: Literal["influxdb_v2"]
     url: str = Field(pattern=r"^https?://")
     bucket: str = Field(min_length=1)
@@ -89,7 +82,7 @@ class InfluxV2Store(_Model):
     timeout: Duration = 10.0
 
 
-class SqliteStore(_Model):
+class SqliteStore(Strict):
     kind: Literal["sqlite"]
     path: Path
 
@@ -97,33 +90,20 @@ class SqliteStore(_Model):
 Store = Annotated[InfluxV1Store | InfluxV2Store | SqliteStore, Field(discriminator="kind")]
 
 
-class BatchConfig(_Model):
+class BatchConfig(Strict):
     max_lines: int = Field(5000, ge=1, le=1_000_000)
     max_delay: Duration = 1.0
     retry_initial: Duration = 0.5
     retry_max: Duration = 30.0
 
 
-class IngestOpsConfig(_Model):
+class IngestOpsConfig(OpsEndpoint):
     """Where the worker serves ``/metrics`` (Prometheus) and ``/health`` (JSON)."""
 
-    listen: str = Field(
-        "127.0.0.1:9109",
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$",
-        description="host:port; loopback by default (the endpoint has no authentication).",
-    )
-    enabled: bool = True
-
-    @property
-    def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
+    listen: ListenAddress = "127.0.0.1:9109"
 
 
-class IngestConfig(_Model):
+class IngestConfig(Strict):
     mqtt: MqttConfig
     keys_dir: Path
     store: Store

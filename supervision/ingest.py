@@ -22,24 +22,20 @@ publication was acknowledged by the broker.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
 import json
 import logging
-import random
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from gateway.common.yamlconf import ConfigError
+from drivers.backoff import Backoff
 from gateway.wire.verify import BatchError, SeqKind, SequenceTracker, verify_batch
 from supervision.config import (
     BatchConfig,
@@ -47,14 +43,13 @@ from supervision.config import (
     InfluxV2Store,
     IngestConfig,
     SqliteStore,
-    load_config,
 )
 from supervision.keyring import Keyring
 from supervision.model import SchemaError, parse_status, parse_topic, parse_verified
 from supervision.mqtt import Incoming, MqttSource
 from supervision.sinks import Chunk, Sink, StoreRejected, StoreUnavailable
 
-__all__ = ["Ingest", "build_sink", "main", "run_ingest", "running_ingest", "subscription_topics"]
+__all__ = ["Ingest", "build_sink", "run_ingest", "running_ingest", "subscription_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +333,7 @@ class Ingest:
 
     async def _retrying(self, chunks: list[Chunk]) -> None:
         """Write until the store accepts (returns) or refuses the content (StoreRejected)."""
-        delay = self._cfg.retry_initial
+        backoff = Backoff(self._cfg.retry_initial, self._cfg.retry_max)
         down_since: float | None = None
         while True:
             try:
@@ -350,8 +345,7 @@ class Ingest:
                     log.error("store unavailable, holding messages and retrying: %s", exc)
                 else:
                     log.debug("store still unavailable: %s", exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self._cfg.retry_max)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             if down_since is not None:
                 log.warning("store recovered after %.1f s", time.monotonic() - down_since)
@@ -465,27 +459,3 @@ async def run_ingest(cfg: IngestConfig, *, stop: asyncio.Event | None = None) ->
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m supervision.ingest -c FILE``."""
-    ap = argparse.ArgumentParser(prog="supervision.ingest", description=__doc__)
-    ap.add_argument("-c", "--config", type=Path, required=True)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    asyncio.run(run_ingest(cfg))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from gateway.wire.encoding import CONTENT_KEY
 from gateway.wire.verify import VerifiedBatch
 
 __all__ = [
@@ -52,7 +53,6 @@ ALARM_STATES: Final = frozenset(
     {"normal", "active_unacknowledged", "active_acknowledged", "returned_unacknowledged"}
 )
 SEVERITIES: Final = frozenset({"low", "medium", "high", "critical"})
-CONTENT_KEY: Final = {"data": "readings", "alarm": "alarms", "event": "events"}
 # Keys of alarm/event items that identify what the item is about; they become tags
 # (``type`` of an event: a few dozen audit-trail types, so a bounded tag).
 ITEM_TAG_KEYS: Final = ("device", "point", "instrument", "alarm", "kind", "severity", "type")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.eventually import eventually, eventually_blocking
 from tests.services import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,44 +24,43 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 async def no_task_leak() -> AsyncIterator[None]:
-    """Fail an async test that leaves tasks running behind it."""
+    """Fail an async test that leaves tasks running behind it (after 2 s to finish)."""
     before = set(asyncio.all_tasks())
     yield
     current = asyncio.current_task()
-    deadline = asyncio.get_running_loop().time() + 2.0
-    while True:
-        left = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
-        if not left or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.01)
-    if left:
-        names = ", ".join(sorted(t.get_name() for t in left))
-        for t in left:
-            t.cancel()
-        pytest.fail(f"test left {len(left)} task(s) running: {names}")
+
+    def left() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+
+    try:
+        await eventually(lambda: not left(), "the test's tasks to finish", within=2.0)
+    except AssertionError:
+        if tasks := left():  # (one may have finished since)
+            names = ", ".join(sorted(t.get_name() for t in tasks))
+            for t in tasks:
+                t.cancel()
+            pytest.fail(f"test left {len(tasks)} task(s) running: {names}")
 
 
 @pytest.fixture(autouse=True)
 def no_thread_leak() -> Iterator[None]:
-    """Fail a test that leaves non-daemon threads behind it."""
+    """Fail a test that leaves non-daemon threads behind it (after 2 s to finish)."""
     before = set(threading.enumerate())
     yield
-    deadline = 2.0
-    import time
 
-    end = time.monotonic() + deadline
-    while True:
+    def left() -> list[threading.Thread]:
         # asyncio_N threads are the event loop's default executor, closed with the loop
-        left = [
+        return [
             t
             for t in set(threading.enumerate()) - before
             if t.is_alive() and not t.daemon and not t.name.startswith("asyncio_")
         ]
-        if not left or time.monotonic() > end:
-            break
-        time.sleep(0.01)
-    if left:
-        pytest.fail(f"test left threads running: {', '.join(t.name for t in left)}")
+
+    try:
+        eventually_blocking(lambda: not left(), "the test's threads to finish", within=2.0)
+    except AssertionError:
+        if threads := left():  # (one may have finished since)
+            pytest.fail(f"test left threads running: {', '.join(t.name for t in threads)}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

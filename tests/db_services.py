@@ -11,33 +11,17 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
 import subprocess
-import time
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.eventually import eventually_blocking
+from tests.services import free_port
 
 INFLUXD = "/usr/bin/influxd"
 VICTORIA = "/usr/bin/victoria-metrics"
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-    """Poll ``cond`` until true; AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def http_ok(port: int, path: str) -> bool:
@@ -47,14 +31,6 @@ def http_ok(port: int, path: str) -> bool:
         ok = 200 <= c.getresponse().status < 300
         c.close()
         return ok
-    except OSError:
-        return False
-
-
-def tcp_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
     except OSError:
         return False
 
@@ -90,7 +66,7 @@ class _Service:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{log}")
             return self.ready()
 
-        wait_until(up, timeout, f"{self.name} on port {self.port}")
+        eventually_blocking(up, f"{self.name} on port {self.port}", within=timeout, interval=0.05)
 
     def stop(self) -> None:
         """Kill the server (SIGKILL: a crash, not a shutdown) and wait for it."""

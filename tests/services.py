@@ -11,10 +11,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from tests.eventually import eventually_blocking
 
 
 def free_port() -> int:
@@ -27,17 +28,21 @@ def free_port() -> int:
 def wait_for_port(
     port: int, *, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Return once 127.0.0.1:port accepts connections; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Return once 127.0.0.1:port accepts connections; AssertionError after ``timeout``.
+
+    A ``proc`` that exits first fails at once (RuntimeError): it will not start listening.
+    """
+
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return True
         except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            return False
+
+    eventually_blocking(listening, f"a listener on 127.0.0.1:{port}", within=timeout)
 
 
 def find_binary(name: str, *candidates: str) -> str:

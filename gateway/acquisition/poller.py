@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.backoff import Backoff
 from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
 from drivers.cancel import reraise_pending_cancel
 from gateway.acquisition.clock import flag_if_unsynchronised
@@ -30,6 +31,9 @@ from gateway.wire.reading import Reading, to_wire
 log = logging.getLogger("metrogate.runtime")
 
 Emit = Callable[[str, list[dict[str, Any]]], object]
+
+BACKOFF_CAP_S = 60.0
+"""Longest wait of a failing device whose poll period is shorter (docs/architecture.md)."""
 
 
 def next_deadline(scheduled: float, now: float, period: float) -> tuple[float, int]:
@@ -98,19 +102,15 @@ class DevicePoller:
         self.tamper_points = KINDS[device.driver].evidence(device)
         self._identity: dict[str, str] = {}
         self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
-        self.rng = rng or random.Random()
         self.units = {str(p.id): getattr(p, "unit", None) for p in getattr(device, "points", [])}
         self.health = DeviceHealth(device.id, device.driver, driver.endpoint)
         self.health.requests_per_poll = len(driver.describe_plan())
-        self._failures_in_row = 0
-
-    def _backoff(self) -> float:
-        """Seconds to wait after a failed poll: jittered, doubling, capped at 60 s."""
-        period = float(self.device.poll)
-        base = max(period, 0.5)
-        cap = max(period, 60.0)
-        step = min(cap, base * 2 ** min(self._failures_in_row - 1, 16))
-        return float(self.rng.uniform(step / 2, step))
+        # after a failed poll: jittered, doubling from one period (≥ 0.5 s) up to 60 s
+        # (or the period, when that is longer); the schedule then rejoins the grid
+        period = float(device.poll)
+        self._backoff = Backoff(
+            max(period, 0.5), max(period, BACKOFF_CAP_S), rng=rng, clock=monotonic
+        )
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
@@ -123,10 +123,11 @@ class DevicePoller:
             reraise_pending_cancel()
             self.health.last_duration_s = self.monotonic() - started
             now = self.monotonic()
-            if self._failures_in_row:
-                now += self._backoff()
+            failing = self._backoff.failures > 0
+            if failing:
+                now += self._backoff.delay
             scheduled, missed = next_deadline(scheduled, now, period)
-            if not self._failures_in_row:
+            if not failing:
                 self.health.missed += missed
             await self.sleep(max(0.0, scheduled - self.monotonic()))
 
@@ -191,7 +192,7 @@ class DevicePoller:
                 self.on_tamper(self.device.id, dict(counters))
 
     def _failed(self, exc: DriverError) -> None:
-        self._failures_in_row += 1
+        self._backoff.next_delay()
         self.health.failures += 1
         self.health.last_error = exc.message
         if self.health.state != "failing":
@@ -203,8 +204,8 @@ class DevicePoller:
     def _succeeded(self) -> None:
         if self.health.state == "failing":
             log.info(
-                "device %s recovered after %d failed polls", self.device.id, self._failures_in_row
+                "device %s recovered after %d failed polls", self.device.id, self._backoff.failures
             )
         self.health.state = "ok"
-        self._failures_in_row = 0
+        self._backoff.reset()
         self.health.last_ok_us = self.clock()

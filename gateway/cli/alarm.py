@@ -19,12 +19,11 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.common.exitcodes import ExitCode
 from gateway.config.loader import ConfigError, load_config
 from gateway.delivery.publisher import mqtt_client
 from gateway.wire.encoding import topic_base
 from gateway.wire.signing import split_payload
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 async def _active(cfg: Any, base: str, wait_s: float) -> list[dict[str, Any]] | None:
@@ -54,14 +53,14 @@ def cmd_alarm(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.INVALID
     base = topic_base(cfg.mqtt.prefix, cfg.gateway.site, cfg.gateway.id)
     try:
         if args.action == "list":
             alarms = asyncio.run(_active(cfg, base, args.timeout))
             if alarms is None:
                 print(f"no alarm set retained on {base}/alarms (gateway never connected?)")
-                return EXIT_FAILED
+                return ExitCode.FAILED
             if not alarms:
                 print("no active alarms")
             for a in alarms:
@@ -69,19 +68,19 @@ def cmd_alarm(args: argparse.Namespace) -> int:
                 message = a.get("message") or ""
                 where = f"value={a.get('value')} limit={a.get('limit')}{flags}"
                 print(f"{a['alarm']:<40} {a['state']:<24} {a['severity']:<8} {where}  {message}")
-            return EXIT_OK
+            return ExitCode.OK
         if not args.alarm:
             print("name the alarm: device/point/rule (see `metrogate alarm list`)", file=sys.stderr)
-            return EXIT_INVALID
+            return ExitCode.INVALID
         body: dict[str, Any] = {"alarm": args.alarm, "user": args.user}
         if args.action == "shelve":
             body["duration"] = args.duration
         asyncio.run(_command(cfg, base, args.action, body))
         print(f"{args.action} sent for {args.alarm} to {base}/cmd/{args.action}")
-        return EXIT_OK
+        return ExitCode.OK
     except aiomqtt.MqttError as exc:
         print(f"broker {cfg.mqtt.url}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
 
 
 def add_alarm_parser(sub: Any) -> None:

@@ -15,38 +15,13 @@ from typing import Any
 
 from drivers.base import utc_now_us
 from gateway import __version__
+from gateway.common.exitcodes import ExitCode
+from gateway.common.logs import configure_logging
+from gateway.common.types import secret_values
 from gateway.config.loader import ConfigError, LoadedConfig, load_config, load_config_compact
 from gateway.config.schema import Config
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
 log = logging.getLogger("metrogate")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.INFO)
 
 
 def _load(
@@ -83,8 +58,8 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]])
     try:
         asyncio.run(runner())
     except KeyboardInterrupt:
-        return 130
-    return EXIT_OK
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
 
 
 # -- commands -------------------------------------------------------------------------
@@ -93,7 +68,7 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]])
 def cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
-        return EXIT_INVALID
+        return ExitCode.INVALID
     cfg = loaded.config
     points = sum(len(getattr(d, "points", []) or []) for d in cfg.devices)
     print(
@@ -101,13 +76,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(cfg.devices)} devices, {points} points, {len(cfg.instruments)} instruments"
         + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
-        return EXIT_INVALID
+        return ExitCode.INVALID
 
     async def show() -> None:
         from gateway.acquisition.build import build_drivers
@@ -133,13 +108,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"total: {total} request(s) per cycle")
 
     asyncio.run(show())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_read(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
-        return EXIT_INVALID
+        return ExitCode.INVALID
     from gateway.wire.reading import to_wire
 
     async def once() -> list[dict[str, Any]]:
@@ -187,7 +162,7 @@ def cmd_read(args: argparse.Namespace) -> int:
                 f"{r['device']:<14} {r['point']:<18} {shown:>14} {r.get('unit') or '':<7} "
                 f"{r['quality']:<9} {extra}"
             )
-    return EXIT_OK if all(r["quality"] != "bad" for r in rows) else EXIT_FAILED
+    return ExitCode.OK if all(r["quality"] != "bad" for r in rows) else ExitCode.FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -197,14 +172,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the audit trail's parameter set is built in the loading child, not in the daemon
     loaded = _load(args, compact=True, parameters=parameters_json)
     if loaded is None:
-        return EXIT_INVALID
-    from gateway.common.logs import configure_logging
-
+        return ExitCode.INVALID
     cfg = loaded.config
     # known secret values are masked wherever they would appear in a log line
-    secrets = [s.get_secret_value() for s in (cfg.mqtt.password,) if s is not None]
     configure_logging(
-        args.log_level or cfg.log.level, args.log_format or cfg.log.format, secrets=secrets
+        args.log_level or cfg.log.level,
+        args.log_format or cfg.log.format,
+        secrets=secret_values(cfg),
     )
     gateway = Gateway(loaded)
     return run_until_signal(gateway.run)
@@ -213,8 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
-        return EXIT_INVALID
-    setup_logging("info")
+        return ExitCode.INVALID
+    configure_logging("info")
     from gateway.cli.simulate import run_simulators
 
     async def serve(stop: asyncio.Event) -> None:
@@ -227,7 +201,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    setup_logging("warning")
+    configure_logging("warning")
     from gateway.cli.demo import run_demo
 
     return run_until_signal(lambda stop: run_demo(stop, args))
@@ -241,7 +215,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def config_json_schema(model: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.cli.simulate import run_simulators
+from gateway.common.exitcodes import ExitCode
 from gateway.config.loader import load_config
 from gateway.daemon import Gateway
 from gateway.wire.keys import PUBLIC_KEY_NAME, ensure_signer
@@ -277,4 +278,4 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
         flush=True,
     )
     if stored == 0 or rejected:
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.FAILED)

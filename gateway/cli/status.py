@@ -9,9 +9,10 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
+from gateway.common.exitcodes import ExitCode
+
 __all__ = ["add_status_parser", "cmd_status", "fetch_health", "render_health"]
 
-EXIT_OK, EXIT_UNHEALTHY = 0, 1
 DEFAULT_URL = "http://127.0.0.1:9108"
 
 
@@ -111,12 +112,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         doc = fetch_health(args.url, timeout=args.timeout)
     except HealthUnavailable as exc:
         print(f"cannot read gateway health: {exc}", file=sys.stderr)
-        return EXIT_UNHEALTHY
+        return ExitCode.FAILED
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
         render_health(doc, sys.stdout)
-    return EXIT_OK if doc["status"] == "ok" else EXIT_UNHEALTHY
+    return ExitCode.OK if doc["status"] == "ok" else ExitCode.FAILED
 
 
 def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """``metrogate keygen``, ``metrogate verify`` and ``metrogate version``.
 
 Each ``add_*_parser(subparsers)`` adds one sub-command whose ``func`` attribute is
-a function ``(args) -> int`` returning the exit code. ``python -m gateway.cli.trust``
-runs them on their own.
+a function ``(args) -> int`` returning the exit code; :func:`gateway.cli.app.main`
+registers them.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.audit.software_id import compute_software_id
 from gateway.audit.verify import looks_like_event_log, verify_event_log
+from gateway.common.exitcodes import ExitCode
 from gateway.wire.keys import KeyStoreError, generate_keypair, load_public_keys
 from gateway.wire.verify import SequenceTracker, read_capture, verify_capture
 
@@ -26,12 +26,7 @@ __all__ = [
     "cmd_keygen",
     "cmd_verify",
     "cmd_version",
-    "main",
 ]
-
-EXIT_OK = 0
-EXIT_CORRUPT = 1
-EXIT_USAGE = 2
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -40,11 +35,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         pair = generate_keypair(Path(args.dir), overwrite=args.force)
     except KeyStoreError as exc:
         print(f"metrogate keygen: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.INVALID
     print(f"private key: {pair.private_path} (mode 0600, keep it on this gateway)")
     print(f"public key:  {pair.public_path} (give it to the supervision platform)")
     print(f"key id:      {pair.kid}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def add_keygen_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -63,15 +58,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         keys = load_public_keys([Path(k) for k in args.key])
     except KeyStoreError as exc:
         print(f"metrogate verify: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    worst = EXIT_OK
+        return ExitCode.INVALID
+    worst = ExitCode.OK
     for name in args.files:
         path = Path(name)
         try:
             data = path.read_bytes()
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror})", file=sys.stderr)
-            return EXIT_USAGE
+            return ExitCode.INVALID
         if looks_like_event_log(data):
             counter = None if args.counter is None else Path(args.counter)
             rep = verify_event_log(path, keys, counter_path=counter)
@@ -81,7 +76,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 note = "" if rep.counter_checked else " (no counter file: end not checked)"
                 print(f"{path}: event log OK, {rep.entries} entries, last {rep.last_n}{note}")
             else:
-                worst = EXIT_CORRUPT
+                worst = ExitCode.FAILED
         else:
             tracker = SequenceTracker(duplicate_window_seq=args.window)
             cap = verify_capture(read_capture(data), keys, tracker=tracker)
@@ -92,7 +87,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if cap.ok:
                 print(f"{path}: {len(cap.batches)} batches OK")
             else:
-                worst = EXIT_CORRUPT
+                worst = ExitCode.FAILED
     return worst
 
 
@@ -132,12 +127,12 @@ def cmd_version(args: argparse.Namespace) -> int:
     if args.json:
         out: dict[str, Any] = sid.as_dict() | {"files": list(sid.files)}
         print(json.dumps(out, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     print(sid)
     if args.files:
         for f in sid.files:
             print(f"  {f}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def add_version_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -148,18 +143,3 @@ def add_version_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--files", action="store_true", help="list the files covered")
     p.set_defaults(func=cmd_version)
     return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metrogate")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_keygen_parser(sub)
-    add_verify_parser(sub)
-    add_version_parser(sub)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.common.types import ID_PATTERN
+
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
@@ -192,7 +194,7 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
 
 
 _PATTERN_HELP = {
-    r"^[A-Za-z0-9_.-]+$": "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
+    ID_PATTERN: "use only letters, digits, '_', '.' and '-' (it becomes a topic level)",
     r"^mqtts?://[^/\s:]+(:\d+)?/?$": "write mqtt://host[:port] or mqtts://host[:port]",
 }
 

@@ -6,30 +6,16 @@ Kept apart from :mod:`gateway.config.schema` so operations can evolve on their o
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from gateway.common.types import ListenAddress, OpsEndpoint
 
 
-class OpsConfig(BaseModel):
+class OpsConfig(OpsEndpoint):
     """Where ``/metrics`` and ``/health`` are served and whether systemd's watchdog is fed."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    listen: str = Field(
-        "127.0.0.1:9108",
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$",
-        description="host:port of the metrics and health endpoint. Loopback by default: "
-        "the endpoint has no authentication, expose it only on a trusted network.",
-    )
-    enabled: bool = Field(True, description="Serve /metrics and /health.")
+    listen: ListenAddress = "127.0.0.1:9108"
     watchdog: bool = Field(
         True,
         description="Feed systemd's watchdog (WatchdogSec=) while every loop makes progress.",
     )
-
-    @property
-    def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])

@@ -18,13 +18,11 @@ from pydantic import (
     ByteSize,
     Field,
     SecretStr,
-    model_validator,
 )
 
-from gateway.common.types import Duration
+from gateway.common.types import Duration, Ident, Strict, TlsConfig
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import InstrumentConfig
-from gateway.config.models.modbus import Ident, Strict
 from gateway.config.models.serial import BusConfig
 from gateway.config.ops import OpsConfig
 from gateway.config.registry import device_union
@@ -39,19 +37,6 @@ class GatewaySection(Strict):
         description="Where the outbox, event log, keys and rule state live. "
         "Relative paths are relative to the config file.",
     )
-
-
-class TlsConfig(Strict):
-    ca: Path | None = Field(None, description="CA certificate file (PEM) to verify the broker.")
-    cert: Path | None = Field(None, description="Client certificate (PEM), for mutual TLS.")
-    key: Path | None = Field(None, description="Client private key (PEM), for mutual TLS.")
-    insecure: bool = Field(False, description="Skip host name verification (testing only).")
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsConfig:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together")
-        return self
 
 
 class BatchConfig(Strict):

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 
+from drivers.backoff import Backoff
 from drivers.base import utc_now_us
 from gateway.config.schema import MqttConfig
 from gateway.delivery.outbox import Outbox, Sealed
@@ -32,6 +33,8 @@ CommandHandler = Callable[[str, bytes], Awaitable[None]]
 
 SETTLE_EVERY = 32
 """Acknowledged batches deleted per outbox transaction (also flushed when idle)."""
+RECONNECT_INITIAL_S = 0.5
+"""First wait before reconnecting; it doubles per failed attempt up to ``mqtt.backoff_max``."""
 
 
 @dataclass
@@ -44,14 +47,6 @@ class PublisherStats:
     failures: int = 0
     last_error: str | None = None
     connected_since_us: int | None = None
-
-
-def backoff_delays(base: float, cap: float, rng: random.Random) -> Any:
-    """Full-jitter exponential back-off: an endless iterator of delays ≤ ``cap``."""
-    attempt = 0
-    while True:
-        yield rng.uniform(base / 2, min(cap, base * 2**attempt))
-        attempt = min(attempt + 1, 30)
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
@@ -110,7 +105,7 @@ class Publisher:
         self._acked: list[int] = []
         self._retained: dict[str, bytes] = {}
         self._retained_changed = asyncio.Event()
-        self._rng = rng or random.Random()
+        self._rng = rng
         self._offline = json.dumps(
             {
                 "v": 1,
@@ -130,12 +125,12 @@ class Publisher:
 
     async def run(self) -> None:
         """Connect and publish forever; returns only by cancellation."""
-        delays = backoff_delays(0.5, self.cfg.backoff_max, self._rng)
+        backoff = Backoff(RECONNECT_INITIAL_S, self.cfg.backoff_max, rng=self._rng)
         while True:
             try:
                 async with self._client() as client:
                     self._on_connect()
-                    delays = backoff_delays(0.5, self.cfg.backoff_max, self._rng)
+                    backoff.reset()
                     try:
                         await self._session(client)
                     except asyncio.CancelledError:
@@ -143,7 +138,7 @@ class Publisher:
                         raise
             except* aiomqtt.MqttError as group:
                 self._on_disconnect(str(group.exceptions[0]))
-            await asyncio.sleep(next(delays))
+            await asyncio.sleep(backoff.next_delay())
 
     def _on_connect(self) -> None:
         self.stats.connected = True

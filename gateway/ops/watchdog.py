@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gateway.acquisition.poller import BACKOFF_CAP_S
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.view import PollersView
 
@@ -29,8 +30,8 @@ log = logging.getLogger("metrogate.watchdog")
 
 MIN_STALL_S = 10.0
 """A poller is stalled when it started no poll for max(3 × poll, this)."""
-FAILING_ALLOWANCE_S = 60.0
-"""Added for a failing device: its back-off (runtime.DevicePoller._backoff) is capped at 60 s."""
+FAILING_ALLOWANCE_S = BACKOFF_CAP_S
+"""Added for a failing device: the poller's back-off is capped at 60 s (or one period)."""
 
 
 @dataclass(frozen=True, slots=True)

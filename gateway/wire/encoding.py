@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 from gateway.wire.signing import Signer
 
 SCHEMA_VERSION = 1
-CONTENT_KEY = {"data": "readings", "alarm": "alarms", "event": "events"}
+CONTENT_KEY: Final[Mapping[str, str]] = MappingProxyType(
+    {"data": "readings", "alarm": "alarms", "event": "events"}
+)
+"""The key of a batch body that holds its records, by batch type (docs/wire.md): the
+one definition the sealer, the verifier and the ingest's content check share."""
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 

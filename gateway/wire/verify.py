@@ -27,6 +27,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.common.types import ID_CHARS, ID_MAX_LENGTH
+from gateway.wire.encoding import CONTENT_KEY
 from gateway.wire.signing import SignatureError, verify_payload
 
 __all__ = [
@@ -42,8 +44,7 @@ __all__ = [
     "verify_capture",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_CONTENT = {"data": "readings", "alarm": "alarms", "event": "events"}
+_ID = re.compile(rf"^[{ID_CHARS}]{{1,{ID_MAX_LENGTH}}}$")  # an Ident, as the config says
 _SIG_PREFIX = b'{"alg"'
 
 
@@ -97,7 +98,7 @@ def _check_schema(body: bytes) -> dict[str, Any]:
     if v != 1 or type(v) is not int:  # True == 1 in Python, not in JSON
         raise BatchError("schema", f"unsupported schema version {v!r}")
     kind = obj.get("type")
-    if not isinstance(kind, str) or kind not in _CONTENT:  # a list would not even hash
+    if not isinstance(kind, str) or kind not in CONTENT_KEY:  # a list would not even hash
         raise BatchError("schema", f"unknown batch type {kind!r}")
     for key in ("gateway", "site"):
         v = obj.get(key)
@@ -107,8 +108,8 @@ def _check_schema(body: bytes) -> dict[str, Any]:
         v = obj.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "seq" else 0):
             raise BatchError("schema", f"{key!r} missing or not a valid integer")
-    if not isinstance(obj.get(_CONTENT[kind]), list):
-        raise BatchError("schema", f"{_CONTENT[kind]!r} missing or not an array")
+    if not isinstance(obj.get(CONTENT_KEY[kind]), list):
+        raise BatchError("schema", f"{CONTENT_KEY[kind]!r} missing or not an array")
     return obj
 
 

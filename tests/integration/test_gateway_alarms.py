@@ -12,7 +12,8 @@ import pytest
 from gateway.cli.app import main
 from gateway.config.loader import LoadedConfig, load_config
 from simulators.modbus_device import ModbusTcpSimulator
-from tests.integration.gwtest import line_config, wait_until
+from tests.eventually import eventually
+from tests.integration.gwtest import line_config
 from tests.integration.test_gateway_e2e import collecting, running, sim_units
 from tests.services import Mosquitto
 
@@ -46,13 +47,15 @@ async def test_alarm_raised_acknowledged_and_kept_across_restart(
 
         async with collecting(mosquitto, loaded) as col:
             async with running(loaded):
-                await wait_until(
-                    lambda: "active_unacknowledged" in states(alarm_records()), 15, "alarm raised"
+                await eventually(
+                    lambda: "active_unacknowledged" in states(alarm_records()),
+                    "alarm raised",
+                    within=15,
                 )
-                await wait_until(
+                await eventually(
                     lambda: any(a["alarm"] == ALARM for s in col.alarm_sets for a in s["alarms"]),
-                    10,
                     "retained alarm set",
+                    within=10,
                 )
                 code = await asyncio.to_thread(main, ["alarm", "list", "-c", str(loaded.path)])
                 assert code == 0 and ALARM in capsys.readouterr().out
@@ -60,12 +63,14 @@ async def test_alarm_raised_acknowledged_and_kept_across_restart(
                     main, ["alarm", "ack", ALARM, "--user", "inspector", "-c", str(loaded.path)]
                 )
                 assert code == 0
-                await wait_until(
-                    lambda: "active_acknowledged" in states(alarm_records()), 10, "acknowledged"
+                await eventually(
+                    lambda: "active_acknowledged" in states(alarm_records()),
+                    "acknowledged",
+                    within=10,
                 )
             seen = len(col.alarm_sets)
             async with running(loaded):
-                await wait_until(lambda: len(col.alarm_sets) > seen, 10, "set after restart")
+                await eventually(lambda: len(col.alarm_sets) > seen, "set after restart", within=10)
                 restored = col.alarm_sets[-1]["alarms"]
     ack = next(r for r in alarm_records() if r["state"] == "active_acknowledged")
     assert ack["user"] == "inspector" and ack["severity"] == "high"

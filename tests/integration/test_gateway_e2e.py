@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
+from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,10 +21,13 @@ from gateway.wire.encoding import make_sealer
 from gateway.wire.keys import ensure_signer
 from simulators.modbus_device import ModbusTcpSimulator, SimPoint
 from simulators.values import Ramp
-from tests.integration.gwtest import Collector, line_config, synced_clock, wait_until
+from tests.eventually import eventually
+from tests.integration.gwtest import Collector, line_config, synced_clock
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sim_units(units: int = 2, points: int = 10) -> dict[int, list[SimPoint]]:
@@ -108,8 +111,10 @@ async def test_readings_reach_the_broker_signed_and_valid(
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
         async with collecting(mosquitto, loaded) as col, running(loaded) as gw:
-            await wait_until(lambda: len(col.readings()) >= 400, 20, "400 readings")
-            await wait_until(lambda: any(s["state"] == "online" for s in col.status), 5, "birth")
+            await eventually(lambda: len(col.readings()) >= 400, "400 readings", within=20)
+            await eventually(
+                lambda: any(s["state"] == "online" for s in col.status), "birth", within=5
+            )
             requests_per_poll = {p.health.requests_per_poll for p in gw.pollers.values()}
     assert requests_per_poll == {1}  # ten float32 at 0..19 are one request
     birth = next(s for s in col.status if s["state"] == "online")
@@ -127,18 +132,24 @@ async def test_broker_outage_loses_nothing(mosquitto: Mosquitto, tmp_path: Path)
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
         async with collecting(mosquitto, loaded) as col, running(loaded) as gw:
-            await wait_until(lambda: len(col.bodies) >= 10, 20, "first batches")
-            mosquitto.stop()
+            await eventually(lambda: len(col.bodies) >= 10, "first batches", within=20)
+            await asyncio.to_thread(mosquitto.stop)
             assert gw.outbox is not None
             outbox = gw.outbox
-            await wait_until(lambda: outbox.stats().batches >= 30, 20, "a backlog while down")
+            await eventually(
+                lambda: outbox.stats().batches >= 30, "a backlog while down", within=20
+            )
             assert gw.publisher is not None and not gw.publisher.stats.connected
-            mosquitto.start()
-            await wait_until(
-                lambda: gw.publisher is not None and gw.publisher.stats.connected, 20, "reconnect"
+            await asyncio.to_thread(mosquitto.start)
+            await eventually(
+                lambda: gw.publisher is not None and gw.publisher.stats.connected,
+                "reconnect",
+                within=20,
             )
             target = outbox.stats().next_seq + 20  # live data keeps coming during the drain
-            await wait_until(lambda: max(col.bodies, default=0) >= target, 30, "drain + live")
+            await eventually(
+                lambda: max(col.bodies, default=0) >= target, "drain + live", within=30
+            )
             last = max(col.bodies)
     assert_complete(col, last)
 
@@ -147,26 +158,30 @@ async def test_dead_device_does_not_stop_the_others(mosquitto: Mosquitto, tmp_pa
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port)
         async with collecting(mosquitto, loaded) as col, running(loaded) as gw:
-            await wait_until(lambda: len(col.readings("dev2")) >= 50, 20, "dev2 readings")
+            await eventually(lambda: len(col.readings("dev2")) >= 50, "dev2 readings", within=20)
             sim.faults[2].silent = True
-            await wait_until(lambda: gw.pollers["dev2"].health.state == "failing", 10, "failing")
+            await eventually(
+                lambda: gw.pollers["dev2"].health.state == "failing", "failing", within=10
+            )
             before = len(col.readings("dev1"))
             polls_before = gw.pollers["dev1"].health.polls
-            await wait_until(
+            await eventually(
                 lambda: gw.pollers["dev1"].health.polls >= polls_before + 20,
-                10,
                 "dev1 keeps polling",
+                within=10,
             )
-            await wait_until(lambda: len(col.readings("dev1")) >= before + 200, 10, "dev1 data")
+            await eventually(
+                lambda: len(col.readings("dev1")) >= before + 200, "dev1 data", within=10
+            )
             dead = [r for r in col.readings("dev2") if r["quality"] == "bad"]
-            await wait_until(
+            await eventually(
                 lambda: any(r["quality"] == "bad" for r in col.readings("dev2")),
-                10,
                 "dev2 reported bad",
+                within=10,
             )
             dead = [r for r in col.readings("dev2") if r["quality"] == "bad"]
             sim.faults[2].silent = False
-            await wait_until(lambda: gw.pollers["dev2"].health.state == "ok", 70, "recovery")
+            await eventually(lambda: gw.pollers["dev2"].health.state == "ok", "recovery", within=70)
     assert all(r["value"] is None and r["reason"] == "no_communication" for r in dead)
     assert gw.pollers["dev1"].health.failures == 0
 
@@ -175,7 +190,7 @@ async def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: 
     async with ModbusTcpSimulator(sim_units()) as sim:
         loaded = line_config(tmp_path, mosquitto.port, sim.port, poll="80ms")
         cfg_path = loaded.path
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         cmd = [
             sys.executable,
             "-m",
@@ -188,29 +203,35 @@ async def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: 
         ]
         async with collecting(mosquitto, loaded) as col:
             for round_ in range(3):
-                proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+                proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=DEVNULL)
                 try:
                     seen = len(col.bodies)
-                    await wait_until(
-                        lambda s=seen: len(col.bodies) >= s + 20, 30, f"batches in round {round_}"
+                    await eventually(
+                        lambda s=seen: len(col.bodies) >= s + 20,
+                        f"batches in round {round_}",
+                        within=30,
                     )
                 finally:
                     proc.send_signal(signal.SIGKILL)
-                    proc.wait(timeout=10)
-            proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+                    async with asyncio.timeout(10):
+                        await proc.wait()
+            proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=DEVNULL)
             try:
-                await wait_until(lambda: len(col.bodies) >= 120, 30, "batches after restarts")
+                await eventually(
+                    lambda: len(col.bodies) >= 120, "batches after restarts", within=30
+                )
             finally:
                 proc.send_signal(signal.SIGTERM)
-                assert proc.wait(timeout=20) == 0
+                async with asyncio.timeout(20):
+                    assert await proc.wait() == 0
             with Outbox(
                 loaded.config.gateway.state_dir / "outbox.db", seal=_no_seal, max_bytes=1 << 30
             ) as outbox:
                 stats = outbox.stats()
-            await wait_until(
+            await eventually(
                 lambda: max(col.bodies, default=0) >= stats.next_seq - 1 - stats.batches,
-                20,
                 "everything published",
+                within=20,
             )
     assert stats.dropped_batches == 0
     last_published = stats.next_seq - 1 - stats.batches

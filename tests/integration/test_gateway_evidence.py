@@ -18,7 +18,7 @@ from gateway.config.loader import load_config
 from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
 from simulators.pty import SimLine
 from simulators.serial_instruments import Dlt645Sim, MtSicsSim
-from tests.integration.gwtest import wait_until
+from tests.eventually import eventually
 from tests.integration.test_gateway_e2e import collecting, running
 from tests.integration.test_gateway_trust import entries
 from tests.services import Mosquitto
@@ -77,33 +77,39 @@ async def test_tamper_counters_and_identity_changes_reach_log_and_broker(
         async with collecting(mosquitto, loaded) as col:
             # first run: the counters as found, then a cover opened while running
             async with running(loaded) as gw:
-                await wait_until(
-                    lambda: gw.pollers["kwh-1"].health.polls >= 2, 10, "the meter polled"
+                await eventually(
+                    lambda: gw.pollers["kwh-1"].health.polls >= 2, "the meter polled", within=10
                 )
-                await wait_until(lambda: events_of(state, "tamper_counter"), 10, "first counters")
+                await eventually(
+                    lambda: events_of(state, "tamper_counter"), "first counters", within=10
+                )
                 meter.values[METER][COVER_OPEN] = 4
-                await wait_until(
-                    lambda: len(events_of(state, "tamper_counter")) >= 2, 10, "a changed counter"
+                await eventually(
+                    lambda: len(events_of(state, "tamper_counter")) >= 2,
+                    "a changed counter",
+                    within=10,
                 )
-                await wait_until(
+                await eventually(
                     lambda: len(published(col.bodies, "tamper_counter")) >= 2,
-                    10,
                     "tamper_counter on …/event",
+                    within=10,
                 )
             # the balance was swapped between runs: a new serial number at connect
             balance.serial_number = "B000222"
             async with running(loaded) as gw:
-                await wait_until(
-                    lambda: events_of(state, "instrument_identity_changed"), 10, "identity change"
+                await eventually(
+                    lambda: events_of(state, "instrument_identity_changed"),
+                    "identity change",
+                    within=10,
                 )
-                await wait_until(
+                await eventually(
                     lambda: published(col.bodies, "instrument_identity_changed"),
-                    10,
                     "instrument_identity_changed on …/event",
+                    within=10,
                 )
                 polls = gw.pollers["kwh-1"].health.polls
-                await wait_until(
-                    lambda: gw.pollers["kwh-1"].health.polls >= polls + 5, 10, "more polls"
+                await eventually(
+                    lambda: gw.pollers["kwh-1"].health.polls >= polls + 5, "more polls", within=10
                 )
     assert not col.errors
 

@@ -10,7 +10,8 @@ from gateway.audit.verify import verify_event_log
 from gateway.daemon import Gateway
 from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
 from simulators.modbus_device import ModbusTcpSimulator
-from tests.integration.gwtest import line_config, synced_clock, wait_until
+from tests.eventually import eventually
+from tests.integration.gwtest import line_config, synced_clock
 from tests.integration.test_gateway_e2e import sim_units
 from tests.services import free_port
 
@@ -30,7 +31,7 @@ async def run_once(tmp: Path, sim_port: int, extra_points: int = 0, scale: str =
     task = asyncio.create_task(gateway.run(stop))
     async with asyncio.timeout(10):
         await gateway.ready.wait()
-    await wait_until(lambda: gateway.pollers["dev1"].health.polls >= 2, 10, "two polls")
+    await eventually(lambda: gateway.pollers["dev1"].health.polls >= 2, "two polls", within=10)
     stop.set()
     async with asyncio.timeout(10):
         await task

@@ -8,9 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,8 @@ from gateway.wire.signing import Signer
 from supervision.config import IngestConfig
 from supervision.ingest import Ingest, running_ingest
 from supervision.report import completeness_influx
-from tests.db_services import (
-    InfluxDB1,
-    VictoriaMetrics,
-    wait_until,
-)
+from tests.db_services import InfluxDB1, VictoriaMetrics
+from tests.eventually import eventually, eventually_blocking
 from tests.ingest_support import (
     Collector,
     Publisher,
@@ -36,6 +31,7 @@ from tests.ingest_support import (
     register,
     topic,
 )
+from tests.logfmt import parse_logfmt
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services  # the test command installs the servers: never skipped
@@ -66,7 +62,7 @@ def v1_store(influx: InfluxDB1) -> dict[str, Any]:
 
 
 class Worker:
-    """``python -m supervision.ingest -c FILE`` as a subprocess."""
+    """``python -m gateway ingest -c FILE`` as a subprocess."""
 
     def __init__(self, tmp: Path, name: str, cfg: dict[str, Any]) -> None:
         self.path = tmp / f"{name}.yaml"
@@ -77,13 +73,15 @@ class Worker:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervision.ingest", "-c", str(self.path)],
+                [sys.executable, "-m", "gateway", "ingest", "-c", str(self.path)],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=os.environ | {"PYTHONPATH": str(ROOT)},
             )
-        wait_until(lambda: "MQTT connected" in self.log.read_text(), 20, "worker connected")
+        eventually_blocking(
+            lambda: "MQTT connected" in self.log.read_text(), "worker connected", within=20
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -96,8 +94,9 @@ class Worker:
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(30) == 0, self.log.read_text()[-3000:]
         for line in reversed(self.log.read_text().splitlines()):
-            if "ingest stopped:" in line:
-                counts: dict[str, int] = json.loads(line.split("ingest stopped:", 1)[1])
+            msg = parse_logfmt(line).get("msg", "")
+            if msg.startswith("ingest stopped:"):
+                counts: dict[str, int] = json.loads(msg.split("ingest stopped:", 1)[1])
                 return counts
         raise AssertionError("no final counters in the log")
 
@@ -116,21 +115,6 @@ async def in_process(cfg_dict: dict[str, Any]) -> AsyncIterator[Ingest]:
         yield ingest
 
 
-async def blocking(fn: Any, *args: Any) -> Any:
-    """Run a blocking call off the event loop on a thread that is joined afterwards."""
-    with ThreadPoolExecutor(1) as ex:
-        return await asyncio.get_running_loop().run_in_executor(ex, fn, *args)
-
-
-async def wait_for(cond: Any, limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await blocking(cond):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {limit} s waiting for {what}")
-
-
 def test_two_workers_split_the_load_and_a_killed_worker_loses_nothing(
     tmp_path: Path, broker: Mosquitto, influx: InfluxDB1, signer: Signer
 ) -> None:
@@ -144,14 +128,24 @@ def test_two_workers_split_the_load_and_a_killed_worker_loses_nothing(
             w.start()
         per = 50
         pub.publish((topic("gw1"), data_batch(signer, "gw1", s, per)) for s in range(1, 201))
-        wait_until(lambda: influx.scalar(COUNT, DB) == 200 * per, 60, "first 200 batches")
+        eventually_blocking(
+            lambda: influx.scalar(COUNT, DB) == 200 * per,
+            "first 200 batches",
+            within=60,
+            interval=0.1,
+        )
         # kill one worker while messages stream in, then bring it back with its client id
         stream = [(topic("gw1"), data_batch(signer, "gw1", s, per)) for s in range(201, 601)]
         pub.publish(stream[:100])
         workers[0].kill()
         pub.publish(stream[100:])
         workers[0].start()
-        wait_until(lambda: influx.scalar(COUNT, DB) == 600 * per, 60, "all 600 batches")
+        eventually_blocking(
+            lambda: influx.scalar(COUNT, DB) == 600 * per,
+            "all 600 batches",
+            within=60,
+            interval=0.1,
+        )
         counts = [w.terminate() for w in workers]
     finally:
         pub.close()
@@ -175,7 +169,9 @@ def test_shared_subscription_splits_messages_evenly(
         for w in workers:
             w.start()
         pub.publish((topic("gw1"), data_batch(signer, "gw1", s, 10)) for s in range(1, 401))
-        wait_until(lambda: influx.scalar(COUNT, DB) == 4000, 60, "400 batches")
+        eventually_blocking(
+            lambda: influx.scalar(COUNT, DB) == 4000, "400 batches", within=60, interval=0.1
+        )
         counts = [w.terminate() for w in workers]
     finally:
         pub.close()
@@ -193,24 +189,38 @@ async def test_store_outage_holds_messages_bounded_and_loses_nothing(
     pub = Publisher(broker.port)
     try:
         async with in_process(cfg) as ingest:
-            await blocking(
+            await asyncio.to_thread(
                 pub.publish,
                 [(topic("gw1"), data_batch(signer, "gw1", s, 20)) for s in range(1, 51)],
             )
-            await wait_for(lambda: influx.scalar(COUNT, DB) == 1000, 30, "first 50 batches")
-            influx.stop()
-            await blocking(
+            await eventually(
+                lambda: influx.scalar(COUNT, DB) == 1000,
+                "first 50 batches",
+                within=30,
+                thread=True,
+                interval=0.1,
+            )
+            await asyncio.to_thread(influx.stop)
+            await asyncio.to_thread(
                 pub.publish,
                 [(topic("gw1"), data_batch(signer, "gw1", s, 20)) for s in range(51, 351)],
             )
-            await wait_for(lambda: ingest.counts["write_failures"] >= 3, 30, "failed writes")
+            await eventually(
+                lambda: ingest.counts["write_failures"] >= 3, "failed writes", within=30
+            )
             # back-pressure: the broker stopped at receive_maximum unacknowledged messages
             held = ingest.counts["received"] - 50
             assert held <= 40, ingest.counts
             assert ingest.counts["acked"] == 50
-            influx.start()
-            await wait_for(lambda: influx.scalar(COUNT, DB) == 350 * 20, 60, "all batches")
-            await wait_for(lambda: ingest.counts["acked"] == 350, 10, "all acknowledged")
+            await asyncio.to_thread(influx.start)
+            await eventually(
+                lambda: influx.scalar(COUNT, DB) == 350 * 20,
+                "all batches",
+                within=60,
+                thread=True,
+                interval=0.1,
+            )
+            await eventually(lambda: ingest.counts["acked"] == 350, "all acknowledged", within=10)
     finally:
         pub.close()
 
@@ -242,9 +252,11 @@ async def test_dead_letters_carry_their_reason_and_are_never_written(
     ]
     try:
         async with in_process(config(tmp_path, broker, v1_store(influx))) as ingest:
-            await blocking(pub.publish, [(t, p) for t, p, _ in cases] + [(topic("gw1"), good)])
-            await wait_for(lambda: len(dl.messages) == len(cases), 20, "dead letters")
-            await wait_for(lambda: ingest.counts["acked"] == len(cases) + 1, 10, "acks")
+            await asyncio.to_thread(
+                pub.publish, [(t, p) for t, p, _ in cases] + [(topic("gw1"), good)]
+            )
+            await eventually(lambda: len(dl.messages) == len(cases), "dead letters", within=20)
+            await eventually(lambda: ingest.counts["acked"] == len(cases) + 1, "acks", within=10)
     finally:
         pub.close()
         dl.close()
@@ -263,17 +275,23 @@ async def test_replay_is_idempotent_and_a_late_fill_completes_the_day(
     try:
         async with in_process(config(tmp_path, broker, v1_store(influx))) as ingest:
             first = [s for s in batches if s not in (4, 7)]
-            await blocking(pub.publish, [(topic("gw1"), batches[s]) for s in first])
-            await wait_for(lambda: influx.scalar(COUNT, DB) == 80, 20, "8 batches")
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), batches[s]) for s in first])
+            await eventually(
+                lambda: influx.scalar(COUNT, DB) == 80,
+                "8 batches",
+                within=20,
+                thread=True,
+                interval=0.1,
+            )
             # acknowledged = recorded by the sequence tracker (a copy that arrives while
             # its original is still being written is simply written twice, idempotently)
-            await wait_for(lambda: ingest.counts["acked"] == 8, 20, "8 acknowledged")
+            await eventually(lambda: ingest.counts["acked"] == 8, "8 acknowledged", within=20)
             day = completeness_influx(influx.url, DB)
             assert [(c.gateway, c.received, c.expected) for c in day] == [("gw1", 8, 10)]
             assert day[0].missing == [(4, 4), (7, 7)]
             # a replay of batch 2, then the delayed 4 and 7
-            await blocking(pub.publish, [(topic("gw1"), batches[s]) for s in (2, 2, 4, 7)])
-            await wait_for(lambda: ingest.counts["acked"] == 12, 20, "all acknowledged")
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), batches[s]) for s in (2, 2, 4, 7)])
+            await eventually(lambda: ingest.counts["acked"] == 12, "all acknowledged", within=20)
     finally:
         pub.close()
     assert influx.scalar(COUNT, DB) == 100
@@ -290,18 +308,20 @@ async def test_v2_write_api_into_victoria_metrics(
     pub = Publisher(broker.port)
     try:
         async with in_process(config(tmp_path, broker, store)) as ingest:
-            await blocking(
+            await asyncio.to_thread(
                 pub.publish,
                 [(topic("gw1"), data_batch(signer, "gw1", s, 50)) for s in range(1, 41)],
             )
-            await wait_for(lambda: ingest.counts["acked"] == 40, 30, "all acknowledged")
+            await eventually(lambda: ingest.counts["acked"] == 40, "all acknowledged", within=30)
     finally:
         pub.close()
 
     def samples() -> int:
         return sum(len(s["values"]) for s in victoria.export('{__name__="reading_value"}'))
 
-    wait_until(lambda: samples() == 40 * 50, 30, "all readings in VictoriaMetrics")
+    eventually_blocking(
+        lambda: samples() == 40 * 50, "all readings in VictoriaMetrics", within=30, interval=0.1
+    )
     series = victoria.export('{__name__="reading_value"}')
     assert {s["metric"]["gateway"] for s in series} == {"gw1"}
     assert {s["metric"]["unit"] for s in series} == {"°C"}
@@ -321,9 +341,9 @@ async def test_worker_serves_metrics_and_health(
     pub = Publisher(broker.port)
     try:
         async with in_process(cfg) as ingest:
-            await blocking(pub.publish, [(topic("gw1"), data_batch(signer, "gw1", n, 5))
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), data_batch(signer, "gw1", n, 5))
                                          for n in (1, 2, 3)])  # fmt: skip
-            await wait_for(lambda: ingest.counts["acked"] >= 3, 10, "acks")
+            await eventually(lambda: ingest.counts["acked"] >= 3, "acks", within=10)
             port = ingest.ops.port
 
             def get(path: str) -> tuple[int, bytes]:
@@ -333,8 +353,8 @@ async def test_worker_serves_metrics_and_health(
                 except urllib.error.HTTPError as exc:
                     return exc.code, exc.read()
 
-            status, metrics = await blocking(get, "/metrics")
-            code, health = await blocking(get, "/health")
+            status, metrics = await asyncio.to_thread(get, "/metrics")
+            code, health = await asyncio.to_thread(get, "/health")
     finally:
         pub.close()
     assert status == 200 and code == 200

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.db_services import InfluxDB1
+from tests.eventually import eventually_blocking
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
@@ -69,18 +70,21 @@ def test_ctrl_c_stops_the_demo_promptly_and_cleanly(tmp_path: Path) -> None:
     frames: list[str] = []
     reader = threading.Thread(target=lambda: frames.extend(proc.stdout or []), daemon=True)
     reader.start()
+
+    def stored() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        return stored_readings(store) >= 20
+
     try:
-        deadline = time.monotonic() + 60
-        while stored_readings(store) < 20 and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.2)
-        assert stored_readings(store) >= 20, "nothing reached the store"
+        eventually_blocking(stored, "readings in the demo's store", within=60, interval=0.2)
         # a frame drawn after the store filled shows the store's content
         mark = len(frames)
-        while time.monotonic() < deadline and not any(
-            "store holds" in f and "store holds 0 " not in f for f in frames[mark:]
-        ):
-            time.sleep(0.2)
+        eventually_blocking(
+            lambda: any("store holds" in f and "store holds 0 " not in f for f in frames[mark:]),
+            "a frame that shows the store's content",
+            within=30,
+            interval=0.2,
+        )
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         rc = proc.wait(timeout=20)

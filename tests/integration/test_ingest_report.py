@@ -3,6 +3,7 @@ InfluxDB 1.x and the SQLite store, then the report's numbers checked by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
@@ -20,8 +21,9 @@ from gateway.config.models.metrology import AlarmSeverity
 from gateway.metrology.alarms import Alarm
 from supervision.report import Report, report_influx, report_sqlite
 from tests.db_services import InfluxDB1
+from tests.eventually import eventually
 from tests.ingest_support import Publisher, RealGateway, make_reading, new_signer, register
-from tests.integration.test_ingest import blocking, config, in_process, wait_for
+from tests.integration.test_ingest import config, in_process
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services  # the test command installs the servers: never skipped
@@ -126,9 +128,9 @@ async def test_report_from_influxdb_and_sqlite(
     try:
         async with in_process(to_influx) as a, in_process(to_sqlite) as b:
             sent = [*batches, ("metrogate/v1/site1/gw1/status", status)]
-            await blocking(pub.publish, sent)
+            await asyncio.to_thread(pub.publish, sent)
             for ingest in (a, b):
-                await wait_for(lambda i=ingest: i.counts["acked"] == len(sent), 20, "acks")
+                await eventually(lambda i=ingest: i.counts["acked"] == len(sent), "acks", within=20)
                 assert ingest.counts["dead_letter"] == 0, ingest.counts
     finally:
         pub.close()
@@ -138,7 +140,8 @@ async def test_report_from_influxdb_and_sqlite(
     # and the command line over the SQLite store, as JSON
     cfg = tmp_path / "report.yaml"
     cfg.write_text(json.dumps(to_sqlite))
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "gateway", "report", "-c", str(cfg), "--since", "2d", "--json",
          "--limit", "temp=9:11"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,

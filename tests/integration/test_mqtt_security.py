@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from asyncio.subprocess import DEVNULL
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,14 @@ from cryptography.x509.oid import NameOID
 from gateway.config.loader import load_config
 from gateway.wire.signing import SignatureError, split_payload
 from simulators.modbus_device import ModbusTcpSimulator
-from tests.integration.gwtest import line_config, wait_until
+from tests.eventually import eventually
+from tests.integration.gwtest import line_config
 from tests.integration.test_gateway_e2e import collecting, running, sim_units
 from tests.services import Mosquitto, find_binary, free_port
 
 pytestmark = pytest.mark.services
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _name(cn: str) -> x509.Name:
@@ -125,7 +129,7 @@ async def test_tls_with_client_certificate_and_password(
         loaded = load_config(tls_config(tmp_path, tls_port, sim.port, "s3cret"))
         assert loaded.config.mqtt.uses_tls
         async with collecting(broker, loaded) as col, running(loaded) as gw:
-            await wait_until(lambda: len(col.readings()) >= 100, 20, "readings over TLS")
+            await eventually(lambda: len(col.readings()) >= 100, "readings over TLS", within=20)
             assert gw.publisher is not None and gw.publisher.stats.connected
     assert not col.errors
 
@@ -138,8 +142,8 @@ async def test_wrong_password_is_refused_and_data_waits(
         loaded = load_config(tls_config(tmp_path, tls_port, sim.port, "wrong"))
         async with running(loaded) as gw:
             assert gw.publisher is not None and gw.outbox is not None
-            await wait_until(lambda: gw.publisher.stats.failures >= 1, 10, "a refusal")
-            await wait_until(lambda: gw.outbox.stats().batches >= 10, 10, "data kept")
+            await eventually(lambda: gw.publisher.stats.failures >= 1, "a refusal", within=10)
+            await eventually(lambda: gw.outbox.stats().batches >= 10, "data kept", within=10)
             assert not gw.publisher.stats.connected
             assert gw.publisher.stats.published == 0
 
@@ -154,7 +158,7 @@ async def test_mqtt5(mosquitto: Mosquitto, tmp_path: Path) -> None:
         loaded = load_config(loaded.path)
         assert loaded.config.mqtt.protocol == "5"
         async with collecting(mosquitto, loaded) as col, running(loaded):
-            await wait_until(lambda: len(col.readings()) >= 100, 20, "readings over MQTT 5")
+            await eventually(lambda: len(col.readings()) >= 100, "readings over MQTT 5", within=20)
     assert not col.errors
 
 
@@ -166,19 +170,22 @@ async def test_last_will_says_offline_when_the_gateway_dies(
         text = loaded.path.read_text().replace("backoff_max: 1s}", "backoff_max: 1s, keepalive: 1}")
         loaded.path.write_text(text)
         loaded = load_config(loaded.path)
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         cmd = [sys.executable, "-m", "gateway", "run", "-c", str(loaded.path)]
         async with collecting(mosquitto, loaded) as col:
-            proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+            proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=DEVNULL)
             try:
-                await wait_until(
-                    lambda: any(s["state"] == "online" for s in col.status), 20, "birth"
+                await eventually(
+                    lambda: any(s["state"] == "online" for s in col.status), "birth", within=20
                 )
             finally:
                 proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-            await wait_until(
-                lambda: bool(col.status) and col.status[-1]["state"] == "offline", 10, "last will"
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            await eventually(
+                lambda: bool(col.status) and col.status[-1]["state"] == "offline",
+                "last will",
+                within=10,
             )
     offline = col.status[-1]
     assert offline == {"v": 1, "state": "offline", "gateway": "gw1", "site": "test-site"}

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -19,20 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests.eventually import eventually_blocking
 from tests.services import Mosquitto, free_port
 from tests.unit.ops_support import NotifySocket
 
 pytestmark = pytest.mark.services
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def health(port: int) -> dict[str, Any]:
@@ -82,22 +74,33 @@ def test_ready_watchdog_and_sighup_reload(mosquitto: Mosquitto, tmp_path: Path) 
 
             return check
 
-        wait_for(received(lambda g: any(m.startswith("READY=1") for m in g)), 30, "READY=1")
-        wait_for(received(lambda g: g.count("WATCHDOG=1") >= 2), 10, "watchdog pings")
+        eventually_blocking(
+            received(lambda g: any(m.startswith("READY=1") for m in g)), "READY=1", within=30
+        )
+        eventually_blocking(
+            received(lambda g: g.count("WATCHDOG=1") >= 2), "watchdog pings", within=10
+        )
         first = health(ops_port)
         assert first["devices"][0]["id"] == "dead1"
 
         cfg.write_text(good.replace("poll: 1s", "pol: 1s"))  # invalid
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "config_reload_refused" in events(state), 10, "refusal recorded")
+        eventually_blocking(
+            lambda: "config_reload_refused" in events(state), "refusal recorded", within=10
+        )
         assert proc.poll() is None, "a bad config on SIGHUP must not stop the daemon"
         assert health(ops_port)["config"]["sha256"] == first["config"]["sha256"]
 
         cfg.write_text(good.replace("id: dead1", "id: dead2"))
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "config_reloaded" in events(state), 10, "reload recorded")
-        wait_for(lambda: [d["id"] for d in health(ops_port)["devices"]] == ["dead2"], 10,
-                 "device tasks rebuilt")  # fmt: skip
+        eventually_blocking(
+            lambda: "config_reloaded" in events(state), "reload recorded", within=10
+        )
+        eventually_blocking(
+            lambda: [d["id"] for d in health(ops_port)["devices"]] == ["dead2"],
+            "device tasks rebuilt",
+            within=10,
+        )
         assert health(ops_port)["config"]["sha256"] != first["config"]["sha256"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -21,7 +21,8 @@ from gateway.config.loader import LoadedConfig, load_config
 from gateway.daemon import Gateway
 from gateway.ops.health import gateway_ops_server
 from simulators.modbus_device import ModbusTcpSimulator
-from tests.integration.gwtest import line_config, synced_clock, wait_until
+from tests.eventually import eventually
+from tests.integration.gwtest import line_config, synced_clock
 from tests.integration.test_gateway_e2e import sim_units
 from tests.services import Mosquitto, free_port
 
@@ -99,13 +100,13 @@ async def test_metrics_scraped_and_parsed(mosquitto: Mosquitto, tmp_path: Path) 
         async with running_with_ops(loaded) as (gw, base):
             assert gw.publisher is not None
             pub = gw.publisher
-            await wait_until(
+            await eventually(
                 lambda: (
                     pub.stats.published >= 20
                     and all(p.health.polls >= 10 for p in gw.pollers.values())
                 ),
-                20,
                 "published batches",
+                within=20,
             )
             m = await scrape(base)
     info = [k for k in m if k[0] == "metrogate_info"]
@@ -136,8 +137,10 @@ async def test_health_reflects_dead_device_and_broker_outage(
         async with running_with_ops(loaded) as (gw, base):
             assert gw.publisher is not None
             pub = gw.publisher
-            await wait_until(lambda: gw.pollers["dead1"].health.failures >= 1, 10, "dead fails")
-            await wait_until(lambda: pub.stats.connected, 10, "connected")
+            await eventually(
+                lambda: gw.pollers["dead1"].health.failures >= 1, "dead fails", within=10
+            )
+            await eventually(lambda: pub.stats.connected, "connected", within=10)
             code, doc = await health(base)
             assert code == 503 and doc["status"] == "degraded"
             devices = {d["id"]: d for d in doc["devices"]}
@@ -148,15 +151,18 @@ async def test_health_reflects_dead_device_and_broker_outage(
             assert doc["broker"]["connected"] is True
             assert doc["config"]["sha256"] == loaded.sha256
             assert doc["software"]["sha256"] == gw.software.sha256 and doc["up_since"]
-            await wait_until(
-                lambda: gw.outbox is not None and gw.outbox.stats().next_seq > 5, 10, "batches"
+            await eventually(
+                lambda: gw.outbox is not None and gw.outbox.stats().next_seq > 5,
+                "batches",
+                within=10,
             )
+
             # the rate is sampled every 0.2 s here: the forecast becomes known
-            for _ in range(100):
-                code, doc = await health(base)
-                if doc["outbox"]["capacity_s"] is not None:
-                    break
-                await asyncio.sleep(0.05)
+            async def forecast_known() -> bool:
+                return (await health(base))[1]["outbox"]["capacity_s"] is not None
+
+            await eventually(forecast_known, "the backlog forecast", within=5, interval=0.05)
+            code, doc = await health(base)
             ob = doc["outbox"]
             assert ob["readings_per_s"] > 50  # 2 units × 10 points every 100 ms (+ dead one)
             assert ob["capacity_s"] == pytest.approx(ob["max_bytes"] / ob["bytes_per_s"], rel=0.01)
@@ -164,13 +170,15 @@ async def test_health_reflects_dead_device_and_broker_outage(
             code, text = await status_command(base)
             assert code == 1 and "DEGRADED" in text and "dead1" in text and "holds" in text
 
-            mosquitto.stop()
-            await wait_until(lambda: not pub.stats.connected, 20, "outage seen")
+            await asyncio.to_thread(mosquitto.stop)
+            await eventually(lambda: not pub.stats.connected, "outage seen", within=20)
             code, doc = await health(base)
             assert doc["broker"]["connected"] is False
             assert [p for p in doc["problems"] if p.startswith("broker 127.0.0.1")]
-            await wait_until(
-                lambda: gw.outbox is not None and gw.outbox.stats().batches >= 5, 10, "backlog"
+            await eventually(
+                lambda: gw.outbox is not None and gw.outbox.stats().batches >= 5,
+                "backlog",
+                within=10,
             )
             code, doc = await health(base)
             assert doc["outbox"]["batches"] >= 5 and doc["outbox"]["oldest_age_s"] >= 0
@@ -179,8 +187,8 @@ async def test_health_reflects_dead_device_and_broker_outage(
             assert m[("metrogate_outbox_batches", ())] >= 5
             assert m[("metrogate_device_state", (("device", "dead1"), ("state", "failing")))] == 1
 
-            mosquitto.start()
-            await wait_until(lambda: pub.stats.connected, 20, "reconnect")
+            await asyncio.to_thread(mosquitto.start)
+            await eventually(lambda: pub.stats.connected, "reconnect", within=20)
             code, doc = await health(base)
             assert doc["broker"]["connected"] is True
             assert not [p for p in doc["problems"] if "broker" in p]
@@ -192,12 +200,12 @@ async def test_status_healthy_gateway_exits_zero(mosquitto: Mosquitto, tmp_path:
         async with running_with_ops(loaded) as (gw, base):
             assert gw.publisher is not None
             pub = gw.publisher
-            await wait_until(
+            await eventually(
                 lambda: (
                     pub.stats.connected and all(p.health.state == "ok" for p in gw.pollers.values())
                 ),
-                10,
                 "all ok",
+                within=10,
             )
             code, text = await status_command(base)
             status, _, _ = await get(base + "/nothing")

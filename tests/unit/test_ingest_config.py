@@ -105,12 +105,33 @@ def test_cli_prints_located_problems_and_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD)
     env = {k: v for k, v in os.environ.items() if k != "MG_TEST_UNSET_TOKEN"}
-    for argv in (["-m", "gateway", "ingest", "-c"], ["-m", "supervision.ingest", "-c"]):
-        proc = subprocess.run(
-            [sys.executable, *argv, str(path)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
-        assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 4, proc.stderr
-        assert lines[1].startswith(f"{path}:4:3: mqtt.recieve_maximum: unknown key")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "ingest", "-c", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 4, proc.stderr
+    assert lines[1].startswith(f"{path}:4:3: mqtt.recieve_maximum: unknown key")
+
+
+def test_tls_and_ops_are_the_gateways_sections(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.yaml"
+    path.write_text(
+        "mqtt: {client_id: w1, tls: {cert: c.pem}}\n"
+        "keys_dir: keys\n"
+        "store: {kind: sqlite, path: s.db}\n"
+        "ops: {listen: '[::1]:9200', watchdog: true}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:1:23: mqtt.tls: cert and key go together",
+        f"{path}:4:29: ops.watchdog: unknown key 'watchdog'",  # the gateway's own
+    ]
+    path.write_text(
+        "mqtt: {client_id: w1}\nkeys_dir: keys\nstore: {kind: sqlite, path: s.db}\n"
+        "ops: {listen: '[::1]:9200'}\n"
+    )
+    cfg = load_config(path)
+    assert (cfg.ops.host, cfg.ops.port, cfg.ops.enabled) == ("::1", 9200, True)

@@ -8,8 +8,11 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
 from gateway.common.logs import configure_logging, mask_secrets
+from gateway.common.types import secret_values
+from tests.logfmt import parse_logfmt
 
 
 @pytest.fixture
@@ -80,3 +83,30 @@ def test_journald_lines_have_no_timestamp(
     configure_logging("info", "text", stream=out)
     logging.getLogger("metrogate.test").info("hello")
     assert out.getvalue().startswith("level=info ")
+
+
+def test_logfmt_lines_read_back_exactly(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure_logging("info", "text", stream=out)
+    message = 'ingest stopped: {"received": 3, "note": "a \\"quoted\\" word"}\tand a tab'
+    logging.getLogger("metrogate.test").info(message, extra={"device": "dev 1", "n": 7})
+    fields = parse_logfmt(out.getvalue())
+    assert fields["msg"] == message
+    assert fields["device"] == "dev 1" and fields["n"] == "7"
+    assert fields["level"] == "info" and fields["logger"] == "metrogate.test"
+
+
+def test_secret_values_of_a_model_tree_are_masked(restore_logging: None) -> None:
+    class Store(BaseModel):
+        token: SecretStr | None = None
+
+    class Cfg(BaseModel):
+        password: SecretStr
+        stores: list[Store]
+
+    cfg = Cfg(password=SecretStr("pa55"), stores=[Store(), Store(token=SecretStr("t0k"))])
+    assert secret_values(cfg) == ["pa55", "t0k"]
+    out = io.StringIO()
+    configure_logging("info", "text", secrets=secret_values(cfg), stream=out)
+    logging.getLogger("metrogate.test").warning("login pa55 refused, token t0k expired")
+    assert "pa55" not in out.getvalue() and "t0k" not in out.getvalue()

@@ -16,6 +16,7 @@ from gateway.ops.metrics import RateMeter
 from gateway.ops.view import OutboxView
 from gateway.wire.verify import SequenceTracker
 from supervision.metrics import INGEST_METRICS, IngestCollector
+from tests.eventually import eventually
 
 
 async def request(port: int, raw: bytes) -> tuple[int, bytes]:
@@ -107,9 +108,7 @@ async def test_server_samples_on_its_own_tick() -> None:
         ticks += 1
 
     async with OpsServer("127.0.0.1", 0, CollectorRegistry(), dict, on_tick=tick, tick_s=0.01):
-        async with asyncio.timeout(5):
-            while ticks < 3:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: ticks >= 3, "three ticks", within=5)
     settled = ticks
     await asyncio.sleep(0.05)
     assert ticks == settled  # the ticker stopped with the server

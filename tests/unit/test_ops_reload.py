@@ -14,6 +14,7 @@ import pytest
 from gateway.config.loader import LoadedConfig
 from gateway.ops.reload import Reloaded, ReloadRefused, reload_config, watch_sighup
 from gateway.ops.sdnotify import Notifier
+from tests.eventually import eventually
 from tests.unit.ops_support import NotifySocket, one_device_config
 
 
@@ -89,9 +90,7 @@ async def test_sighup_with_bad_config_keeps_the_running_one(tmp_path: Path) -> N
 
     async def hup_and_wait(n_events: int) -> None:
         os.kill(os.getpid(), signal.SIGHUP)  # a real signal to this process
-        async with asyncio.timeout(5):
-            while len(events.recorded) < n_events:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(events.recorded) >= n_events, f"event {n_events}", within=5)
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -107,9 +106,7 @@ async def test_sighup_with_bad_config_keeps_the_running_one(tmp_path: Path) -> N
             running.path.write_text(good_text.replace("poll: 1s", "poll: 3s"))
             await hup_and_wait(2)
             assert events.recorded[-1][0] == "config_reloaded"
-            async with asyncio.timeout(5):
-                while not applied:
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: bool(applied), "the new config applied", within=5)
             assert state["loaded"].config.devices[0].poll == 3.0
             task.cancel()
         messages = notify.messages()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from gateway.config.loader import LoadedConfig
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.watchdog import FAILING_ALLOWANCE_S, Watchdog
+from tests.eventually import eventually
 from tests.unit.ops_support import FakeClock, HangableDriver, NotifySocket, one_device_config
 
 
@@ -57,15 +58,6 @@ def make_poller(
     metro = DeviceMetrology(dev.id, points, dev, {}, utc_now_us)
     poller = DevicePoller(dev, driver, metro, lambda kind, recs: None, monotonic=clock, sleep=gate)
     return poller, driver
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Return once ``condition()`` holds; fail naming ``what`` after 5 s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while not condition():
-        assert loop.time() < deadline, f"timed out after 5 s waiting for {what}"
-        await asyncio.sleep(0.005)
 
 
 def test_notifier_sends_datagrams(notify_socket: NotifySocket) -> None:
@@ -110,14 +102,18 @@ async def test_watchdog_stops_pinging_when_a_poll_loop_hangs(
     )
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(p.run(), name=f"poller-{i}") for i, p in enumerate((p1, p2))]
-        await wait_for(lambda: p1.health.polls == 1 and p2.health.polls == 1, "first polls")
+        await eventually(
+            lambda: p1.health.polls == 1 and p2.health.polls == 1, "first polls", within=5
+        )
         assert dog.tick().healthy
         assert notify_socket.messages() == ["WATCHDOG=1"]
 
         # both loops keep polling: 8 s later, still pinging
         clock.now += 8
         gate.open()
-        await wait_for(lambda: p1.health.polls == 2 and p2.health.polls == 2, "second polls")
+        await eventually(
+            lambda: p1.health.polls == 2 and p2.health.polls == 2, "second polls", within=5
+        )
         assert dog.tick().healthy
         assert notify_socket.messages() == ["WATCHDOG=1"]
 
@@ -125,13 +121,15 @@ async def test_watchdog_stops_pinging_when_a_poll_loop_hangs(
         d1.hang = True
         clock.now += 1
         gate.open()
-        await wait_for(lambda: d1.reads == 3 and p2.health.polls == 3, "dev1 stuck in its read")
+        await eventually(
+            lambda: d1.reads == 3 and p2.health.polls == 3, "dev1 stuck in its read", within=5
+        )
         clock.now += 9  # 9 s since dev1 started the hung poll: within max(3×1 s, 10 s)
         assert dog.tick().healthy
         assert notify_socket.messages() == ["WATCHDOG=1"]
         clock.now += 2  # 11 s: over the limit
         gate.open()  # dev2 polls on, so only dev1 is stuck
-        await wait_for(lambda: p2.health.polls == 4, "dev2 still polling")
+        await eventually(lambda: p2.health.polls == 4, "dev2 still polling", within=5)
         with caplog.at_level(logging.ERROR, logger="metrogate.watchdog"):
             verdict = dog.tick()
             dog.tick()

@@ -33,10 +33,10 @@ async def test_callbacks_fire_on_change_only(tmp_path: Path) -> None:
             '      - {id: energy_import, di: "00010000", unit: kWh}\n'
             '      - {id: cover_open_count, di: "03300D00"}\n'
         )
-        cfg = load_config(path).config
-        dev = cfg.devices[0]
+        loaded = load_config(path)
+        dev = loaded.config.devices[0]
         async with AsyncExitStack() as stack:
-            driver = (await build_drivers(cfg, stack))["kwh-1"]
+            driver = (await build_drivers(loaded, stack))["kwh-1"]
             points = [(str(p.id), p, getattr(p, "unit", None)) for p in dev.points]
             poller = DevicePoller(
                 dev,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.software_id import compute_software_id, legal_files
-from gateway.cli.trust import main
+from gateway.cli.app import main
 
 
 def _tree(root: Path) -> None:

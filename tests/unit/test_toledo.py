@@ -12,6 +12,7 @@ from drivers.serial_line import LineSettings, SerialBus
 from drivers.toledo import ToledoDriver, ToledoParser, encode_frame, toledo_checksum
 from simulators.pty import SimLine
 from simulators.serial_instruments import Fault, ToledoSim
+from tests.eventually import eventually
 
 WORKED = bytes.fromhex("02 2C 30 20") + b"001234000000" + bytes.fromhex("0D 2B")
 
@@ -41,10 +42,9 @@ def test_bad_checksum_and_no_checksum_mode() -> None:
 
 async def _arrival(drv: ToledoDriver, seen: int) -> None:
     """Wait, bounded, until the stream delivered (or rejected) a frame after the first ``seen``."""
-    for _ in range(300):
-        if drv.frames + drv.parser.bad_frames > seen:
-            return
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: drv.frames + drv.parser.bad_frames > seen, f"frame {seen + 1}", within=3
+    )
 
 
 async def _poll(sim: ToledoSim, *, unit: str | None = "kg") -> list[Sample] | DeviceTimeout:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit.eventlog import EventLog, counter_path_for
 from gateway.audit.verify import verify_event_log
-from gateway.cli.trust import main
+from gateway.cli.app import main
 from gateway.wire.keys import generate_keypair, load_signer
 from gateway.wire.signing import Signer
 from gateway.wire.verify import (
@@ -339,7 +339,7 @@ def test_verify_command_on_event_log_as_a_process(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "gateway.cli.trust",
+        "gateway",
         "verify",
         str(path),
         "--key",

@@ -27,9 +27,19 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from gateway.common.types import Duration
+from gateway.common.types import (
+    Duration,
+    Name,
+    Strict,
+    finite,
+    non_negative,
+    positive,
+    require_finite,
+    require_non_negative,
+    require_positive,
+)
 
 __all__ = [
     "AlarmSeverity",
@@ -69,67 +79,26 @@ Problem = tuple[tuple[str | int, ...], str]
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 
-def _finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, not {value}")
-    return value
-
-
-def _non_negative(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    _finite(value, what)
-    if value < 0:
-        raise ValueError(f"{what} must be ≥ 0, got {value}")
-    return value
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 # --------------------------------------------------------------------------- corrections
 
 
-class OffsetCorrection(_Model):
+class OffsetCorrection(Strict):
     """``y = r + b``; ``u_b`` is the standard uncertainty of ``b`` (else certificate U/k)."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["offset"]
-    b: float
-    u_b: float | None = None
-
-    @field_validator("b")
-    @classmethod
-    def _b_finite(cls, v: float) -> float:
-        return _finite(v, "b")
-
-    @field_validator("u_b")
-    @classmethod
-    def _u_non_negative(cls, v: float | None) -> float | None:
-        return _non_negative(v, "u_b (standard uncertainty)")
+    b: Annotated[float, finite("b")]
+    u_b: Annotated[float | None, non_negative("u_b (standard uncertainty)")] = None
 
 
-class LinearCorrection(_Model):
+class LinearCorrection(Strict):
     """``y = c0 + c1·r`` with optional standard uncertainties and their correlation."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["linear"]
-    c0: float = 0.0
-    c1: float = 1.0
-    u_c0: float | None = None
-    u_c1: float | None = None
+    c0: Annotated[float, finite("a coefficient")] = 0.0
+    c1: Annotated[float, finite("a coefficient")] = 1.0
+    u_c0: Annotated[float | None, non_negative("a standard uncertainty")] = None
+    u_c1: Annotated[float | None, non_negative("a standard uncertainty")] = None
     correlation: float = 0.0
-
-    @field_validator("c0", "c1")
-    @classmethod
-    def _coef_finite(cls, v: float) -> float:
-        return _finite(v, "a coefficient")
-
-    @field_validator("u_c0", "u_c1")
-    @classmethod
-    def _u_non_negative(cls, v: float | None) -> float | None:
-        return _non_negative(v, "a standard uncertainty")
 
     @field_validator("correlation")
     @classmethod
@@ -145,20 +114,14 @@ class LinearCorrection(_Model):
         return self
 
 
-class PolynomialCorrection(_Model):
+class PolynomialCorrection(Strict):
     """``y = Σ cᵢ·rⁱ`` (``coefficients[i]`` = cᵢ) with an optional covariance matrix."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["polynomial"]
-    coefficients: list[float] = Field(min_length=1, max_length=8)
+    coefficients: list[Annotated[float, finite("a coefficient")]] = Field(
+        min_length=1, max_length=8
+    )
     covariance: list[list[float]] | None = None
-
-    @field_validator("coefficients")
-    @classmethod
-    def _coef_finite(cls, v: list[float]) -> list[float]:
-        for c in v:
-            _finite(c, "a coefficient")
-        return v
 
     @model_validator(mode="after")
     def _covariance_shape(self) -> PolynomialCorrection:
@@ -182,28 +145,17 @@ class PolynomialCorrection(_Model):
         return self
 
 
-class TablePoint(_Model):
+class TablePoint(Strict):
     """One calibration point: indication ``reading``, true ``value``, optional expanded ``U``."""
 
-    reading: float
-    value: float
-    U: float | None = None
-
-    @field_validator("reading", "value")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        return _finite(v, "a table entry")
-
-    @field_validator("U")
-    @classmethod
-    def _u(cls, v: float | None) -> float | None:
-        return _non_negative(v, "U (expanded uncertainty)")
+    reading: Annotated[float, finite("a table entry")]
+    value: Annotated[float, finite("a table entry")]
+    U: Annotated[float | None, non_negative("U (expanded uncertainty)")] = None
 
 
-class TableCorrection(_Model):
+class TableCorrection(Strict):
     """Piecewise linear between calibration points; never extrapolated."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["table"]
     points: list[TablePoint] = Field(min_length=2)
 
@@ -233,7 +185,7 @@ CorrectionConfig = Annotated[
 ]
 
 
-class CalibrationRecord(_Model):
+class CalibrationRecord(Strict):
     """One calibration or verification certificate of an instrument."""
 
     kind: Literal["calibration", "verification"] = "calibration"
@@ -243,21 +195,9 @@ class CalibrationRecord(_Model):
     valid_until: dt.date
     result: str | None = None
     correction: CorrectionConfig | None = None
-    U: float | None = None
+    U: Annotated[float | None, non_negative("U (expanded uncertainty)")] = None
     """Expanded uncertainty of the calibration result, in the instrument's unit."""
-    k: float = 2.0
-
-    @field_validator("U")
-    @classmethod
-    def _u(cls, v: float | None) -> float | None:
-        return _non_negative(v, "U (expanded uncertainty)")
-
-    @field_validator("k")
-    @classmethod
-    def _k(cls, v: float) -> float:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"coverage factor k must be > 0, got {v}")
-        return v
+    k: Annotated[float, positive("coverage factor k")] = 2.0
 
     @model_validator(mode="after")
     def _dates(self) -> CalibrationRecord:
@@ -269,14 +209,14 @@ class CalibrationRecord(_Model):
         return self
 
 
-class MeasuringRange(_Model):
+class MeasuringRange(Strict):
     min: float
     max: float
 
     @model_validator(mode="after")
     def _order(self) -> MeasuringRange:
-        _finite(self.min, "range.min")
-        _finite(self.max, "range.max")
+        require_finite(self.min, "range.min")
+        require_finite(self.max, "range.max")
         if self.min >= self.max:
             raise ValueError(f"range.min ({self.min}) must be below range.max ({self.max})")
         return self
@@ -289,7 +229,7 @@ class ExpiredPolicy(StrEnum):
     BAD = "bad"
 
 
-class InstrumentConfig(_Model):
+class InstrumentConfig(Strict):
     """A measuring instrument, as its certificates and the supervision platform know it."""
 
     id: str = Field(pattern=_ID_PATTERN)
@@ -303,39 +243,15 @@ class InstrumentConfig(_Model):
     location: str | None = None
     unit: str | None = None
     range: MeasuringRange | None = None
-    resolution: float | None = None
-    u_reading: float | None = None
+    resolution: Annotated[float | None, positive("resolution")] = None
+    u_reading: Annotated[float | None, non_negative("u_reading (standard uncertainty)")] = None
     """Standard uncertainty of the indication itself (repeatability etc.), besides resolution."""
-    mpe: float | None = None
-    coverage: float = 2.0
+    mpe: Annotated[float | None, non_negative("mpe (maximum permissible error)")] = None
+    coverage: Annotated[float, positive("coverage factor")] = 2.0
     """Coverage factor k of the expanded uncertainty carried on readings."""
     expired_policy: ExpiredPolicy = ExpiredPolicy.UNCERTAIN
     warn_before: Duration = 30 * 86400.0
     calibrations: list[CalibrationRecord] = Field(default_factory=list)
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, v: float | None) -> float | None:
-        if v is not None and (not math.isfinite(v) or v <= 0):
-            raise ValueError(f"resolution must be > 0, got {v}")
-        return v
-
-    @field_validator("u_reading")
-    @classmethod
-    def _u_reading(cls, v: float | None) -> float | None:
-        return _non_negative(v, "u_reading (standard uncertainty)")
-
-    @field_validator("mpe")
-    @classmethod
-    def _mpe(cls, v: float | None) -> float | None:
-        return _non_negative(v, "mpe (maximum permissible error)")
-
-    @field_validator("coverage")
-    @classmethod
-    def _coverage(cls, v: float) -> float:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"coverage factor must be > 0, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _unique_certificates(self) -> InstrumentConfig:
@@ -363,7 +279,7 @@ class AlarmSeverity(StrEnum):
     CRITICAL = "critical"
 
 
-class SpecLimits(_Model):
+class SpecLimits(Strict):
     """Specification (tolerance) limits of a point and the decision rule judging them."""
 
     lower: float | None = None
@@ -380,22 +296,22 @@ class SpecLimits(_Model):
             raise ValueError("spec needs a lower limit, an upper limit, or both")
         for name, v in (("lower", self.lower), ("upper", self.upper)):
             if v is not None:
-                _finite(v, f"spec.{name}")
+                require_finite(v, f"spec.{name}")
         if self.lower is not None and self.upper is not None and self.lower >= self.upper:
             raise ValueError(
                 f"impossible limits: lower ({self.lower}) must be below upper ({self.upper})"
             )
         if not isinstance(self.guard, str):
-            _non_negative(self.guard, "guard")
+            require_non_negative(self.guard, "guard")
         return self
 
 
 # --------------------------------------------------------------------------- rules
 
 
-class _RuleBase(_Model):
+class _RuleBase(Strict):
     kind: str
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name | None = None
     """Alarm name on the point (default: the rule's kind)."""
     severity: AlarmSeverity = AlarmSeverity.MEDIUM
     alarm: bool = True
@@ -410,12 +326,7 @@ class _RuleBase(_Model):
 
 class _LimitRule(_RuleBase):
     limit: float
-    deadband: float = 0.0
-
-    @field_validator("deadband")
-    @classmethod
-    def _deadband(cls, v: float) -> float:
-        return _non_negative(v, "deadband") or 0.0
+    deadband: Annotated[float, non_negative("deadband")] = 0.0
 
 
 class HighLimitRule(_LimitRule):
@@ -440,8 +351,7 @@ class RateRule(_RuleBase):
 
     @model_validator(mode="after")
     def _positive(self) -> RateRule:
-        if not math.isfinite(self.max) or self.max <= 0:
-            raise ValueError(f"rate max must be > 0, got {self.max}")
+        require_positive(self.max, "rate max")
         if self.per <= 0:
             raise ValueError("rate per must be > 0 seconds")
         return self
@@ -462,7 +372,7 @@ class StuckRule(_RuleBase):
             raise ValueError("stuck needs count (readings) and/or duration")
         if self.duration is not None and self.duration <= 0:
             raise ValueError("stuck duration must be > 0")
-        _non_negative(self.tolerance, "tolerance")
+        require_non_negative(self.tolerance, "tolerance")
         return self
 
 
@@ -470,14 +380,7 @@ class StaleRule(_RuleBase):
     """No good reading of the point for ``timeout``."""
 
     kind: Literal["stale"]
-    timeout: Duration
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("stale timeout must be > 0")
-        return v
+    timeout: Annotated[Duration, positive("stale timeout")]
 
 
 RuleConfig = Annotated[
@@ -488,20 +391,20 @@ RuleConfig = Annotated[
 # --------------------------------------------------------------------------- SPC
 
 
-class EwmaConfig(_Model):
+class EwmaConfig(Strict):
+    model_config = ConfigDict(populate_by_name=True)  # `lambda` in YAML, `lam` in code
     lam: float = Field(default=0.2, gt=0, le=1, alias="lambda")
     L: float = Field(default=3.0, gt=0)
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class CusumConfig(_Model):
+class CusumConfig(Strict):
     k: float = Field(default=0.5, ge=0)
     """Reference value K in units of σ."""
     h: float = Field(default=5.0, gt=0)
     """Decision interval H in units of σ."""
 
 
-class SpcConfig(_Model):
+class SpcConfig(Strict):
     """Control chart of one point."""
 
     chart: Literal["individuals", "xbar_r"] = "individuals"
@@ -534,10 +437,8 @@ class SpcConfig(_Model):
             raise ValueError("an individuals chart has subgroup 1; use chart: xbar_r")
         if self.chart == "xbar_r" and not 2 <= self.subgroup <= 5:
             raise ValueError("an X̄-R chart needs subgroup between 2 and 5")
-        if self.sigma is not None and (not math.isfinite(self.sigma) or self.sigma <= 0):
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
-        if self.center is not None:
-            _finite(self.center, "center")
+        require_positive(self.sigma, "sigma")
+        require_finite(self.center, "center")
         return self
 
 
@@ -636,10 +537,10 @@ def expression_names(tree: ast.Expression) -> list[str]:
     return names
 
 
-class ExpressionRule(_Model):
+class ExpressionRule(Strict):
     """A device-level condition over the device's points, raising alarm ``device/name``."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     expr: str
     severity: AlarmSeverity = AlarmSeverity.MEDIUM
     alarm: bool = True
@@ -657,10 +558,9 @@ class ExpressionRule(_Model):
 # --------------------------------------------------------------------------- bases
 
 
-class PointMetrologyFields(BaseModel):
+class PointMetrologyFields(Strict):
     """Metrology keys of a point; the driver point models inherit these."""
 
-    model_config = ConfigDict(extra="forbid")
     instrument: str | None = None
     spec: SpecLimits | None = None
     rules: list[RuleConfig] = Field(default_factory=list)
@@ -682,10 +582,9 @@ class PointMetrologyFields(BaseModel):
         return self
 
 
-class DeviceMetrologyFields(BaseModel):
+class DeviceMetrologyFields(Strict):
     """Metrology keys of a device; the driver device models inherit these."""
 
-    model_config = ConfigDict(extra="forbid")
     expressions: list[ExpressionRule] = Field(default_factory=list)
     max_shelve: Duration = 8 * 3600.0
     """Longest time an operator may shelve one of this device's alarms."""

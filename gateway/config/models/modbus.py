@@ -6,22 +6,15 @@ Serial Modbus devices (RTU, ASCII) reuse :class:`ModbusPoint` and
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
 from drivers.modbus_codec import DataType, Order, PointSpec, Table
 from drivers.modbus_common import point_types_ok
-from gateway.common.types import Duration
+from gateway.common.types import Duration, Ident, Strict
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import PointMetrologyFields
-
-Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
-"""An id that is safe as one MQTT topic level and one InfluxDB tag value."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class HoleConfig(Strict):
@@ -63,8 +56,6 @@ def parse_reference(ref: int | str) -> tuple[Table, int]:
 
 
 class ModbusPoint(PointMetrologyFields):
-    model_config = ConfigDict(extra="forbid")
-
     id: Ident
     table: Table | None = Field(None, description="coil, discrete, input or holding.")
     address: int | None = Field(None, ge=0, le=65535, description="0-based protocol address.")
@@ -131,8 +122,6 @@ class ModbusPoint(PointMetrologyFields):
 
 
 class ModbusTcpDevice(DeviceFields):
-    model_config = ConfigDict(extra="forbid")
-
     driver: Literal["modbus_tcp"]
     id: Ident
     enabled: bool = True

@@ -12,19 +12,19 @@ objects (unknown bus, two claims on one port, a poll the line cannot carry) are 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from drivers.ascii_generic import AsciiSpec
 from drivers.base import Quality, Reason
 from drivers.dlt645 import DATA_ITEMS, DataItem, Dlt645Point, encode_address
 from drivers.modbus_codec import Order, PointSpec
 from drivers.serial_line import LineSettings, Rs485
-from gateway.common.types import Duration
+from gateway.common.types import Duration, Ident, Strict
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import PointMetrologyFields
-from gateway.config.models.modbus import HoleConfig, Ident, ModbusPoint, Strict
+from gateway.config.models.modbus import HoleConfig, ModbusPoint
 
 __all__ = [
     "AsciiDevice",
@@ -37,6 +37,35 @@ __all__ = [
     "SerialDevice",
     "ToledoDevice",
 ]
+
+
+def _stop_bits(v: float) -> float:
+    if v not in (1, 1.5, 2):
+        raise ValueError("stopbits is 1, 1.5 or 2")
+    return v
+
+
+def _data_identifier(v: str) -> str:
+    text = v.lower().removeprefix("0x").replace(" ", "")
+    if not re.fullmatch(r"[0-9a-f]{8}", text):
+        raise ValueError(f"DI {v!r}: 8 hex digits, e.g. 00010000")
+    return text.upper()
+
+
+def _meter_address(v: object) -> str:
+    text = str(v).strip()
+    if text.isdigit() and len(text) < 12:
+        text = text.zfill(12)  # YAML reads 000012345678 as a number
+    encode_address(text)  # raises ValueError naming what is wrong
+    return text
+
+
+StopBits = Annotated[float, AfterValidator(_stop_bits)]
+"""Stop bits of a serial line: 1, 1.5 or 2."""
+DataIdentifier = Annotated[str, AfterValidator(_data_identifier)]
+"""A DL/T 645 data identifier DI3..DI0: 8 hex digits ("0x" and blanks allowed), kept upper-case."""
+MeterAddress = Annotated[str, BeforeValidator(_meter_address)]
+"""A DL/T 645 meter address: 12 decimal digits (fewer are zero-padded, numbers accepted)."""
 
 
 class Rs485Config(Strict):
@@ -60,7 +89,7 @@ class BusConfig(Strict):
     baudrate: int = Field(9600, ge=50, le=4_000_000)
     parity: Literal["N", "E", "O"] = "E"
     bytesize: Literal[7, 8] = 8
-    stopbits: float = Field(1, description="1, 1.5 or 2.")
+    stopbits: StopBits = Field(1, description="1, 1.5 or 2.")
     inter_frame_gap: Duration | None = Field(
         None, description="Silence before each request; default t3.5 from the baud rate."
     )
@@ -71,13 +100,6 @@ class BusConfig(Strict):
     )
     backoff: Duration = Field(1.0, description="First quarantine period; doubles per failed probe.")
     max_backoff: Duration = Field(60.0, description="Cap of the quarantine period.")
-
-    @field_validator("stopbits")
-    @classmethod
-    def _stopbits(cls, v: float) -> float:
-        if v not in (1, 1.5, 2):
-            raise ValueError("stopbits is 1, 1.5 or 2")
-        return v
 
     def settings(self) -> LineSettings:
         r = self.rs485
@@ -246,7 +268,7 @@ class AsciiDevice(SerialDevice):
 
 class Dlt645PointConfig(PointMetrologyFields):
     id: Ident
-    di: str = Field(description='Data identifier DI3..DI0 in hex, e.g. "00010000".')
+    di: DataIdentifier = Field(description='Data identifier DI3..DI0 in hex, e.g. "00010000".')
     length: int | None = Field(None, ge=1, le=8, description="BCD bytes (for unknown DIs).")
     decimals: int | None = Field(None, ge=0, le=8)
     signed: bool | None = None
@@ -254,14 +276,6 @@ class Dlt645PointConfig(PointMetrologyFields):
     offset: float = 0.0
     unit: str | None = None
     description: str | None = None
-
-    @field_validator("di")
-    @classmethod
-    def _hex(cls, v: str) -> str:
-        text = v.lower().removeprefix("0x").replace(" ", "")
-        if not re.fullmatch(r"[0-9a-f]{8}", text):
-            raise ValueError(f"DI {v!r}: 8 hex digits, e.g. 00010000")
-        return text.upper()
 
     @model_validator(mode="after")
     def _layout(self) -> Dlt645PointConfig:
@@ -284,15 +298,8 @@ class Dlt645PointConfig(PointMetrologyFields):
 
 class Dlt645Device(SerialDevice):
     driver: Literal["dlt645"]
-    address: str = Field(description="Meter address: 12 decimal digits as printed on the meter.")
+    address: MeterAddress = Field(
+        description="Meter address: 12 decimal digits as printed on the meter."
+    )
     preamble: int = Field(4, ge=0, le=4, description="FE bytes sent before each request.")
     points: list[Dlt645PointConfig] = Field(default_factory=list)
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _address(cls, v: object) -> str:
-        text = str(v).strip()
-        if text.isdigit() and len(text) < 12:
-            text = text.zfill(12)
-        encode_address(text)
-        return text

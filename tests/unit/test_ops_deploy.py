@@ -343,6 +343,8 @@ def test_dockerfile_needs_no_toolchain() -> None:
     for tool in ("gcc", "build-essential", "rustc", "cargo", "apt-get install"):
         assert tool not in text
     assert re.search(r"^USER metrogate$", text, re.MULTILINE)
+    # profiles and the demo config come with the wheel (package data), not as copies
+    assert "profiles" not in text
     for copied in re.findall(r"^COPY (?!--from)(.+) /", text, re.MULTILINE):
         for src in copied.split():
             if src != "README.md":  # pyproject's readme, written beside it

@@ -1,6 +1,6 @@
 """Simulator factories: how ``metrogate sim`` gets a simulator for a driver kind.
 
-Each driver kind in ``gateway.config.registry.KINDS`` names its factory as
+Each driver kind in ``gateway.config.models.registry.KINDS`` names its factory as
 ``"module:function"`` (its ``simulator``); the command line resolves the reference
 and calls the function with the kind's device config objects. Simulators import
 nothing of the gateway, so a factory reads those objects by their field names; the

@@ -1,7 +1,7 @@
 """Opening the drivers of a loaded config: one per device, built by its driver kind.
 
 Which driver a device gets, and from what, is its kind's business
-(:data:`gateway.config.registry.KINDS`: the builder only constructs). Here drivers
+(:data:`gateway.config.models.registry.KINDS`: the builder only constructs). Here drivers
 are opened and kept open: the serial bus owners their devices share (one
 :class:`~drivers.serial_line.SerialBus` per bus that has devices), then every
 driver, all entered on one :class:`AsyncExitStack` that the caller holds for as long
@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from drivers.base import Clock, Driver, utc_now_us
 from drivers.serial_line import SerialBus
 from gateway.config.loader import LoadedConfig
-from gateway.config.registry import KINDS, BuildContext
+from gateway.config.models.registry import KINDS, BuildContext
 
 log = logging.getLogger("metrogate.acquisition")
 

@@ -24,7 +24,7 @@ from drivers.backoff import Backoff
 from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
 from drivers.cancel import reraise_pending_cancel
 from gateway.acquisition.clock import flag_if_unsynchronised
-from gateway.config.registry import KINDS
+from gateway.config.models.registry import KINDS
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.wire.reading import Reading, to_wire
 

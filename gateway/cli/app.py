@@ -86,7 +86,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     async def show() -> None:
         from gateway.acquisition.build import build_drivers
-        from gateway.config.registry import KINDS
+        from gateway.config.models.registry import KINDS
 
         async with AsyncExitStack() as stack:
             drivers = await build_drivers(loaded, stack)  # for their endpoints: nothing opens

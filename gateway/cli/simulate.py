@@ -1,7 +1,7 @@
 """Simulators built from a gateway config (``metrogate sim`` and ``metrogate demo``).
 
 The composition root for simulation: each driver kind names its simulator factory
-as ``"module:function"`` (:data:`gateway.config.registry.KINDS`, contracts in
+as ``"module:function"`` (:data:`gateway.config.models.registry.KINDS`, contracts in
 :mod:`simulators.factory`), and only this module resolves those references, so the
 gateway proper never depends on :mod:`simulators`. Devices that reach their
 instrument over the network get servers on 127.0.0.1; every serial bus gets a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config.models.device import DeviceFields
-from gateway.config.registry import KINDS, DriverKind
+from gateway.config.models.registry import KINDS, DriverKind
 from gateway.config.schema import Config
 from simulators.factory import LineSim, Served, SimConfigError
 from simulators.pty import SimLine

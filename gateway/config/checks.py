@@ -3,7 +3,7 @@
 Each check returns ``(path, message, severity)`` triples; the loader locates them
 in the YAML. Errors stop the gateway before anything starts; warnings are printed
 by ``metrogate check`` and logged at start. What a driver kind alone can check is
-declared by its entry in :data:`gateway.config.registry.KINDS`; this module runs
+declared by its entry in :data:`gateway.config.models.registry.KINDS`; this module runs
 those and what holds for every kind: ids, timing, the serial lines, metrology.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import calibration_warnings, cross_check
+from gateway.config.models.registry import KINDS, Finding, PlanProblem, SerialNeeds
 from gateway.config.models.serial import BusConfig
-from gateway.config.registry import KINDS, Finding, PlanProblem, SerialNeeds
 from gateway.config.schema import Config
 
 __all__ = ["Finding", "compile_plans", "cross_checks", "serial_line_checks"]

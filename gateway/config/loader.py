@@ -2,7 +2,7 @@
 
 On top of :mod:`gateway.common.yamlconf` (located YAML, ``${ENV}`` and ``${file:}``
 secrets, all problems at once), this expands device profiles, compiles each
-device's read plan once (by its driver kind, :mod:`gateway.config.registry`), runs
+device's read plan once (by its driver kind, :mod:`gateway.config.models.registry`), runs
 the cross-checks of :mod:`gateway.config.checks`, and loads compactly in a child
 process for the daemon. Nothing is started before this passes.
 """

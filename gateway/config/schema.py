@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a misspelt key is an error with its location,
 not a silent default. Devices are a discriminated union on ``driver`` of the models
-of the driver kinds in :mod:`gateway.config.registry`. Cross-object
+of the driver kinds in :mod:`gateway.config.models.registry`. Cross-object
 checks (duplicate ids, overlapping registers, timeouts, port claims) live in
 :mod:`gateway.config.checks`; this module only checks what one object can know.
 The JSON Schema generated from these models is ``config/metrogate.schema.json``.
@@ -23,9 +23,9 @@ from pydantic import (
 from gateway.common.types import Duration, Ident, Strict, TlsConfig
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import InstrumentConfig
+from gateway.config.models.registry import device_union
 from gateway.config.models.serial import BusConfig
 from gateway.config.ops import OpsConfig
-from gateway.config.registry import device_union
 from gateway.wire.keys import PRIVATE_KEY_NAME
 
 

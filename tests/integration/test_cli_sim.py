@@ -13,7 +13,7 @@ from drivers.base import Driver, DriverError, Quality, Sample
 from gateway.acquisition.build import build_drivers
 from gateway.cli.simulate import run_simulators
 from gateway.config.loader import load_config
-from gateway.config.registry import KINDS
+from gateway.config.models.registry import KINDS
 
 # ingest.yaml configures the platform ingest service, not a gateway
 EXAMPLES = sorted(

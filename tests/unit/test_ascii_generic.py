@@ -11,8 +11,8 @@ from pydantic import TypeAdapter, ValidationError
 from drivers.ascii_generic import AsciiDriver, AsciiSpec, parse_line
 from drivers.base import DeviceTimeout, Quality, Reason
 from drivers.serial_line import LineSettings, SerialBus
+from gateway.config.models.registry import device_union
 from gateway.config.models.serial import AsciiDevice
-from gateway.config.registry import device_union
 from simulators.pty import SimLine
 from simulators.serial_instruments import AsciiInstrumentSim, Fault
 

@@ -20,13 +20,13 @@ from gateway.acquisition.build import build_drivers
 from gateway.acquisition.poller import DevicePoller
 from gateway.cli.simulate import simulator_factory
 from gateway.config.loader import load_config, load_config_compact
-from gateway.config.registry import KINDS, PlanProblem
+from gateway.config.models.registry import KINDS, PlanProblem
 from gateway.metrology.pipeline import DeviceMetrology
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "config" / "examples"
 PACKAGES = ("gateway", "drivers", "simulators", "supervision")
-REGISTRY = ROOT / "gateway" / "config" / "registry.py"
+REGISTRY = ROOT / "gateway" / "config" / "models" / "registry.py"
 # ingest.yaml configures the platform ingest service, not a gateway
 GATEWAY_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "ingest.yaml")
 
@@ -133,7 +133,7 @@ def test_no_class_tests_on_device_models_outside_the_registry() -> None:
         for line, arg in _class_tests(ast.parse(path.read_text(encoding="utf-8"))):
             hits = [c for c in _classes_in(arg, namespace) if c in kinds]
             found += [f"{path.relative_to(ROOT)}:{line}: {c.__name__}" for c in hits]
-    assert found == [], "dispatch on driver kinds belongs in gateway/config/registry.py"
+    assert found == [], "dispatch on driver kinds belongs in gateway/config/models/registry.py"
 
 
 def test_device_models_are_named_only_by_the_registry() -> None:

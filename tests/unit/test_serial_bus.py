@@ -19,8 +19,8 @@ from drivers.serial_line import LineSettings, Quarantined, SerialBus, t35, wire_
 from gateway.acquisition.build import build_drivers
 from gateway.config.checks import compile_plans, serial_line_checks
 from gateway.config.loader import load_config
+from gateway.config.models.registry import device_union
 from gateway.config.models.serial import BusConfig
-from gateway.config.registry import device_union
 from simulators.pty import Emit, SimLine
 from simulators.serial_instruments import Fault, RtuBusSim, RtuSlave
 from tests.eventually import eventually

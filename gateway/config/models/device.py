@@ -1,6 +1,6 @@
 """What every device model has, whatever its driver.
 
-Each driver kind's model (one per entry of :data:`gateway.config.registry.KINDS`)
+Each driver kind's model (one per entry of :data:`gateway.config.models.registry.KINDS`)
 declares these fields itself — their order, defaults and descriptions are part of
 the JSON Schema — and inherits this class, so code that handles any device (the
 checks, the poller, the audit trail) can rely on them being there.

@@ -3,7 +3,7 @@
 One :class:`BusConfig` per physical port; every serial device (:class:`SerialDevice`)
 names its bus. The device models (``driver:`` ``modbus_rtu``, ``modbus_ascii``,
 ``mtsics``, ``toledo_continuous``, ``ascii``, ``dlt645``) are registered as driver
-kinds in :mod:`gateway.config.registry`, which puts them into the ``devices:``
+kinds in :mod:`gateway.config.models.registry`, which puts them into the ``devices:``
 union, builds their drivers and declares their checks; checks that span several
 objects (unknown bus, two claims on one port, a poll the line cannot carry) are in
 :mod:`gateway.config.checks`. See docs/serial.md.

@@ -299,10 +299,10 @@ def parse_node_id(text: str) -> ua.NodeId:
 
 def relative_path(text: str) -> ua.RelativePath:
     """``2:Line1/2:Temp`` (below Objects; a leading ``Objects/`` is allowed) → RelativePath."""
-    path = text.strip().strip("/")
-    for prefix in ("0:Objects/", "Objects/"):
-        if path.startswith(prefix):
-            path = path[len(prefix) :]
+    parts = [part for part in text.strip().split("/") if part]
+    if parts and parts[0] in ("Objects", "0:Objects"):
+        parts = parts[1:]
+    path = "/".join(parts)
     if not path:
         raise ValueError(f"browse path {text!r} is empty")
     try:

@@ -29,7 +29,8 @@ commands, one per line on standard input, answering each with one line:
 ``{"cmd": "set", "point": "temp", "value": 3.5}``, ``{"cmd": "status", "point":
 "temp", "status": "BadSensorFailure"}``, ``{"cmd": "fault", "point": "temp",
 "fault": {"kind": "drift", "rate": 0.1}}`` (``null`` clears), ``{"cmd":
-"drop_sessions"}``, ``{"cmd": "refuse_subscriptions", "on": true}``. It stops at
+"drop_sessions"}``, ``{"cmd": "refuse_subscriptions", "on": true}``, ``{"cmd":
+"stats"}`` (answers ``reads``, the Read service calls for simulated points). It stops at
 end of input or on ``{"cmd": "stop"}``.
 """
 
@@ -51,6 +52,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
@@ -205,6 +207,8 @@ class OpcUaSim:
         self._start = time.monotonic()
         self._stack = contextlib.AsyncExitStack()
         self._updater: asyncio.Task[None] | None = None
+        self.reads = 0
+        """Read service calls for simulated points since start (one poll should be one)."""
 
     @property
     def url(self) -> str:
@@ -282,9 +286,16 @@ class OpcUaSim:
             server.set_certificate_validator(validate)
         if self.refuse_subscriptions:
             server.iserver.max_subscriptions = 0
+        server.subscribe_server_callback(CallbackType.PreRead, self._count_read)
         idx = await server.register_namespace(NAMESPACE)
         await self._build(server, idx)
         await server.start()
+
+    def _count_read(self, event: Any, _dispatcher: Any) -> None:
+        """Count Read service calls that ask for simulated points (not the server's own)."""
+        nodes = getattr(event.request_params, "NodesToRead", None) or []
+        if any(rv.NodeId.NamespaceIndex == 2 for rv in nodes):
+            self.reads += 1
 
     async def _stop_server(self) -> None:
         server, self._server = self._server, None
@@ -408,6 +419,8 @@ class OpcUaSim:
                 return {"ok": True, "dropped": self.drop_sessions()}
             case "refuse_subscriptions":
                 self.set_refuse_subscriptions(bool(cmd.get("on", True)))
+            case "stats":
+                return {"ok": True, "reads": self.reads}
             case other:
                 raise ValueError(f"unknown command {other!r}")
         return {"ok": True}

@@ -61,6 +61,10 @@ class Sample:
 
     ``raw`` is the value decoded from the wire before scale and offset; ``value`` is
     the engineering value after them (both ``None`` when the read failed).
+
+    ``flags`` name conditions the instrument itself reported with the value (a meter's
+    status bits such as ``battery_low``); ``server_ts_us`` is when a server in between
+    (OPC UA) last handled the value, kept beside ``ts_us`` (the source's own time).
     """
 
     point: str
@@ -69,6 +73,8 @@ class Sample:
     quality: Quality
     reason: Reason | None
     ts_us: int
+    flags: tuple[str, ...] = ()
+    server_ts_us: int | None = None
 
 
 class DriverError(Exception):

@@ -29,6 +29,7 @@ from drivers.base import (
     Unconnected,
     utc_now_us,
 )
+from drivers.bcd import bcd_decode, bcd_encode
 from drivers.serial_line import FrameError, FrameFinder, FrameRejected, SerialBus
 
 __all__ = [
@@ -124,29 +125,6 @@ def _frame(address: bytes, control: int, data: bytes) -> bytes:
 def read_frame(address: str, di: int, preamble: bytes = PREAMBLE) -> bytes:
     """The read-data request for ``di`` (e.g. ``0x00010000``) to meter ``address``."""
     return preamble + _frame(encode_address(address), READ, di.to_bytes(4, "little"))
-
-
-def bcd_encode(value: int, length: int) -> bytes:
-    """Non-negative integer → ``length`` BCD bytes, low byte first."""
-    digits = f"{value:0{2 * length}d}"
-    if len(digits) > 2 * length:
-        raise ValueError(f"{value} needs more than {length} BCD bytes")
-    return bytes.fromhex(digits)[::-1]
-
-
-def bcd_decode(raw: bytes, signed: bool = False) -> int:
-    """BCD bytes, low byte first → integer; the top bit of the last byte is the sign if
-    ``signed``. Raises :class:`ValueError` on a nibble above 9."""
-    data = bytearray(raw)
-    negative = False
-    if signed and data and data[-1] & 0x80:
-        negative = True
-        data[-1] &= 0x7F
-    text = bytes(data[::-1]).hex()
-    if not text.isdigit():
-        raise ValueError(f"not BCD: {bytes(raw).hex(' ')}")
-    value = int(text) if text else 0
-    return -value if negative else value
 
 
 def reply_frame(address: str, di: int, value: bytes) -> bytes:

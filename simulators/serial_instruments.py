@@ -9,7 +9,8 @@ the gateway reads with. Faults are switched on per slave/meter at any time with
 
 * ``SILENT`` — never answers; ``LATE`` — answers after ``late_by`` seconds;
 * ``BAD_CRC`` — checksum corrupted; ``TRUNCATED`` — only the first half is sent;
-* ``NOISE`` — garbage bytes before the reply; ``WRONG_SLAVE`` — the reply carries
+* ``NOISE`` — garbage bytes before the reply; ``GARBAGE`` — garbage instead of the
+  reply; ``WRONG_SLAVE`` — the reply carries
   another address; ``UNSTABLE`` / ``OVERLOAD`` / ``UNDERLOAD`` / ``BUSY`` — balance
   and scale states; ``NO_DATA`` — the meter refuses every DI.
 
@@ -60,6 +61,7 @@ class Fault(StrEnum):
     BAD_CRC = "bad_crc"
     TRUNCATED = "truncated"
     NOISE = "noise"
+    GARBAGE = "garbage"
     WRONG_SLAVE = "wrong_slave"
     UNSTABLE = "unstable"
     OVERLOAD = "overload"
@@ -68,12 +70,14 @@ class Fault(StrEnum):
     NO_DATA = "no_data"
 
 
-def _damage(
+def damage(
     frame: bytes, faults: frozenset[Fault] | set[Fault], request_len: int, late: float
 ) -> list[Emit]:
     """Apply transport faults to a reply frame."""
     if Fault.SILENT in faults:
         return []
+    if Fault.GARBAGE in faults:
+        frame = (NOISE * (len(frame) // len(NOISE) + 1))[: len(frame)]
     if Fault.BAD_CRC in faults:
         frame = frame[:-2] + bytes(((frame[-2] ^ 0x5A), frame[-1]))
     if Fault.TRUNCATED in faults:
@@ -212,7 +216,7 @@ class RtuBusSim:
         if self.framing == "ascii" and Fault.BAD_CRC in faults:
             frame = frame[:-4] + (b"00" if frame[-4:-2] != b"00" else b"11") + b"\r\n"
             faults = faults - {Fault.BAD_CRC}
-        return _damage(frame, faults, size, self.late_by)
+        return damage(frame, faults, size, self.late_by)
 
     def stream(self) -> bytes:
         return b""
@@ -283,7 +287,7 @@ class MtSicsSim:
                 out += [Emit(line, end + 2)]
                 continue
             faults = self.faults - {Fault.BAD_CRC, Fault.TRUNCATED}
-            out += _damage(line, faults, end + 2, self.late_by)
+            out += damage(line, faults, end + 2, self.late_by)
         if len(self._buf) > 256:
             self._buf = b""
         return out
@@ -392,7 +396,7 @@ class Dlt645Sim:
         frame = b"\xfe\xfe\xfe\xfe" + frame
         if Fault.BAD_CRC in faults:
             frame = frame[:-2] + bytes(((frame[-2] + 1) & 0xFF,)) + frame[-1:]
-        return _damage(frame, faults - {Fault.BAD_CRC}, size, self.late_by)
+        return damage(frame, faults - {Fault.BAD_CRC}, size, self.late_by)
 
     def stream(self) -> bytes:
         return b""
@@ -432,7 +436,7 @@ class AsciiInstrumentSim:
             reply = self.replies.get(req.decode("latin-1"))
             if reply is not None:
                 line = reply.encode("latin-1") + self.terminator
-                out += _damage(line, self.faults - {Fault.BAD_CRC}, end, 1.0)
+                out += damage(line, self.faults - {Fault.BAD_CRC}, end, 1.0)
         return out
 
     def stream(self) -> bytes:

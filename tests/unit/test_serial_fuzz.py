@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import dlt645
+from drivers import cjt188, dlt645
 from drivers.ascii_generic import AsciiSpec, parse_line
 from drivers.base import Quality, Reason
 from drivers.modbus_serial import ascii_finder, crc16, lrc, rtu_finder, rtu_frame
@@ -148,3 +148,42 @@ def test_ascii_parser_accepts_only_lines_the_pattern_and_status_allow(line: str)
     assert m is not None and m.group("unit") == "g"
     assert (sample.quality, sample.reason) == HYGRO.status_map[m.group("status")]
     assert math.isfinite(sample.value) and sample.value == float(m.group("value"))
+
+
+@settings(max_examples=400)
+@given(junk)
+def test_cjt188_finder(buf: bytes) -> None:
+    try:
+        found = cjt188.meter_finder("00000012345678", 0x10)(buf)
+    except FrameRejected:
+        return
+    if found is not None:
+        frame = buf[found[0] : found[1]]
+        reply = cjt188.parse_frame(frame)
+        assert reply.address == "00000012345678" and reply.meter_type == 0x10
+        assert reply.control & 0x80 and cjt188.checksum(frame[:-2]) == frame[-2]
+
+
+@settings(max_examples=300)
+@given(junk, junk, st.integers(0, 255))
+def test_cjt188_reply_found_between_noise(before: bytes, after: bytes, ser: int) -> None:
+    body = cjt188.encode_current_data(cjt188.Family.WATER, {"cumulative_flow": 12.5})
+    reply = cjt188.reply_frame(0x10, "00000012345678", ser, body)
+    try:
+        found = cjt188.meter_finder("00000012345678", 0x10)(before + reply + after)
+    except FrameRejected:
+        return  # noise that happens to be a valid frame of another meter
+    assert found is not None
+
+
+@settings(max_examples=400)
+@given(st.binary(min_size=0, max_size=60), st.sampled_from(list(cjt188.Family)))
+def test_cjt188_current_data_decoder(body: bytes, family: cjt188.Family) -> None:
+    # any body either is refused as a whole or yields every field, good or with a reason
+    try:
+        fields = cjt188.decode_current_data(family, body)
+    except ValueError:
+        return
+    assert set(fields) == set(cjt188.layout_of(family))
+    for f in fields.values():
+        assert (f.value is None) == (f.error is not None)

@@ -96,9 +96,10 @@ def test_installed_identity_and_version_command(capsys: pytest.CaptureFixture[st
 
 
 PINNED = """
-drivers/__init__.py drivers/ascii_generic.py drivers/backoff.py drivers/base.py
-drivers/cancel.py drivers/dlt645.py drivers/modbus_codec.py drivers/modbus_common.py
-drivers/modbus_plan.py drivers/modbus_serial.py drivers/modbus_tcp.py drivers/mtsics.py
+drivers/__init__.py drivers/ascii_generic.py drivers/backoff.py drivers/base.py drivers/bcd.py
+drivers/cancel.py drivers/cjt188.py drivers/dlt645.py drivers/modbus_codec.py
+drivers/modbus_common.py drivers/modbus_plan.py drivers/modbus_serial.py drivers/modbus_tcp.py
+drivers/mtsics.py drivers/opcua.py drivers/opcua_security.py drivers/opcua_status.py
 drivers/serial_line.py drivers/toledo.py
 gateway/acquisition/__init__.py gateway/acquisition/build.py gateway/acquisition/clock.py
 gateway/acquisition/poller.py gateway/acquisition/rulestate.py

@@ -165,10 +165,10 @@ def _by_point(samples: list[Sample]) -> dict[str, Sample]:
     return {s.point: s for s in samples}
 
 
-async def _changes(drv: OpcUaDriver, want: int, timeout: float = 10.0) -> list[Sample]:
+async def _changes(drv: OpcUaDriver, want: int, within: float = 10.0) -> list[Sample]:
     """Read until at least ``want`` samples came (bounded in time and reads)."""
     got: list[Sample] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     for _ in range(1000):
         got += await drv.read()
         if len(got) >= want or time.monotonic() > deadline:

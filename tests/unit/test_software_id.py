@@ -95,26 +95,59 @@ def test_installed_identity_and_version_command(capsys: pytest.CaptureFixture[st
     assert out["sha256"] == sid.sha256 and out["files"] == list(sid.files)
 
 
-PINNED = """
-drivers/__init__.py drivers/ascii_generic.py drivers/backoff.py drivers/base.py drivers/bcd.py
-drivers/cancel.py drivers/cjt188.py drivers/dlt645.py drivers/modbus_codec.py
-drivers/modbus_common.py drivers/modbus_plan.py drivers/modbus_serial.py drivers/modbus_tcp.py
-drivers/mtsics.py drivers/opcua.py drivers/opcua_security.py drivers/opcua_status.py
-drivers/serial_line.py drivers/toledo.py
-gateway/acquisition/__init__.py gateway/acquisition/build.py gateway/acquisition/clock.py
-gateway/acquisition/poller.py gateway/acquisition/rulestate.py
-gateway/audit/__init__.py gateway/audit/eventlog.py gateway/audit/parameters.py
-gateway/audit/software_id.py gateway/audit/verify.py
-gateway/config/models/__init__.py gateway/config/models/device.py
-gateway/config/models/metrology.py gateway/config/models/modbus.py
-gateway/config/models/registry.py gateway/config/models/serial.py
-gateway/delivery/__init__.py gateway/delivery/outbox.py gateway/delivery/publisher.py
-gateway/metrology/__init__.py gateway/metrology/alarms.py gateway/metrology/calibration.py
-gateway/metrology/conformity.py gateway/metrology/pipeline.py gateway/metrology/rules.py
-gateway/metrology/spc.py
-gateway/wire/__init__.py gateway/wire/encoding.py gateway/wire/keys.py gateway/wire/reading.py
-gateway/wire/signing.py gateway/wire/verify.py
-""".split()
+PINNED = [
+    "drivers/__init__.py",
+    "drivers/ascii_generic.py",
+    "drivers/backoff.py",
+    "drivers/base.py",
+    "drivers/bcd.py",
+    "drivers/cancel.py",
+    "drivers/cjt188.py",
+    "drivers/dlt645.py",
+    "drivers/modbus_codec.py",
+    "drivers/modbus_common.py",
+    "drivers/modbus_plan.py",
+    "drivers/modbus_serial.py",
+    "drivers/modbus_tcp.py",
+    "drivers/mtsics.py",
+    "drivers/opcua.py",
+    "drivers/opcua_security.py",
+    "drivers/opcua_status.py",
+    "drivers/serial_line.py",
+    "drivers/toledo.py",
+    "gateway/acquisition/__init__.py",
+    "gateway/acquisition/build.py",
+    "gateway/acquisition/clock.py",
+    "gateway/acquisition/poller.py",
+    "gateway/acquisition/rulestate.py",
+    "gateway/audit/__init__.py",
+    "gateway/audit/eventlog.py",
+    "gateway/audit/parameters.py",
+    "gateway/audit/software_id.py",
+    "gateway/audit/verify.py",
+    "gateway/config/models/__init__.py",
+    "gateway/config/models/device.py",
+    "gateway/config/models/metrology.py",
+    "gateway/config/models/modbus.py",
+    "gateway/config/models/registry.py",
+    "gateway/config/models/serial.py",
+    "gateway/delivery/__init__.py",
+    "gateway/delivery/outbox.py",
+    "gateway/delivery/publisher.py",
+    "gateway/metrology/__init__.py",
+    "gateway/metrology/alarms.py",
+    "gateway/metrology/calibration.py",
+    "gateway/metrology/conformity.py",
+    "gateway/metrology/pipeline.py",
+    "gateway/metrology/rules.py",
+    "gateway/metrology/spc.py",
+    "gateway/wire/__init__.py",
+    "gateway/wire/encoding.py",
+    "gateway/wire/keys.py",
+    "gateway/wire/reading.py",
+    "gateway/wire/signing.py",
+    "gateway/wire/verify.py",
+]
 
 
 def test_the_identity_covers_exactly_the_pinned_files() -> None:

@@ -102,6 +102,14 @@ class Gateway:
         self._signer = signer
         outbox_path = cfg.outbox.path or state / "outbox.db"
         with (
+            # the log first: it refuses to start afresh where the outbox shows a past run
+            EventLog(
+                state / "events.log",
+                signer,
+                software_id=self.software.short,
+                clock_us=self.clock,
+                history=[outbox_path, self.rules.directory],
+            ) as eventlog,
             Outbox(
                 outbox_path,
                 seal=make_sealer(cfg.gateway.id, cfg.gateway.site, signer),
@@ -113,9 +121,6 @@ class Gateway:
                 clock_us=self.clock,
                 on_drop=self._on_drop,
             ) as outbox,
-            EventLog(
-                state / "events.log", signer, software_id=self.software.short, clock_us=self.clock
-            ) as eventlog,
         ):
             self.outbox, self._eventlog = outbox, eventlog
             self._startup_events()

@@ -6,7 +6,11 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
+from gateway.audit.eventlog import EventLogReset
 from gateway.audit.verify import verify_event_log
+from gateway.cli.trust import main
 from gateway.daemon import Gateway
 from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
 from simulators.modbus_device import ModbusTcpSimulator
@@ -61,3 +65,25 @@ async def test_a_config_change_between_runs_is_logged_with_old_and_new(tmp_path:
     report = verify_event_log(state / "events.log", keys)
     assert report.ok, report.problems
     assert report.entries == len(log)
+
+
+async def test_a_lost_event_log_is_not_restarted_until_reinit(tmp_path: Path) -> None:
+    async with ModbusTcpSimulator(sim_units(1, 2)) as sim:
+        first = await run_once(tmp_path, sim.port)
+        state = tmp_path / "state"
+        (state / "events.log").unlink()
+        (state / "events.log.counter").unlink()
+        again = Gateway(first.loaded, clock_monitor=synced_clock())
+        with pytest.raises(EventLogReset) as err:
+            async with asyncio.timeout(10):
+                await again.run(asyncio.Event())
+        assert str(state / "outbox.db") in str(err.value)
+        assert not (state / "events.log").exists()
+        reason = ["--reason", "state restored without the log"]
+        assert main(["audit", "reinit", "-c", str(first.loaded.path), *reason]) == 0
+        await run_once(tmp_path, sim.port)
+    log = entries(state)
+    assert log[0]["type"] == "log_reinitialised" and log[0]["data"]["previous"] is None
+    assert [e["type"] for e in log[1:3]] == ["startup", "config_loaded"]
+    keys = load_public_keys([state / PUBLIC_KEY_NAME])
+    assert verify_event_log(state / "events.log", keys).ok

@@ -120,6 +120,7 @@ class Gateway:
                 max_payload_bytes=cfg.mqtt.batch.max_bytes,
                 clock_us=self.clock,
                 on_drop=self._on_drop,
+                seq_store=eventlog,  # sequence numbers survive the loss of outbox.db
             ) as outbox,
         ):
             self.outbox, self._eventlog = outbox, eventlog
@@ -153,7 +154,8 @@ class Gateway:
                         publisher = tg.create_task(self.publisher.run(), name="publisher")
                         devices = tg.create_task(self._devices(), name="devices")
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
-                        tasks = [publisher, devices, housekeeping]
+                        reserve = tg.create_task(outbox.keep_reserved(), name="outbox-seq")
+                        tasks = [publisher, devices, housekeeping, reserve]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again
@@ -288,6 +290,10 @@ class Gateway:
             config_path=str(self.loaded.path),
             config_sha256=self.loaded.sha256,
         )
+        if self.outbox is not None and self.outbox.resumed is not None:
+            self.record_event(
+                "sequence_resumed", self.outbox.resumed.event_data(), source="outbox"
+            )
         # computed while loading when the loader was asked to (less to build here)
         current = self.loaded.parameters
         if current is None:

@@ -37,6 +37,7 @@ shutdown and the notice that the log is full. The log never overwrites old entri
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -802,7 +803,7 @@ class EventLog:
             if self._closed:
                 raise EventLogError(self.path, "event log is closed")
             if self._seq is not None and mark.reserved < self._seq.reserved:
-                mark = SeqMark(mark.next, self._seq.reserved, mark.events, mark.clean)
+                mark = dataclasses.replace(mark, reserved=self._seq.reserved)
             self._seq = mark
             self._write_head()
 

@@ -14,8 +14,8 @@ sequence numbers never go back even when ``outbox.db`` is lost (docs/trust.md,
 Format: a signed payload as on the wire (docs/wire.md): a body line, a newline, a
 signature line over the body bytes::
 
-    {"last":"<sha256>","n":7,"outbox":{"clean":false,"events":7,"next":120,
-     "reserved":10120},"ts":<UTC µs>,"type":"event_log_head","v":1}
+    {"last":"<sha256>","n":7,"outbox":{"boot":"<boot id>","clean":false,"events":7,
+     "next":120,"reserved":10120},"ts":<UTC µs>,"type":"event_log_head","v":1}
     {"alg":"Ed25519","kid":"…","sig":"…"}
 
 (the body is one line; ``outbox`` is absent until an outbox recorded a mark).
@@ -48,13 +48,15 @@ class SeqMark:
     sealed with a sequence number at or above it before a higher mark is durable.
     ``events``: the highest event-log entry number it had sealed into an event
     batch (0: none). ``clean``: recorded when the outbox closed cleanly, so
-    ``next`` is then exact.
+    ``next`` is then exact. ``boot``: the kernel's boot id when recorded ("" when
+    unknown): a crash without a reboot loses nothing the outbox committed.
     """
 
     next: int
     reserved: int
     events: int
     clean: bool
+    boot: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class SeqMark:
             "reserved": self.reserved,
             "events": self.events,
             "clean": self.clean,
+            "boot": self.boot,
         }
 
 
@@ -166,6 +169,7 @@ def parse_head(path: Path, data: bytes, keys: Mapping[str, Ed25519PublicKey]) ->
                 reserved=_int(mark, "reserved", low=1),
                 events=_int(mark, "events"),
                 clean=mark["clean"],
+                boot=str(mark.get("boot", "")),
             )
         return LogHead(_int(obj, "n"), last, seq, kid)
     except (ValueError, UnicodeDecodeError) as exc:

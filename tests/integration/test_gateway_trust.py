@@ -12,6 +12,7 @@ from gateway.audit.eventlog import EventLogReset
 from gateway.audit.verify import verify_event_log
 from gateway.cli.trust import main
 from gateway.daemon import Gateway
+from gateway.delivery.outbox import Outbox
 from gateway.wire.keys import PUBLIC_KEY_NAME, load_public_keys
 from simulators.modbus_device import ModbusTcpSimulator
 from tests.integration.gwtest import line_config, synced_clock, wait_until
@@ -87,3 +88,28 @@ async def test_a_lost_event_log_is_not_restarted_until_reinit(tmp_path: Path) ->
     assert [e["type"] for e in log[1:3]] == ["startup", "config_loaded"]
     keys = load_public_keys([state / PUBLIC_KEY_NAME])
     assert verify_event_log(state / "events.log", keys).ok
+
+
+def _stored_seqs(state: Path) -> list[int]:
+    with Outbox(state / "outbox.db", seal=_no_seal, max_bytes=1 << 30) as outbox:
+        return [b.seq for b in outbox.take(1_000_000)]
+
+
+def _no_seal(kind: str, seq: int, sealed: int, records: list[dict[str, object]]) -> bytes:
+    raise AssertionError("nothing is put while reading")
+
+
+async def test_sequence_numbers_never_go_back_when_the_outbox_is_lost(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    async with ModbusTcpSimulator(sim_units(1, 2)) as sim:
+        await run_once(tmp_path, sim.port)  # no broker: every batch stays in the outbox
+        earlier = _stored_seqs(state)
+        (state / "outbox.db").unlink()
+        await run_once(tmp_path, sim.port)
+        later = _stored_seqs(state)
+    assert earlier and later
+    assert min(later) > max(earlier)
+    resumed = [e for e in entries(state) if e["type"] == "sequence_resumed"]
+    assert len(resumed) == 1
+    data = resumed[0]["data"]
+    assert isinstance(data, dict) and data["reason"] == "outbox_new" and data["from"] == 1

@@ -149,9 +149,7 @@ def reinitialise(
             notes.append(f"local head was entry {local.n} ({local.source})")
         if min_seq is not None:
             base = mark or SeqMark(min_seq, min_seq, 0, False)
-            mark = SeqMark(
-                max(base.next, min_seq), max(base.reserved, min_seq), base.events, False
-            )
+            mark = SeqMark(max(base.next, min_seq), max(base.reserved, min_seq), base.events, False)
 
         fresh = path.with_name(path.name + ".new")
         for stale in (fresh, counter_path_for(fresh)):

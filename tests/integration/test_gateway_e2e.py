@@ -196,3 +196,37 @@ async def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: 
 
 def _no_seal(kind: str, seq: int, sealed: int, records: list[dict[str, object]]) -> bytes:
     raise AssertionError("nothing is put while checking")
+
+
+async def test_an_event_logged_when_the_gateway_is_killed_is_published_after_restart(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    child = Path(__file__).with_name("event_crash_child.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    async with ModbusTcpSimulator(sim_units()) as sim:
+        loaded = line_config(tmp_path, mosquitto.port, sim.port)
+        done = subprocess.run(
+            [sys.executable, str(child), str(loaded.path), "marker-7f3a"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        n = int(done.stdout.split()[-1])
+        logged = (loaded.config.gateway.state_dir / "events.log").read_bytes()
+        assert b"marker-7f3a" in logged  # in the log: so it must reach the platform
+        async with collecting(mosquitto, loaded) as col, running(loaded):
+
+            def marked() -> list[dict[str, object]]:
+                return [
+                    e
+                    for b in col.bodies.values()
+                    for e in b.get("events", [])
+                    if e.get("data", {}).get("marker") == "marker-7f3a"
+                ]
+
+            await wait_until(lambda: bool(marked()), 20, "the logged event published")
+    (entry,) = marked()
+    assert entry["n"] == n and entry["type"] == "outbox_drop"
+    assert not col.errors

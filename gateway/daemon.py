@@ -150,6 +150,10 @@ class Gateway:
                     outbox=outbox,
                     birth=self.birth(signer),
                     on_command=self._on_command,
+                    # one entry per episode: the broker refuses a kind of batch
+                    on_refusal=lambda data: self.record_event(
+                        "publish_refused", data, source="mqtt"
+                    ),
                 )
                 self.desk = AlarmDesk(
                     gateway=cfg.gateway.id,

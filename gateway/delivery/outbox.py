@@ -63,7 +63,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -543,6 +543,11 @@ class Outbox:
             self.reserved(mark)
 
     @property
+    def next_seq(self) -> int:
+        """The sequence number the next batch will get."""
+        return self._next_seq
+
+    @property
     def last_event_n(self) -> int | None:
         """The highest event-log entry number sealed into an event batch, as far as
         this file knows (None: it does not know — new, from an older version)."""
@@ -750,19 +755,24 @@ class Outbox:
 
     # -- consumer side ------------------------------------------------------------
 
-    def take(self, limit: int, after_seq: int = 0) -> list[Sealed]:
-        """Up to ``limit`` stored batches with ``seq > after_seq``, oldest first.
+    def take(self, limit: int, after_seq: int = 0, *, skip: Collection[str] = ()) -> list[Sealed]:
+        """Up to ``limit`` stored batches with ``seq > after_seq``, oldest first, leaving
+        out the kinds in ``skip`` (those the broker refuses for now).
 
         Taking does not remove anything; :meth:`settle` does.
         """
         conn = self._require_open()
         if limit < 1:
             return []
+        kinds = sorted(KINDS - set(skip))
+        if not kinds:
+            return []
+        marks = ",".join("?" * len(kinds))
         try:
             rows = conn.execute(
                 "SELECT seq, kind, payload, records, sealed_us FROM batches"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                f" WHERE seq > ? AND kind IN ({marks}) ORDER BY seq LIMIT ?",
+                (after_seq, *kinds, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc

@@ -164,6 +164,12 @@ def _broker(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
             f"broker {mqtt.host}:{mqtt.port} not connected"
             + (f": {st.last_error}" if st.last_error else "")
         )
+    for kind, episode in sorted(st.refusing.items()):
+        problems.append(
+            f"broker {mqtt.host}:{mqtt.port} refuses {kind} batches: {episode.reason} "
+            f"(0x{episode.code:02X}) since {iso_us(episode.since_us)}, "
+            f"{episode.batches} refused; kept in the outbox"
+        )
     return {
         "url": mqtt.url,
         "connected": st.connected,
@@ -172,6 +178,20 @@ def _broker(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
         "published": st.published,
         "failures": st.failures,
         "last_error": st.last_error,
+        "refused": [
+            {"kind": kind, "reason": reason, "count": n}
+            for (kind, reason), n in sorted(st.refused.items())
+        ],
+        "refusing": {
+            kind: {
+                "reason": e.reason,
+                "code": e.code,
+                "since": iso_us(e.since_us),
+                "batches": e.batches,
+                "first_seq": e.first_seq,
+            }
+            for kind, e in sorted(st.refusing.items())
+        },
     }
 
 

@@ -55,8 +55,9 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_batches_signed_total": "Batches sealed and signed (the last sequence number).",
     "metrogate_mqtt_connected": "1 while connected to the broker.",
     "metrogate_mqtt_connects_total": "Successful broker connections.",
-    "metrogate_mqtt_published_total": "Batches the broker acknowledged (PUBACK).",
+    "metrogate_mqtt_published_total": "Batches the broker accepted (PUBACK, success code).",
     "metrogate_mqtt_failures_total": "Broker connection failures and losses.",
+    "metrogate_mqtt_refused_total": "Messages the broker refused (PUBACK reason >= 0x80).",
     "metrogate_clock_synchronised": "1 when the kernel reports the clock synchronised.",
     "metrogate_eventlog_entries": "Entries in the event log (the last entry number).",
     "metrogate_eventlog_max_entries": "The event log's capacity in entries.",
@@ -280,6 +281,10 @@ class GatewayCollector(Collector):
             c = _counter(name)
             c.add_metric([], value)
             yield c
+        refused = _counter("metrogate_mqtt_refused_total", ["kind", "reason"])
+        for (kind, reason), n in sorted(st.refused.items()):
+            refused.add_metric([kind, reason], n)
+        yield refused
 
     def _events(self) -> Iterator[Metric]:
         ev = self.gateway.events

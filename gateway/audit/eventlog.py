@@ -552,7 +552,10 @@ class EventLog:
             self._refuse_if_run_before(history)
         elif head is not None and not path.exists():
             problem = LogProblem(
-                1, None, "truncated", f"log file is missing but {head.n} entries were written"
+                1,
+                None,
+                "truncated",
+                f"log file is missing but its counter says {head.n} entries were written",
             )
             raise EventLogCorrupt(path, [problem])
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)

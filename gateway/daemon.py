@@ -21,12 +21,13 @@ from gateway.acquisition.build import build_drivers
 from gateway.acquisition.clock import ClockJump, ClockMonitor
 from gateway.acquisition.poller import DevicePoller
 from gateway.acquisition.rulestate import RuleStore
-from gateway.audit.eventlog import EventLog, EventLogFull
+from gateway.audit.eventlog import EventLog, EventLogFull, EventLogWriteError
 from gateway.audit.parameters import legal_parameters, parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
 from gateway.common.opsserver import OpsServer
 from gateway.config.loader import LoadedConfig
-from gateway.delivery.outbox import DropReport, Outbox
+from gateway.delivery.events import EventFeed
+from gateway.delivery.outbox import DropReport, Outbox, OutboxError
 from gateway.delivery.publisher import Publisher
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
@@ -52,19 +53,21 @@ class Gateway:
         clock: Clock = utc_now_us,
         clock_monitor: ClockMonitor | None = None,
         software: SoftwareId | None = None,
+        eventlog_max_entries: int = 100_000,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.clock = clock
         self.clock_monitor = clock_monitor or ClockMonitor()
         self.software = software or compute_software_id()
+        self.eventlog_max_entries = eventlog_max_entries
         self.pollers: dict[str, DevicePoller] = {}
         self.metrology: dict[str, DeviceMetrology] = {}
         self.publisher: Publisher | None = None
         self.outbox: Outbox | None = None
         self.started_us = clock()
         self.ready = asyncio.Event()
-        self._pending_events: list[dict[str, Any]] = []
+        self.events: EventFeed | None = None  # the audit trail, bound to the outbox
         self._eventlog: EventLog | None = None
         self._signer: Signer | None = None
         self._devices_up = asyncio.Event()
@@ -79,14 +82,21 @@ class Gateway:
         return topic_base(cfg.mqtt.prefix, cfg.gateway.site, cfg.gateway.id)
 
     def record_event(self, type_: str, data: dict[str, Any], *, source: str = "gateway") -> None:
-        """Append to the audit trail and queue the entry for the outbox."""
-        assert self._eventlog is not None
-        self._pending_events.append(self._eventlog.append(type_, data, source=source))
+        """Append to the audit trail; the entry is published once durable (EventFeed).
+
+        Never raises for a full log: the event is then counted and health degrades.
+        """
+        assert self.events is not None
+        self.events.record(type_, data, source=source)
 
     def _flush_events(self) -> None:
-        if self._pending_events and self.outbox is not None:
-            events, self._pending_events = self._pending_events, []
-            self.outbox.put("event", events)
+        """Commit and seal the trail now (start-up, shutdown); a failure is the writer's
+        to retry (or the next start's to recover), never the end of the gateway."""
+        assert self.events is not None
+        try:
+            self.events.flush()
+        except (EventLogWriteError, OutboxError) as exc:
+            log.error("event log not flushed: %s", exc)
 
     def _on_drop(self, report: DropReport) -> None:
         data = asdict(report) if hasattr(report, "__dataclass_fields__") else dict(vars(report))
@@ -102,6 +112,16 @@ class Gateway:
         self._signer = signer
         outbox_path = cfg.outbox.path or state / "outbox.db"
         with (
+            # the log first: it refuses to start afresh where the outbox shows a past run
+            EventLog(
+                state / "events.log",
+                signer,
+                software_id=self.software.short,
+                clock_us=self.clock,
+                max_entries=self.eventlog_max_entries,
+                history=[outbox_path, self.rules.directory],
+                autocommit=False,  # committed off the event loop by the EventFeed
+            ) as eventlog,
             Outbox(
                 outbox_path,
                 seal=make_sealer(cfg.gateway.id, cfg.gateway.site, signer),
@@ -112,12 +132,12 @@ class Gateway:
                 max_payload_bytes=cfg.mqtt.batch.max_bytes,
                 clock_us=self.clock,
                 on_drop=self._on_drop,
+                seq_store=eventlog,  # sequence numbers survive the loss of outbox.db
             ) as outbox,
-            EventLog(
-                state / "events.log", signer, software_id=self.software.short, clock_us=self.clock
-            ) as eventlog,
         ):
             self.outbox, self._eventlog = outbox, eventlog
+            self.events = EventFeed(eventlog, outbox)
+            self.events.recover()  # what a killed run logged but did not seal
             self._startup_events()
             self._flush_events()
             release_free_memory()
@@ -130,6 +150,10 @@ class Gateway:
                     outbox=outbox,
                     birth=self.birth(signer),
                     on_command=self._on_command,
+                    # one entry per episode: the broker refuses a kind of batch
+                    on_refusal=lambda data: self.record_event(
+                        "publish_refused", data, source="mqtt"
+                    ),
                 )
                 self.desk = AlarmDesk(
                     gateway=cfg.gateway.id,
@@ -148,7 +172,9 @@ class Gateway:
                         publisher = tg.create_task(self.publisher.run(), name="publisher")
                         devices = tg.create_task(self._devices(), name="devices")
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
-                        tasks = [publisher, devices, housekeeping]
+                        reserve = tg.create_task(outbox.keep_reserved(), name="outbox-seq")
+                        writer = tg.create_task(self.events.run(), name="eventlog-writer")
+                        tasks = [publisher, devices, housekeeping, reserve, writer]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again
@@ -219,20 +245,23 @@ class Gateway:
         Changes of legally relevant parameters are written to the audit trail first;
         when the event log is full they are refused and the running config is kept.
         """
-        assert self._eventlog is not None
+        assert self._eventlog is not None and self.events is not None
         try:
-            entries = self._eventlog.reconcile_parameters(
+            self._eventlog.reconcile_parameters(
                 legal_parameters(result.loaded.config), source=str(result.loaded.path)
             )
         except EventLogFull:
             log.error("reload refused: the event log is full, parameter changes are refused")
             return
-        self._pending_events += entries
         self.record_event(
             "config_loaded",
             {"path": str(result.loaded.path), "sha256": result.loaded.sha256, "reload": True},
         )
-        self._flush_events()
+        try:
+            await self.events.durable()  # the changes are in the trail before they apply
+        except (EventLogWriteError, OutboxError) as exc:
+            # staged all the same, and derived again at the next start should they be lost
+            log.error("parameter changes not yet durable in the event log: %s", exc)
         self.loaded, self.config = result.loaded, result.loaded.config
         self._reload_devices.set()
 
@@ -260,39 +289,38 @@ class Gateway:
             )
 
     def _identity_seen(self, device: str, identity: dict[str, str]) -> None:
-        assert self._eventlog is not None
-        entry = self._eventlog.record_instrument_identity(device, identity, source=device)
-        if entry is not None:
-            self._pending_events.append(entry)
+        assert self._eventlog is not None and self.events is not None
+        log_ = self._eventlog
+        self.events.stage(lambda: log_.record_instrument_identity(device, identity, source=device))
 
     def _tamper_seen(self, device: str, counters: dict[str, int]) -> None:
-        assert self._eventlog is not None
-        entry = self._eventlog.record_tamper_counters(device, counters, source=device)
-        if entry is not None:
-            self._pending_events.append(entry)
+        assert self._eventlog is not None and self.events is not None
+        log_ = self._eventlog
+        self.events.stage(lambda: log_.record_tamper_counters(device, counters, source=device))
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
         assert self.outbox is not None
         self.outbox.put(kind, records)
 
     def _startup_events(self) -> None:
-        assert self._eventlog is not None
-        log_ = self._eventlog
-        self._pending_events += log_.record_startup(
-            self.software.as_dict(),
-            config_path=str(self.loaded.path),
-            config_sha256=self.loaded.sha256,
+        assert self._eventlog is not None and self.events is not None
+        log_, events = self._eventlog, self.events
+        started = events.stage(
+            lambda: log_.record_startup(
+                self.software.as_dict(),
+                config_path=str(self.loaded.path),
+                config_sha256=self.loaded.sha256,
+            )
         )
+        if started is None:
+            log.error("event log full: this start-up is not recorded")
+        if self.outbox is not None and self.outbox.resumed is not None:
+            self.record_event("sequence_resumed", self.outbox.resumed.event_data(), source="outbox")
         # computed while loading when the loader was asked to (less to build here)
         current = self.loaded.parameters
         if current is None:
             current = parameters_json(self.config)
-        try:
-            self._pending_events += log_.reconcile_parameters(current, source=str(self.loaded.path))
-        except EventLogFull:
-            raise SystemExit(
-                "event log is full: changes of legally relevant parameters are refused"
-            ) from None
+        events.reconcile_at_start(current, source=str(self.loaded.path))
 
     def birth(self, signer: Signer) -> dict[str, Any]:
         cfg = self.config
@@ -309,7 +337,6 @@ class Gateway:
     async def _on_command(self, name: str, payload: bytes) -> None:
         assert self.desk is not None
         await self.desk.on_command(name, payload)
-        self._flush_events()
 
     def _alarms_changed(self, dev_id: str) -> None:
         if self.desk is not None:
@@ -342,7 +369,6 @@ class Gateway:
                     self._alarms_changed(metro.device)
             if self.outbox is not None:
                 self.outbox.enforce_bounds()  # ages batches out while nothing new comes
-            self._flush_events()
             if time.monotonic() - last_rules_save > 60:
                 self._save_rule_state()
                 last_rules_save = time.monotonic()

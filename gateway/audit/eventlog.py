@@ -1,4 +1,4 @@
-"""The event log (audit trail): append-only, hash-chained, signed, with a counter.
+"""The event log (audit trail): append-only, hash-chained, signed, with a signed head.
 
 File format (docs/trust.md has the full description): one entry per line, each
 line ``<body>\\t<signature>\\n`` where ``<body>`` is the canonical JSON (sorted keys,
@@ -11,24 +11,37 @@ and ``<signature>`` is the signature line of docs/wire.md
 (``{"alg":"Ed25519","kid":…,"sig":…}``) over the body bytes. ``prev`` is the SHA-256
 of the previous line's bytes (without its ``\\n``); the first entry has 64 zeros.
 ``n`` is the event counter: 1 for the first entry, +1 per entry, never reset. A
-side file ``<log>.counter`` holds the last ``n`` and line hash so that deleting
-entries from the end is detected too.
+side file ``<log>.counter`` holds the signed head (:mod:`gateway.audit.head`): the
+last ``n`` and line hash, so that deleting entries from the end is detected too.
+A log started by ``metrogate audit reinit`` begins with a ``log_reinitialised``
+entry that continues the numbering and chain of the log it replaces (``data.previous``).
 
 Opening a log verifies all of it and raises :class:`EventLogCorrupt` naming every
 problem; a corrupt log is never rewritten. The one exception is a torn last line
 (power lost mid-write, no final newline): its bytes are moved to a side file, and a
-``log_tail_recovered`` entry records that, so nothing disappears silently.
+``log_tail_recovered`` entry records that, so nothing disappears silently. A log
+that is missing while the gateway's other state shows it has run before is
+refused (:class:`EventLogReset`): only ``metrogate audit reinit`` starts a new one.
 
-When ``max_entries - reserve`` entries exist, parameter changes are refused
-(:class:`EventLogFull`); other events may use the reserve up to ``max_entries``.
-The log never overwrites old entries.
+Writing is two steps: an entry is *staged* (numbered, chained, signed, in memory;
+fast) and then *committed* (one ``write`` and ``fsync`` for everything staged, then
+the head). With ``autocommit`` (the default) every append commits before it
+returns; the daemon instead commits from a worker thread (:meth:`EventLog.commit`)
+so that fsyncs never block its event loop, and publishes entries once committed.
+
+Limits: when ``max_entries - reserve`` entries exist, parameter changes are refused
+(:class:`EventLogFull`); other events may use the reserve up to ``max_entries -
+lifecycle_room``; the last ``lifecycle_room`` entries are kept for start-up,
+shutdown and the notice that the log is full. The log never overwrites old entries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import zlib
@@ -37,15 +50,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.base import Clock, utc_now_us
+from gateway.audit.head import HeadError, LogHead, SeqMark, read_head, write_head
 from gateway.wire.signing import SignatureError, Signer, verify_payload
 
 __all__ = [
     "GENESIS",
+    "LIFECYCLE_TYPES",
     "ChainReport",
     "ChangeKind",
     "EventLog",
@@ -53,15 +68,21 @@ __all__ = [
     "EventLogError",
     "EventLogFull",
     "EventLogLocked",
+    "EventLogReset",
+    "EventLogWriteError",
     "EventType",
     "LogProblem",
     "ParamChange",
     "canonical_parameters",
     "check_chain",
+    "check_head",
     "counter_path_for",
     "diff_parameters",
     "flatten_parameters",
+    "previous_head",
 ]
+
+log = logging.getLogger("metrogate.eventlog")
 
 GENESIS = "0" * 64
 """The ``prev`` of the first entry."""
@@ -85,6 +106,26 @@ class EventType(StrEnum):
     OUTBOX_DROP = "outbox_drop"
     TAMPER_COUNTER = "tamper_counter"
     LOG_TAIL_RECOVERED = "log_tail_recovered"
+    LOG_REINITIALISED = "log_reinitialised"
+    EVENT_LOG_FULL = "event_log_full"
+    PARAMETER_CHANGES_REFUSED = "parameter_changes_refused"
+    SEQUENCE_RESUMED = "sequence_resumed"
+
+
+LIFECYCLE_TYPES: frozenset[str] = frozenset(
+    {
+        EventType.STARTUP,
+        EventType.SOFTWARE_CHANGED,
+        EventType.CONFIG_LOADED,
+        EventType.SHUTDOWN,
+        EventType.LOG_TAIL_RECOVERED,
+        EventType.LOG_REINITIALISED,
+        EventType.EVENT_LOG_FULL,
+        EventType.PARAMETER_CHANGES_REFUSED,
+        EventType.SEQUENCE_RESUMED,
+    }
+)
+"""Entry types that may use the lifecycle room (the last entries of a full log)."""
 
 
 class EventLogError(Exception):
@@ -124,6 +165,29 @@ class EventLogFull(EventLogError):
 
 class EventLogLocked(EventLogError):
     """Another process holds the log open."""
+
+
+class EventLogReset(EventLogError):
+    """The log is missing (or empty without its head) but the gateway has run before.
+
+    ``evidence`` names the files that show it. Starting a fresh log would restart the
+    event numbers unnoticed; ``metrogate audit reinit`` does it deliberately.
+    """
+
+    def __init__(self, path: Path, evidence: list[str]) -> None:
+        super().__init__(
+            path,
+            "event log and its counter are missing, but this gateway has run before ("
+            + "; ".join(evidence)
+            + "). Restore them, or start a new log deliberately with "
+            "'metrogate audit reinit -c CONFIG --reason TEXT'",
+        )
+        self.evidence = evidence
+
+
+class EventLogWriteError(EventLogError):
+    """Staged entries could not be written (disk full, I/O error); they are kept and
+    written by the next successful commit."""
 
 
 class ChangeKind(StrEnum):
@@ -228,8 +292,8 @@ class _LineError(Exception):
 def _parse_body(body: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _LineError("malformed", f"entry is not JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _LineError("malformed", f"entry is not JSON ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
         raise _LineError("malformed", "entry is not a JSON object")
     for key, typ in _BODY_KEYS.items():
@@ -264,13 +328,32 @@ class ChainReport:
     last_hash: str = GENESIS
     good_length: int = 0
     torn_tail: bytes | None = None
+    remembered_hash: str | None = None  # line hash of entry ``remember`` (check_chain)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_chain(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> ChainReport:
+def previous_head(entry: Mapping[str, Any]) -> tuple[int, str] | None:
+    """``(n, hash)`` of the log a ``log_reinitialised`` entry continues, if it names one."""
+    if entry.get("type") != EventType.LOG_REINITIALISED:
+        return None
+    data = entry.get("data")
+    prev = data.get("previous") if isinstance(data, Mapping) else None
+    if not isinstance(prev, Mapping):
+        return None
+    n, digest = prev.get("n"), prev.get("hash")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return None
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
+    return n, digest
+
+
+def check_chain(
+    data: bytes, keys: Mapping[str, Ed25519PublicKey], *, remember: int | None = None
+) -> ChainReport:
     """Verify a whole log: each line's form and signature, the counter and the links.
 
     Problem kinds: ``malformed``, ``unsigned``, ``unknown_key``, ``bad_algorithm``,
@@ -278,6 +361,11 @@ def check_chain(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> ChainRepor
     (entries out of order), ``duplicated`` (an entry appears twice), ``broken_chain``
     (``prev`` is not the hash of the preceding entry); ``torn_tail`` (last line has
     no newline). ``good_length`` is the byte length of the complete lines.
+
+    A first line that is a correctly signed ``log_reinitialised`` entry naming a
+    previous head ``(n, hash)`` starts the chain there: it must be entry ``n + 1``
+    with ``prev`` equal to ``hash``. The line hash of entry ``remember`` is kept in
+    ``remembered_hash`` (to compare with the head).
     """
     report = ChainReport()
     parts = data.split(b"\n")
@@ -310,7 +398,12 @@ def check_chain(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> ChainRepor
 
     numbered = [r for r in records if r.n is not None]
     hashes_by_n: dict[int, set[str]] = {}
-    max_n = 0
+    max_n, start_hash = 0, GENESIS
+    first = records[0] if records else None
+    if first is not None and first.sig_ok and first.body is not None:
+        continued = previous_head(first.body)
+        if continued is not None:
+            max_n, start_hash = continued
     for idx, rec in enumerate(numbered):
         n = rec.n
         assert n is not None  # filtered above
@@ -319,7 +412,7 @@ def check_chain(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> ChainRepor
             before = records[rec.line - 2] if rec.line > 1 else None
             assert rec.body is not None
             if before is None:
-                want: str | None = GENESIS
+                want: str | None = start_hash
             elif before.n == n - 1 and before.sig_ok:
                 want = before.hash
             else:
@@ -350,6 +443,8 @@ def check_chain(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> ChainRepor
                     LogProblem(rec.line, n, "deleted", f"entries {span} are missing before it")
                 )
         hashes_by_n.setdefault(n, set()).add(rec.hash)
+        if n == remember:
+            report.remembered_hash = rec.hash
         max_n = max(max_n, n)
         if rec.body is not None:
             report.entries.append(rec.body)
@@ -360,72 +455,56 @@ def check_chain(data: bytes, keys: Mapping[str, Ed25519PublicKey]) -> ChainRepor
     return report
 
 
-def read_counter(path: Path) -> tuple[int, str] | None:
-    """The ``(n, last line hash)`` stored beside a log, or None if there is no counter file.
+def check_head(report: ChainReport, head: LogHead | None) -> list[LogProblem]:
+    """Compare a verified chain with its (verified) head: ``truncated``, ``counter_mismatch``.
 
-    Raises ``ValueError`` if the file exists but cannot be understood.
+    ``report`` must come from :func:`check_chain` with ``remember=head.n``. The head
+    is written after the entries, so a log may run ahead of it (power lost in
+    between): that is not a problem, as long as entry ``head.n`` is the one recorded.
     """
-    try:
-        obj = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    if (
-        not isinstance(obj, dict)
-        or not isinstance(obj.get("n"), int)
-        or not isinstance(obj.get("last"), str)
-    ):
-        raise ValueError(f"{path}: counter file is malformed")
-    return int(obj["n"]), str(obj["last"])
-
-
-def check_counter(report: ChainReport, counter: tuple[int, str] | None) -> list[LogProblem]:
-    """Compare a verified chain with its stored counter (``truncated``, ``counter_mismatch``).
-
-    The counter is written after the entry, so it may lag the log by one entry
-    (power lost in between); that is not a problem.
-    """
-    if counter is None:
+    if head is None:
         return []
-    n, last = counter
     line = report.last_n + 1
-    if report.last_n < n:
+    if report.last_n < head.n:
+        what = "the log is empty" if not report.entries else f"log ends at entry {report.last_n}"
+        return [LogProblem(line, None, "truncated", f"{what} but {head.n} entries were written")]
+    if head.n > 0 and report.remembered_hash != head.last:
         return [
-            LogProblem(
-                line,
-                None,
-                "truncated",
-                f"log ends at entry {report.last_n} but {n} entries were written",
-            )
-        ]
-    if report.last_n == n and report.last_hash != last and n > 0:
-        return [
-            LogProblem(line - 1, n, "counter_mismatch", "last entry differs from the one recorded")
-        ]
-    if report.last_n > n + 1:
-        return [
-            LogProblem(
-                line - 1, report.last_n, "counter_mismatch", f"counter file says {n} entries"
-            )
+            LogProblem(line - 1, head.n, "counter_mismatch", "entry differs from the one recorded")
         ]
     return []
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until everything is written (a regular file may take it in parts)."""
+    view = memoryview(data)
+    while view:
+        done = os.write(fd, view)
+        view = view[done:]
+
+
+@dataclass(slots=True)
+class _Staged:
+    """An entry numbered, chained and signed, not yet written."""
+
+    line: bytes  # with its newline
+    hash: str
+    entry: dict[str, Any]
 
 
 class EventLog:
     """The gateway's audit trail; a sync context manager (open on construction).
 
     Construction verifies the whole log with ``trusted_keys`` (default: the
-    signer's own public key; pass old public keys too after a key change) and the
-    counter file, and raises :class:`EventLogCorrupt` on any problem except a torn
-    last line, :class:`EventLogLocked` if another process has it open. Every
-    append is written and fsync'ed before it returns. Thread-safe.
+    signer's own public key; pass old public keys too after a key change) and its
+    signed head, and raises :class:`EventLogCorrupt` on any problem except a torn
+    last line, :class:`EventLogLocked` if another process has it open, and
+    :class:`EventLogReset` when the log is missing although one of ``history`` (files
+    or directories the gateway writes as it runs, such as the outbox) exists.
+
+    With ``autocommit`` every append is written and fsync'ed before it returns;
+    without, entries are staged and :meth:`commit` writes them (any thread).
+    Thread-safe.
     """
 
     def __init__(
@@ -436,8 +515,11 @@ class EventLog:
         software_id: str,
         max_entries: int = 100_000,
         reserve: int | None = None,
+        lifecycle_room: int | None = None,
         trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
         clock_us: Clock = utc_now_us,
+        history: Iterable[Path] = (),
+        autocommit: bool = True,
     ) -> None:
         if max_entries < 2:
             raise ValueError("max_entries must be at least 2")
@@ -445,25 +527,44 @@ class EventLog:
         self._signer = signer
         self._software = software_id
         self._max = max_entries
-        self._param_limit = max_entries - (
-            max(1, max_entries // 10) if reserve is None else reserve
-        )
+        reserve = max(1, max_entries // 10) if reserve is None else reserve
+        self._param_limit = max_entries - reserve
+        if lifecycle_room is None:
+            lifecycle_room = min(reserve, 1000, max(1, reserve // 2))
+        self._ordinary_limit = max_entries - lifecycle_room
         self._clock = clock_us
-        self._lock = threading.Lock()
+        self._autocommit = autocommit
+        self._lock = threading.Lock()  # in-memory state: numbering, chain, parameters
+        self._io_lock = threading.Lock()  # the files: one commit or head write at a time
         self._counter_path = counter_path_for(path)
+        self._pending: list[_Staged] = []
+        self._broken: str | None = None
         keys = dict(trusted_keys or {})
         keys[signer.kid] = signer.private_key.public_key()
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            self._refuse_if_counted(path)
+        try:
+            head = read_head(self._counter_path, keys)
+        except HeadError as exc:
+            raise EventLogCorrupt(path, [LogProblem(0, None, exc.kind, exc.message)]) from None
+        fresh = head is None and (not path.exists() or path.stat().st_size == 0)
+        if fresh:
+            self._refuse_if_run_before(history)
+        elif head is not None and not path.exists():
+            problem = LogProblem(
+                1,
+                None,
+                "truncated",
+                f"log file is missing but its counter says {head.n} entries were written",
+            )
+            raise EventLogCorrupt(path, [problem])
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise EventLogLocked(path, "event log is in use by another process") from None
-            torn = self._verify_and_load(keys)
+            torn = self._verify_and_load(keys, head)
         except BaseException:
             os.close(self._fd)
             raise
@@ -474,36 +575,48 @@ class EventLog:
 
     # -- opening ---------------------------------------------------------------
 
-    def _refuse_if_counted(self, path: Path) -> None:
-        """A missing log whose counter says entries were written was deleted: refuse."""
-        try:
-            counter = read_counter(self._counter_path)
-        except ValueError:
-            counter = None  # reported by the full check once the file is open
-        if counter is not None and counter[0] > 0:
-            problem = LogProblem(
-                1, None, "truncated", f"log file is missing but {counter[0]} entries were written"
-            )
-            raise EventLogCorrupt(path, [problem])
+    def _refuse_if_run_before(self, history: Iterable[Path]) -> None:
+        """A new log is started only where nothing shows that this gateway has run."""
+        evidence: list[str] = []
+        for p in history:
+            if p.is_dir():
+                if any(p.iterdir()):
+                    evidence.append(f"{p} is not empty")
+            elif p.exists():
+                evidence.append(f"{p} exists")
+        sides = sorted(self.path.parent.glob(self.path.name + ".torn-*"))
+        evidence += [f"{p} exists" for p in sides[:3]]
+        if evidence:
+            raise EventLogReset(self.path, evidence)
 
-    def _verify_and_load(self, keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any] | None:
+    def _verify_and_load(
+        self, keys: Mapping[str, Ed25519PublicKey], head: LogHead | None
+    ) -> dict[str, Any] | None:
         """Verify the file; load state; move a torn tail aside. Returns its event data."""
         size = os.fstat(self._fd).st_size
         data = os.pread(self._fd, size, 0) if size else b""
-        report = check_chain(data, keys)
-        try:
-            counter = read_counter(self._counter_path)
-        except ValueError as exc:
-            raise EventLogCorrupt(
-                self.path, [LogProblem(0, None, "counter_mismatch", str(exc))]
-            ) from None
-        report.problems.extend(check_counter(report, counter))
+        report = check_chain(data, keys, remember=None if head is None else head.n)
+        if head is None and report.entries:
+            report.problems.append(
+                LogProblem(
+                    report.last_n + 1,
+                    None,
+                    "counter_missing",
+                    f"the log has {len(report.entries)} entries but its counter file "
+                    f"{self._counter_path.name} is missing",
+                )
+            )
+        report.problems.extend(check_head(report, head))
         fatal = [p for p in report.problems if p.kind != "torn_tail"]
         if fatal:
             raise EventLogCorrupt(self.path, fatal)
 
         self._n = report.last_n
         self._last_hash = report.last_hash
+        self._committed = (self._n, self._last_hash)
+        self._size = report.good_length
+        self._seq: SeqMark | None = None if head is None else head.seq
+        self._seq_at_open = self._seq
         self._params: dict[str, Any] | None = None  # while entries are folded in
         self._params_packed: bytes | None = None  # at rest: see _pack_params
         self._identities: dict[str, Any] = {}
@@ -528,8 +641,8 @@ class EventLog:
                 "sha256": hashlib.sha256(report.torn_tail).hexdigest(),
                 "saved_to": side.name,
             }
-        if counter is None or counter[0] != self._n:
-            self._write_counter()
+        if head is None or head.n != self._n:
+            self._write_head()
         return torn
 
     def _absorb(self, entry: Mapping[str, Any]) -> None:
@@ -570,19 +683,29 @@ class EventLog:
 
     # -- writing ---------------------------------------------------------------
 
-    def _write_counter(self) -> None:
-        tmp = self._counter_path.with_name(self._counter_path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_canonical({"n": self._n, "last": self._last_hash}) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._counter_path)
-        _fsync_dir(self._counter_path.parent)
+    def _write_head(self) -> None:
+        """Store the signed head: the last committed entry and the outbox's mark."""
+        n, last = self._committed
+        head = LogHead(n, last, self._seq, self._signer.kid)
+        write_head(self._counter_path, head, self._signer, ts_us=self._clock())
+
+    def _limit_for(self, type_: str) -> int:
+        return self._max if type_ in LIFECYCLE_TYPES else self._ordinary_limit
 
     def _append_many(
         self, items: Iterable[tuple[str, dict[str, Any] | _Baseline, str]], limit: int
     ) -> list[dict[str, Any]]:
-        batch = list(items)
+        entries = self._stage(list(items), limit)
+        if self._autocommit and entries:
+            self.commit()
+        return entries
+
+    def _stage(
+        self, batch: list[tuple[str, dict[str, Any] | _Baseline, str]], limit: int
+    ) -> list[dict[str, Any]]:
+        """Number, chain and sign ``batch`` (all or none); nothing is written yet."""
+        if not batch:
+            return []
         with self._lock:
             if self._closed:
                 raise EventLogError(self.path, "event log is closed")
@@ -592,8 +715,7 @@ class EventLog:
                     f"event log holds {self._n} of {self._max} entries; "
                     f"refusing {len(batch)} more (limit {limit} for this kind of entry)",
                 )
-            lines: list[bytes] = []
-            entries: list[dict[str, Any]] = []
+            staged: list[_Staged] = []
             n, prev = self._n, self._last_hash
             for type_, data, source in batch:
                 n += 1
@@ -616,29 +738,125 @@ class EventLog:
                 cut = payload.rfind(b"\n")
                 line = body_bytes + b"\t" + payload[cut + 1 :]
                 prev = line_hash(line)
-                lines.append(line + b"\n")
                 entry = json.loads(body_bytes)
                 entry["sig"] = json.loads(payload[cut + 1 :])
-                entries.append(entry)
-            os.write(self._fd, b"".join(lines))
-            os.fsync(self._fd)
+                staged.append(_Staged(line + b"\n", prev, entry))
             self._n, self._last_hash = n, prev
-            self._write_counter()
-            for (_, data, _), e in zip(batch, entries, strict=True):
+            self._pending.extend(staged)
+            for (_, data, _), st in zip(batch, staged, strict=True):
                 if isinstance(data, _Baseline):  # packed as it is: no dict to build
                     self._params, self._params_packed = None, zlib.compress(data.parameters, 1)
                 else:
-                    self._absorb(e)
+                    self._absorb(st.entry)
             self._pack_params()
-            return entries
+            return [st.entry for st in staged]
+
+    def commit(self) -> list[dict[str, Any]]:
+        """Write every staged entry (one ``write``, one ``fsync``), then the head.
+
+        Returns the entries written, in order (empty when nothing was staged). Safe
+        to call from a worker thread; commits are serialised. Raises
+        :class:`EventLogWriteError` when the write fails: the file is cut back to
+        its last complete entry and the entries stay staged for the next commit.
+        """
+        with self._io_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            if not pending:
+                return []
+            if self._broken is not None:
+                with self._lock:
+                    self._pending[:0] = pending
+                raise EventLogWriteError(self.path, self._broken)
+            data = b"".join(st.line for st in pending)
+            try:
+                _write_all(self._fd, data)
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._undo(pending, exc)
+            self._size += len(data)
+            before = self._committed
+            self._committed = (int(pending[-1].entry["n"]), pending[-1].hash)
+            try:
+                self._write_head()
+            except OSError as exc:
+                self._size -= len(data)
+                self._committed = before
+                self._undo(pending, exc)
+            return [st.entry for st in pending]
+
+    def _undo(self, pending: list[_Staged], exc: OSError) -> NoReturn:
+        """Cut the file back after a failed write and keep ``pending`` staged; raises."""
+        why = exc.strerror or str(exc)
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as again:
+            # the file may hold part of the entries: writing them again would duplicate them
+            self._broken = f"cannot cut back a failed write ({again.strerror}); restart needed"
+        with self._lock:
+            self._pending[:0] = pending
+        raise EventLogWriteError(self.path, f"cannot write the event log ({why})") from exc
+
+    def record_seq(self, mark: SeqMark) -> None:
+        """Store the outbox's sequence mark in the head, durably, before returning.
+
+        ``reserved`` never goes down: a lower one is raised to the highest recorded.
+        """
+        with self._io_lock:
+            if self._closed:
+                raise EventLogError(self.path, "event log is closed")
+            if self._seq is not None and mark.reserved < self._seq.reserved:
+                mark = dataclasses.replace(mark, reserved=self._seq.reserved)
+            self._seq = mark
+            self._write_head()
+
+    def start_from(self, previous: tuple[int, str] | None, seq: SeqMark | None) -> None:
+        """Make an empty new log continue an earlier one: its first entry will be
+        ``previous[0] + 1`` chained to ``previous[1]``, and its head carries ``seq``.
+        Only for :mod:`gateway.audit.reinit`, whose first entry names that head."""
+        with self._io_lock, self._lock:
+            if self._n != 0 or self._pending:
+                raise EventLogError(self.path, "only an empty new log can continue another")
+            if previous is not None:
+                self._n, self._last_hash = previous
+            self._seq = seq
+
+    @property
+    def seq_mark(self) -> SeqMark | None:
+        """The outbox's sequence mark as the head recorded it when the log was opened."""
+        return self._seq_at_open
+
+    @property
+    def pending(self) -> int:
+        """Entries staged and not yet committed."""
+        return len(self._pending)
+
+    def entries_after(self, n: int) -> list[dict[str, Any]]:
+        """The committed entries numbered above ``n``, oldest first (for republishing).
+
+        Each is what :meth:`append` returned for it: the body plus ``sig``.
+        """
+        with self._io_lock:
+            data = os.pread(self._fd, self._size, 0) if self._size else b""
+        out: list[dict[str, Any]] = []
+        for raw in reversed(data.split(b"\n")[:-1]):
+            cut = raw.rfind(b"\t")
+            entry = json.loads(raw[:cut])
+            if entry["n"] <= n:
+                break
+            entry["sig"] = json.loads(raw[cut + 1 :])
+            out.append(entry)
+        out.reverse()
+        return out
 
     def append(self, type: str, data: dict[str, Any], *, source: str = "gateway") -> dict[str, Any]:
         """Write one entry; return it (body plus ``sig``) for publishing on ``…/event``.
 
         ``data`` must be JSON-able (no NaN). Raises :class:`EventLogFull` once
-        ``max_entries`` entries exist.
+        ``max_entries - lifecycle_room`` entries exist (``max_entries`` for the
+        :data:`LIFECYCLE_TYPES`). Without ``autocommit`` the entry is only staged.
         """
-        return self._append_many([(type, data, source)], self._max)[0]
+        return self._append_many([(type, data, source)], self._limit_for(type))[0]
 
     def record_parameter_changes(
         self, changes: list[ParamChange], *, source: str
@@ -676,6 +894,32 @@ class EventLog:
             return self._append_many(items, self._param_limit)
         changes = diff_parameters(previous, json.loads(canonical))
         return self.record_parameter_changes(changes, source=source)
+
+    def refuse_parameter_changes(
+        self, current: Mapping[str, Any] | bytes, *, source: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Record that the parameters differ from the log's but cannot be logged (full).
+
+        One ``parameter_changes_refused`` entry (in the lifecycle room) with
+        ``count`` and the first ``limit`` changes; the log's parameters stay as they
+        were, so the next start reports the difference again. Empty when nothing
+        differs; raises :class:`EventLogFull` when not even the lifecycle room is left.
+        """
+        canonical = current if isinstance(current, bytes) else canonical_parameters(current)
+        with self._lock:
+            previous = self._unpacked_params()
+            self._pack_params()
+        changes = diff_parameters(previous or {}, json.loads(canonical))
+        if not changes:
+            return []
+        data = {
+            "count": len(changes),
+            "changes": [c.event_data() for c in changes[:limit]],
+            "reason": "event log full",
+        }
+        return self._append_many(
+            [(EventType.PARAMETER_CHANGES_REFUSED.value, data, source)], self._max
+        )
 
     def record_startup(
         self, software: Mapping[str, Any], *, config_path: str, config_sha256: str
@@ -749,8 +993,24 @@ class EventLog:
     def parameter_changes_allowed(self) -> bool:
         return self._n < self._param_limit
 
+    @property
+    def full(self) -> bool:
+        """True once only the lifecycle room is left: other events are refused."""
+        return self._n >= self._ordinary_limit
+
+    @property
+    def max_entries(self) -> int:
+        return self._max
+
     def close(self) -> None:
-        with self._lock:
+        """Commit what is staged (a failure is logged: those entries are lost), close."""
+        if self._closed:
+            return
+        try:
+            self.commit()
+        except EventLogWriteError as exc:
+            log.error("%s; %d staged entries are lost", exc, len(self._pending))
+        with self._io_lock, self._lock:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)

@@ -166,8 +166,10 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.audit.eventlog import EventLogError
     from gateway.audit.parameters import parameters_json
     from gateway.daemon import Gateway
+    from gateway.delivery.outbox import OutboxError
 
     # the audit trail's parameter set is built in the loading child, not in the daemon
     loaded = _load(args, compact=True, parameters=parameters_json)
@@ -181,7 +183,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         secrets=secret_values(cfg),
     )
     gateway = Gateway(loaded)
-    return run_until_signal(gateway.run)
+    try:
+        return run_until_signal(gateway.run)
+    except (EventLogError, OutboxError) as exc:
+        # the audit trail or the outbox refuses: a person must look (docs/trust.md)
+        print(f"metrogate run: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -277,6 +284,7 @@ def _optional_commands(sub: Any) -> None:
 
     cli_trust.add_keygen_parser(sub)
     cli_trust.add_verify_parser(sub)
+    cli_trust.add_audit_parser(sub)
     cli_trust.add_version_parser(sub)
     from gateway.cli import alarm as cli_alarm
     from gateway.cli import status as cli_ops

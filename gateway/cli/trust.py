@@ -1,4 +1,4 @@
-"""``metrogate keygen``, ``metrogate verify`` and ``metrogate version``.
+"""``metrogate keygen``, ``metrogate verify``, ``metrogate audit`` and ``metrogate version``.
 
 Each ``add_*_parser(subparsers)`` adds one sub-command whose ``func`` attribute is
 a function ``(args) -> int`` returning the exit code; :func:`gateway.cli.app.main`
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.eventlog import counter_path_for
 from gateway.audit.software_id import compute_software_id
 from gateway.audit.verify import looks_like_event_log, verify_event_log
 from gateway.common.exitcodes import ExitCode
@@ -20,9 +21,11 @@ from gateway.wire.keys import KeyStoreError, generate_keypair, load_public_keys
 from gateway.wire.verify import SequenceTracker, read_capture, verify_capture
 
 __all__ = [
+    "add_audit_parser",
     "add_keygen_parser",
     "add_verify_parser",
     "add_version_parser",
+    "cmd_audit_reinit",
     "cmd_keygen",
     "cmd_verify",
     "cmd_version",
@@ -67,8 +70,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror})", file=sys.stderr)
             return ExitCode.INVALID
-        if looks_like_event_log(data):
-            counter = None if args.counter is None else Path(args.counter)
+        counter = counter_path_for(path) if args.counter is None else Path(args.counter)
+        if looks_like_event_log(data) or counter.exists():
             rep = verify_event_log(path, keys, counter_path=counter)
             for p in rep.problems:
                 print(f"{path}: {p}")
@@ -78,8 +81,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 worst = ExitCode.FAILED
         else:
+            captured = read_capture(data)
+            if not captured or not data.strip():
+                # an empty file proves nothing: not an emptied log (no counter) nor a capture
+                print(f"{path}: neither an event log nor a capture of signed payloads")
+                worst = ExitCode.FAILED
+                continue
             tracker = SequenceTracker(duplicate_window_seq=args.window)
-            cap = verify_capture(read_capture(data), keys, tracker=tracker)
+            cap = verify_capture(captured, keys, tracker=tracker)
             for line in cap.problems:
                 print(f"{path}: {line}")
             for line in cap.notes:
@@ -118,6 +127,94 @@ def add_verify_parser(subparsers: Any) -> argparse.ArgumentParser:
         "further back a replay (default 1000)",
     )
     p.set_defaults(func=cmd_verify)
+    return p
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def cmd_audit_reinit(args: argparse.Namespace) -> int:
+    """Retire the event log of config ``args.config`` and start a new one (docs/cli.md)."""
+    from gateway.audit.eventlog import EventLogError
+    from gateway.audit.reinit import PreviousHead, reinitialise
+    from gateway.config.loader import ConfigError, load_config
+    from gateway.wire.keys import load_signer
+
+    if (args.previous_n is None) != (args.previous_hash is None):
+        print(
+            "metrogate audit reinit: give --previous-n and --previous-hash together",
+            file=sys.stderr,
+        )
+        return ExitCode.INVALID
+    previous = None
+    if args.previous_n is not None:
+        digest = str(args.previous_hash).lower()
+        if args.previous_n < 0 or len(digest) != 64 or not set(digest) <= _HEX:
+            print(
+                "metrogate audit reinit: --previous-hash is a SHA-256 hex digest and "
+                "--previous-n an entry number",
+                file=sys.stderr,
+            )
+            return ExitCode.INVALID
+        previous = PreviousHead(args.previous_n, digest, "operator")
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.config}: {len(exc.problems)} problem(s); nothing changed", file=sys.stderr)
+        return ExitCode.INVALID
+    cfg = loaded.config
+    path = cfg.gateway.state_dir / "events.log"
+    try:
+        signer = load_signer(cfg.signing_key)
+        rep = reinitialise(
+            path,
+            signer,
+            software_id=compute_software_id().short,
+            reason=args.reason,
+            previous=previous,
+            min_seq=args.min_seq,
+        )
+    except (KeyStoreError, EventLogError, OSError, ValueError) as exc:
+        print(f"metrogate audit reinit: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
+    for retired in rep.retired:
+        print(f"retired:  {retired}")
+    for note in rep.notes:
+        print(f"note:     {note}")
+    prev = rep.previous
+    shown = "none known" if prev is None else f"entry {prev.n} {prev.hash} ({prev.source})"
+    print(f"previous: {shown}")
+    print(f"new log:  {path}, first entry {rep.entry['n']} (log_reinitialised)")
+    return ExitCode.OK
+
+
+def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "audit", help="operator actions on the event log (audit trail)"
+    )
+    sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    r = sub.add_parser(
+        "reinit",
+        help="retire the event log and start a new one that names the previous head",
+        description=(
+            "Deliberately start a new event log: the old log and counter are renamed "
+            "(events.log.retired-<UTC>), never deleted, and the new log's first entry "
+            "(log_reinitialised) names the previous head and the reason. The gateway "
+            "must be stopped. Exit 0 done, 1 refused or failed, 2 usage or config error."
+        ),
+    )
+    r.add_argument("-c", "--config", required=True, type=Path, help="the gateway's config file")
+    r.add_argument("--reason", required=True, help="why (written into the first entry)")
+    r.add_argument("--previous-n", type=int, help="the previous log's last entry number")
+    r.add_argument("--previous-hash", help="the SHA-256 line hash of that entry")
+    r.add_argument(
+        "--min-seq",
+        type=int,
+        help="batch sequence numbers continue above this (e.g. the platform's highest)",
+    )
+    r.set_defaults(func=cmd_audit_reinit)
     return p
 
 

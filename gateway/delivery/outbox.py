@@ -38,6 +38,23 @@ is inconsistent raises :class:`OutboxCorrupt` at open; it is never recreated
 silently (that would restart sequence numbers). A new file is built under a
 temporary name and renamed into place, so an existing file is always a complete
 outbox.
+
+Sequence numbers never go back, even when this file is lost or rolled back. With
+a ``seq_store`` (the event log's signed head, :class:`gateway.audit.head.SeqMark`)
+the outbox *reserves* numbers ahead: no batch is sealed with a number at or above
+the reservation before a higher one is durable in the store. At open it trusts its
+own ``next_seq`` only when the store shows nothing can have been lost since — a
+clean close at exactly that number, or a crash without a reboot (same kernel boot
+id, so the OS kept every commit) or with ``durability="power"``, and the file is
+not behind the last mark. Otherwise (the file is new, behind, or the machine lost
+power) it resumes at the reservation, above every number it can ever have used,
+and says so in :attr:`Outbox.resumed` for the event log. The reservation is
+renewed in a worker thread (:meth:`Outbox.keep_reserved`) well before it runs out;
+only a burst that outruns it waits for a synchronous renewal.
+
+Event numbers. An event batch carries event-log entries; the highest entry number
+sealed is kept (``last_event_n``) in the same transaction, so the daemon can
+republish at start-up whatever the log holds above it (logged means published).
 """
 
 from __future__ import annotations
@@ -46,14 +63,15 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Protocol, Self
 
 from drivers.base import utc_now_us
+from gateway.audit.head import SeqMark
 
 __all__ = [
     "KINDS",
@@ -66,6 +84,9 @@ __all__ = [
     "OutboxStats",
     "SealFn",
     "Sealed",
+    "SeqResume",
+    "SeqStore",
+    "boot_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +108,8 @@ _WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024  # truncate the WAL back to this after
 _CACHE_KIB: Final = 512
 _LOCK_WAIT_S: Final = 1.0  # at open, a lock held by a process still exiting may clear
 _IN_CHUNK: Final = 500  # below SQLite's oldest host-parameter limit (999)
+_MARK_EVERY_S: Final = 60.0  # a fresh mark (next, events) at most this stale while running
+_BOOT_ID: Final = Path("/proc/sys/kernel/random/boot_id")
 _META_KEYS: Final = ("next_seq", "dropped_batches", "dropped_records", "created_us")
 
 _SCHEMA: Final = """
@@ -149,6 +172,49 @@ class DropReport:
     reason: Literal["bytes", "age"] = "bytes"
 
 
+class SeqStore(Protocol):
+    """Where the outbox keeps its sequence mark durably (the event log's signed head)."""
+
+    @property
+    def seq_mark(self) -> SeqMark | None:
+        """The mark recorded before this run (None: none ever was)."""
+        ...
+
+    def record_seq(self, mark: SeqMark) -> None:
+        """Store ``mark`` durably before returning (any thread)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SeqResume:
+    """The outbox resumed above its own ``next_seq`` (see the module docstring).
+
+    Numbers ``stored`` .. ``resumed - 1`` were never sealed by the file as it is now;
+    some of them may have been sealed (and published) before it was lost.
+    ``reason``: ``outbox_new`` (the file was created), ``outbox_behind`` (it holds
+    fewer numbers than the last mark shows were used), ``unclean_shutdown`` (power
+    lost or the system crashed, so the last commits may be gone). ``head_behind``
+    records the opposite: the file is above the store's reservation (the store was
+    replaced by an older one, or re-initialised without ``--min-seq``); numbers
+    continue from the file then, so nothing goes back.
+    """
+
+    stored: int
+    resumed: int
+    reason: str
+
+    def event_data(self) -> dict[str, Any]:
+        return {"from": self.stored, "to": self.resumed, "reason": self.reason}
+
+
+def boot_id() -> str:
+    """The running kernel's boot id ("" where the system does not tell)."""
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
 class OutboxError(Exception):
     """A failure of the outbox file; carries its path."""
 
@@ -189,6 +255,8 @@ class Outbox:
         max_payload_bytes: int = 256_000,
         clock_us: Callable[[], int] = utc_now_us,
         on_drop: Callable[[DropReport], None] | None = None,
+        seq_store: SeqStore | None = None,
+        seq_margin: int = 10_000,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
@@ -200,6 +268,8 @@ class Outbox:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         if max_age_s is not None and max_age_s <= 0:
             raise ValueError(f"max_age_s must be > 0, not {max_age_s}")
+        if seq_margin < 2:
+            raise ValueError(f"seq_margin must be >= 2, not {seq_margin}")
         self.path = Path(path)
         self.durability: Durability = durability
         self._seal = seal
@@ -221,6 +291,15 @@ class Outbox:
         self._oldest: tuple[int, int] | None = None  # (seq, sealed_us), None = unknown/empty
         self._waiters: set[asyncio.Future[None]] = set()
         self._in_on_drop = False
+        self._seq_store = seq_store
+        self._margin = seq_margin
+        self._reserved: int | None = None  # None: no store, nothing to reserve
+        self._last_event_n: int | None = None
+        self._marked: tuple[int, int] = (0, 0)  # (next_seq, last_event_n) last recorded
+        self._boot = boot_id()
+        self._reserve_wanted = asyncio.Event()
+        self.created = False
+        self.resumed: SeqResume | None = None
 
     # -- open / close -------------------------------------------------------------
 
@@ -232,9 +311,12 @@ class Outbox:
                 self._create()
             except (sqlite3.Error, OSError) as exc:
                 raise OutboxError(self.path, f"cannot create ({exc})") from exc
+            self.created = True
         conn = self._connect()
         try:
             self._check_and_load(conn)
+            if self._seq_store is not None:
+                self._resume(conn, self._seq_store)
         except BaseException:
             conn.close()
             raise
@@ -250,10 +332,19 @@ class Outbox:
         self.close()
 
     def close(self) -> None:
-        """Close the file (checkpointing the WAL) and wake any waiter so it fails fast."""
+        """Close the file (checkpointing the WAL) and wake any waiter so it fails fast.
+
+        With a ``seq_store`` a clean mark is recorded first: the next open trusts
+        ``next_seq`` exactly.
+        """
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+            if self._seq_store is not None and self._reserved is not None:
+                try:
+                    self._seq_store.record_seq(self._mark(self._reserved, clean=True))
+                except Exception as exc:  # the next open resumes at the reservation
+                    log.error("outbox %s: clean sequence mark not recorded (%s)", self.path, exc)
         self._wake()
 
     def _create(self) -> None:
@@ -350,7 +441,117 @@ class Outbox:
         self._next_seq = meta["next_seq"]
         self._dropped_batches = meta["dropped_batches"]
         self._dropped_records = meta["dropped_records"]
+        event_n = meta.get("last_event_n")
+        self._last_event_n = event_n if isinstance(event_n, int) else None
         self._oldest = None
+
+    # -- sequence reservation -----------------------------------------------------
+
+    def _mark(self, reserved: int, *, clean: bool = False) -> SeqMark:
+        return SeqMark(self._next_seq, reserved, self._last_event_n or 0, clean, self._boot)
+
+    def _resume(self, conn: sqlite3.Connection, store: SeqStore) -> None:
+        """Choose the first number of this run (module docstring) and reserve ahead."""
+        mark = store.seq_mark
+        stored = self._next_seq
+        start, reason = stored, None
+        if mark is not None:
+            intact = stored >= mark.next and not self.created
+            survived = self.durability == "power" or (bool(self._boot) and mark.boot == self._boot)
+            exact = mark.clean and stored == mark.next and not self.created
+            if stored > mark.reserved:
+                reason = "head_behind"
+            elif not exact and not (intact and survived):
+                start = mark.reserved
+                if self.created:
+                    reason = "outbox_new"
+                elif stored < mark.next:
+                    reason = "outbox_behind"
+                else:
+                    reason = "unclean_shutdown"
+        if start != stored:
+            with self._transaction(conn, "cannot resume the sequence"):
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (start,))
+            self._next_seq = start
+        if reason is not None:
+            self.resumed = SeqResume(stored, start, reason)
+            log.warning(
+                "outbox %s: sequence numbers resume at %d, not %d (%s)",
+                self.path,
+                start,
+                stored,
+                reason,
+            )
+        if self._last_event_n is None and mark is not None and (self.created or start != stored):
+            self._last_event_n = mark.events  # what the lost file had sealed, at least
+        self._record_reservation(self._next_seq + self._margin)
+
+    def _record_reservation(self, reserved: int) -> None:
+        """Make ``reserved`` durable in the store before any number below it is used."""
+        assert self._seq_store is not None
+        try:
+            self._seq_store.record_seq(self._mark(reserved))
+        except Exception as exc:
+            raise OutboxError(self.path, f"cannot reserve sequence numbers ({exc})") from exc
+        self._reserved = reserved
+        self._marked = (self._next_seq, self._last_event_n or 0)
+
+    def reservation_due(self) -> SeqMark | None:
+        """The mark to record now, if any: the reservation is half used, or the last mark
+        is stale (numbers or events moved on). :meth:`keep_reserved` records it."""
+        if self._reserved is None or self._conn is None:
+            return None
+        if self._reserved - self._next_seq < self._margin // 2:
+            return self._mark(self._next_seq + self._margin)
+        if self._marked != (self._next_seq, self._last_event_n or 0):
+            return self._mark(self._reserved)
+        return None
+
+    def reserved(self, mark: SeqMark) -> None:
+        """``mark`` (from :meth:`reservation_due`) is durable: numbers below it are usable."""
+        if self._reserved is not None and mark.reserved > self._reserved:
+            self._reserved = mark.reserved
+        self._marked = (mark.next, mark.events)
+
+    async def keep_reserved(self, *, every: float = _MARK_EVERY_S) -> None:
+        """Renew the reservation and refresh the mark in a worker thread, forever.
+
+        Checks every ``every`` s, and at once when a put used half the reservation.
+        A failure is logged and retried at the next check; :meth:`put` falls back to
+        a synchronous renewal when the reservation runs out. Returns at once without
+        a ``seq_store``.
+        """
+        store = self._seq_store
+        if store is None:
+            return
+        self._reserve_wanted = asyncio.Event()
+        while self._conn is not None:
+            try:
+                async with asyncio.timeout(every):
+                    await self._reserve_wanted.wait()
+            except TimeoutError:
+                pass
+            self._reserve_wanted.clear()
+            mark = self.reservation_due()
+            if mark is None:
+                continue
+            try:
+                await asyncio.to_thread(store.record_seq, mark)
+            except Exception as exc:  # retried; put() renews synchronously if it must
+                log.error("outbox %s: sequence mark not recorded (%s)", self.path, exc)
+                continue
+            self.reserved(mark)
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next batch will get."""
+        return self._next_seq
+
+    @property
+    def last_event_n(self) -> int | None:
+        """The highest event-log entry number sealed into an event batch, as far as
+        this file knows (None: it does not know — new, from an older version)."""
+        return self._last_event_n
 
     # -- producer side ------------------------------------------------------------
 
@@ -382,6 +583,10 @@ class Outbox:
         new_bytes = sum(r[4] for r in rows)
         new_records = sum(r[3] for r in rows)
         next_seq = rows[-1][0] + 1
+        if self._reserved is not None and next_seq > self._reserved:
+            # a burst outran the renewal: renew here, before any of these numbers is used
+            self._record_reservation(next_seq + self._margin)
+        event_n = _highest_event_n(records) if kind == "event" else None
         with self._transaction(conn, "cannot store batch"):
             conn.executemany(
                 "INSERT INTO batches (seq, kind, sealed_us, records, nbytes, payload)"
@@ -389,8 +594,17 @@ class Outbox:
                 rows,
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
+            if event_n is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_event_n', ?)",
+                    (event_n,),
+                )
             drops, freed = self._drop_in_txn(conn, self._bytes + new_bytes, sealed_us)
         self._next_seq = next_seq
+        if event_n is not None:
+            self._last_event_n = event_n
+        if self._reserved is not None and self._reserved - next_seq < self._margin // 2:
+            self._reserve_wanted.set()
         self._batches += len(rows)
         self._records += new_records
         self._bytes += new_bytes
@@ -541,19 +755,24 @@ class Outbox:
 
     # -- consumer side ------------------------------------------------------------
 
-    def take(self, limit: int, after_seq: int = 0) -> list[Sealed]:
-        """Up to ``limit`` stored batches with ``seq > after_seq``, oldest first.
+    def take(self, limit: int, after_seq: int = 0, *, skip: Collection[str] = ()) -> list[Sealed]:
+        """Up to ``limit`` stored batches with ``seq > after_seq``, oldest first, leaving
+        out the kinds in ``skip`` (those the broker refuses for now).
 
         Taking does not remove anything; :meth:`settle` does.
         """
         conn = self._require_open()
         if limit < 1:
             return []
+        kinds = sorted(KINDS - set(skip))
+        if not kinds:
+            return []
+        marks = ",".join("?" * len(kinds))
         try:
             rows = conn.execute(
                 "SELECT seq, kind, payload, records, sealed_us FROM batches"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                f" WHERE seq > ? AND kind IN ({marks}) ORDER BY seq LIMIT ?",
+                (after_seq, *kinds, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
@@ -664,6 +883,12 @@ class Outbox:
         if self._conn is None:
             raise OutboxClosed(self.path, "not open (use it inside a with block)")
         return self._conn
+
+
+def _highest_event_n(records: list[dict[str, Any]]) -> int | None:
+    """The largest entry number ``n`` among event records (None: none carries one)."""
+    found = [r["n"] for r in records if isinstance(r.get("n"), int)]
+    return max(found) if found else None
 
 
 def _fsync_dir(directory: Path) -> None:

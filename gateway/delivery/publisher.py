@@ -6,21 +6,36 @@ awaiting PUBACK at once. Any broker trouble (refused connection, lost connection
 a PUBACK that does not come within ``publish_timeout``) ends the connection; the
 publisher waits a capped, jittered back-off and reconnects forever, resending every
 batch not yet settled — byte-identical, since batches are sealed in the outbox.
+
+Refused is not delivered. Under MQTT 5 a broker that will not take a message (an
+ACL denies the topic, a quota, a size limit) still answers PUBACK, with a reason
+code of 0x80 or more. Such a batch stays in the outbox and is counted
+(:attr:`PublisherStats.refused`, by kind and reason); its kind is held back with a
+capped, jittered back-off while the other kinds keep flowing, then everything from
+the first refused batch on is offered again. The first refusal of an episode (a
+kind refused after being accepted) is reported once through ``on_refusal`` (the
+daemon writes it to the event log) and health shows the episode until a batch of
+that kind is accepted again. MQTT 3.1.1 has no way to say "refused": a broker then
+acknowledges and drops the message (docs/wire.md recommends ``protocol: "5"``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.backoff import Backoff
 from drivers.base import utc_now_us
@@ -30,6 +45,7 @@ from gateway.delivery.outbox import Outbox, Sealed
 log = logging.getLogger("metrogate.publisher")
 
 CommandHandler = Callable[[str, bytes], Awaitable[None]]
+RefusalHandler = Callable[[dict[str, Any]], None]
 
 SETTLE_EVERY = 32
 """Acknowledged batches deleted per outbox transaction (also flushed when idle)."""
@@ -38,8 +54,24 @@ RECONNECT_INITIAL_S = 0.5
 
 
 @dataclass
+class Refusal:
+    """An ongoing refusal episode of one kind: the broker answers with a failure code."""
+
+    reason: str
+    code: int
+    since_us: int
+    first_seq: int | None
+    batches: int = 0
+
+
+@dataclass
 class PublisherStats:
-    """Counters for health and metrics (monotonic since start)."""
+    """Counters for health and metrics (monotonic since start).
+
+    ``refused``: messages the broker answered with a failure reason code, by
+    ``(kind, reason)`` (kind ``data``/``alarm``/``event``, or ``status``/``alarms``
+    for the retained ones). ``refusing``: the episodes going on now, by kind.
+    """
 
     connected: bool = False
     connects: int = 0
@@ -47,6 +79,80 @@ class PublisherStats:
     failures: int = 0
     last_error: str | None = None
     connected_since_us: int | None = None
+    refused: dict[tuple[str, str], int] = field(default_factory=dict)
+    refusing: dict[str, Refusal] = field(default_factory=dict)
+
+
+def reason_label(reason: ReasonCode) -> str:
+    """A reason code as a metric label: ``Not authorized`` → ``not_authorized``."""
+    return str(reason).lower().replace(" ", "_")
+
+
+_SENT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "metrogate_publish_mids", default=None
+)
+
+
+class AckedClient(aiomqtt.Client):
+    """aiomqtt's client, keeping the reason code of each PUBACK it awaits.
+
+    aiomqtt 2.x (2.5.1 here) resolves ``publish()`` on any PUBACK and drops the
+    reason code that paho hands to its ``on_publish`` callback. Measured against
+    Mosquitto 2.0.11 with an ACL denying the topic, over MQTT 5: PUBACK with reason
+    0x87 (Not authorized), which aiomqtt reports as success. So, underneath
+    aiomqtt: paho's ``publish`` is wrapped to learn the message id a call of
+    :meth:`publish_acked` sends (a context variable of the calling task), and the
+    ``on_publish`` callback aiomqtt registers records the reason code for those
+    ids before resolving the call. Only ids awaited that way are recorded, so
+    nothing accumulates. ``tests/integration/test_mqtt_refusal.py`` checks it
+    against a real Mosquitto.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reasons: dict[int, ReasonCode] = {}
+        self._watched: set[int] = set()
+        send = self._client.publish
+
+        def publish(*a: Any, **kw: Any) -> paho.MQTTMessageInfo:
+            info = send(*a, **kw)
+            box = _SENT.get()
+            if box is not None:  # PUBACK cannot arrive before the event loop runs again
+                box.append(info.mid)
+                self._watched.add(info.mid)
+            return info
+
+        self._client.publish = publish  # type: ignore[method-assign]
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        if mid in self._watched:
+            self._watched.discard(mid)
+            self._reasons[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_acked(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> ReasonCode | None:
+        """Publish and return the PUBACK's reason code (None: QoS 0, or none known).
+
+        Raises what :meth:`aiomqtt.Client.publish` raises (``MqttError``).
+        """
+        box: list[int] = []
+        token = _SENT.set(box)
+        try:
+            await self.publish(topic, payload, qos=qos, retain=retain)
+        finally:
+            _SENT.reset(token)
+            for mid in box:
+                self._watched.discard(mid)
+        return self._reasons.pop(box[0], None) if box else None
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
@@ -62,9 +168,9 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
 
 def mqtt_client(
     cfg: MqttConfig, identifier: str, *, will: aiomqtt.Will | None = None
-) -> aiomqtt.Client:
+) -> AckedClient:
     """An aiomqtt client with the broker settings of ``cfg`` (TLS, credentials, version)."""
-    return aiomqtt.Client(
+    return AckedClient(
         cfg.host,
         cfg.port,
         identifier=identifier,
@@ -93,6 +199,7 @@ class Publisher:
         outbox: Outbox,
         birth: dict[str, Any],
         on_command: CommandHandler | None = None,
+        on_refusal: RefusalHandler | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
@@ -101,11 +208,13 @@ class Publisher:
         self.outbox = outbox
         self.birth = birth
         self.on_command = on_command
+        self.on_refusal = on_refusal
         self.stats = PublisherStats()
         self._acked: list[int] = []
         self._retained: dict[str, bytes] = {}
         self._retained_changed = asyncio.Event()
         self._rng = rng
+        self._held: _HeldBack | None = None  # the current session's refused kinds
         self._offline = json.dumps(
             {
                 "v": 1,
@@ -116,7 +225,7 @@ class Publisher:
             separators=(",", ":"),
         ).encode()
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> AckedClient:
         will = aiomqtt.Will(f"{self.base}/status", self._offline, qos=1, retain=True)
         client = mqtt_client(self.cfg, self.client_id, will=will)
         # the in-flight window is ours and bounded; aiomqtt's warning assumes one at a time
@@ -172,19 +281,28 @@ class Publisher:
         self._retained[suffix] = payload
         self._retained_changed.set()
 
-    async def _retain(self, client: aiomqtt.Client) -> None:
+    async def _retain(self, client: AckedClient) -> None:
         sent: dict[str, bytes] = {}
         while True:
             self._retained_changed.clear()
             for suffix, payload in list(self._retained.items()):
                 if sent.get(suffix) is not payload:
-                    await client.publish(f"{self.base}/{suffix}", payload, qos=1, retain=True)
+                    topic = f"{self.base}/{suffix}"
+                    reason = await client.publish_acked(topic, payload, qos=1, retain=True)
+                    self._check_retained(suffix, reason)
                     sent[suffix] = payload
             await self._retained_changed.wait()
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    def _check_retained(self, kind: str, reason: ReasonCode | None) -> None:
+        """Count a refused retained message; it is state, sent again on the next change."""
+        if reason is not None and reason.is_failure:
+            self._count_refused(kind, reason)
+            log.warning("broker refused the retained %s message: %s", kind, reason)
+
+    async def _session(self, client: AckedClient) -> None:
         birth = json.dumps(self.birth, separators=(",", ":")).encode()
-        await client.publish(f"{self.base}/status", birth, qos=1, retain=True)
+        reason = await client.publish_acked(f"{self.base}/status", birth, qos=1, retain=True)
+        self._check_retained("status", reason)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._retain(client), name="mqtt-retained")
@@ -206,17 +324,31 @@ class Publisher:
             except Exception:  # a bad command must not take the connection down
                 log.exception("command %s failed", name)
 
-    async def _pump(self, client: aiomqtt.Client) -> None:
+    async def _pump(self, client: AckedClient) -> None:
         window = asyncio.Semaphore(self.cfg.inflight)
         connected_us = utc_now_us()
         cursor = 0
         next_slot = time.monotonic()
+        held = _HeldBack(Backoff(RECONNECT_INITIAL_S, self.cfg.backoff_max, rng=self._rng))
+        self._held = held
         async with asyncio.TaskGroup() as tg:
             while True:
-                rows = self.outbox.take(self.cfg.inflight, after_seq=cursor)
-                if not rows:
+                if held.due(time.monotonic()):
+                    # offer everything from the first refused batch on again, once the
+                    # batches in flight are answered (no duplicate while one is pending)
+                    for _ in range(self.cfg.inflight):
+                        await window.acquire()
+                    for _ in range(self.cfg.inflight):
+                        window.release()
                     self.flush_acked()
-                    await self.outbox.wait_for_new(cursor, timeout=0.05 if self._acked else 1.0)
+                    cursor = held.rewind(cursor)
+                rows = self.outbox.take(self.cfg.inflight, after_seq=cursor, skip=held.kinds)
+                if not rows:
+                    if held.kinds:  # what is left after the cursor is held back: step over it
+                        cursor = max(cursor, self.outbox.next_seq - 1)
+                    self.flush_acked()
+                    idle = 0.05 if self._acked else 1.0
+                    await self.outbox.wait_for_new(cursor, timeout=held.wait(idle))
                     continue
                 for row in rows:
                     if self.cfg.drain_rate and row.sealed_us < connected_us:
@@ -227,17 +359,65 @@ class Publisher:
                     cursor = row.seq
                     tg.create_task(self._publish(client, row, window), name=f"publish-{row.seq}")
 
-    async def _publish(
-        self, client: aiomqtt.Client, row: Sealed, window: asyncio.Semaphore
-    ) -> None:
+    async def _publish(self, client: AckedClient, row: Sealed, window: asyncio.Semaphore) -> None:
         try:
-            await client.publish(f"{self.base}/{row.kind}", row.payload, qos=1)
+            reason = await client.publish_acked(f"{self.base}/{row.kind}", row.payload, qos=1)
+            if reason is not None and reason.is_failure:
+                self._refused(row, reason)
+                return
             self.stats.published += 1
+            self._accepted(row.kind)
             self._acked.append(row.seq)
             if len(self._acked) >= SETTLE_EVERY:
                 self.flush_acked()
         finally:
             window.release()
+
+    def _count_refused(self, kind: str, reason: ReasonCode) -> None:
+        key = (kind, reason_label(reason))
+        self.stats.refused[key] = self.stats.refused.get(key, 0) + 1
+
+    def _refused(self, row: Sealed, reason: ReasonCode) -> None:
+        """The broker refused ``row``: keep it, count it, hold its kind back, report once."""
+        self._count_refused(row.kind, reason)
+        held = self._held
+        if held is not None:
+            held.refused(row, time.monotonic())
+        episode = self.stats.refusing.get(row.kind)
+        if episode is not None:
+            episode.batches += 1
+            return
+        code = int(reason.value)
+        self.stats.refusing[row.kind] = Refusal(str(reason), code, utc_now_us(), row.seq, 1)
+        topic = f"{self.base}/{row.kind}"
+        log.error(
+            "broker %s:%d refuses %s batches (%s, 0x%02X); they stay in the outbox",
+            self.cfg.host,
+            self.cfg.port,
+            row.kind,
+            reason,
+            code,
+        )
+        if self.on_refusal is not None:
+            data = {"kind": row.kind, "topic": topic, "reason": str(reason), "code": code}
+            data["seq"] = row.seq
+            try:
+                self.on_refusal(data)
+            except Exception:  # reporting must not stop publishing
+                log.exception("refusal handler failed")
+
+    def _accepted(self, kind: str) -> None:
+        """A batch of ``kind`` was accepted: a refusal episode of that kind is over."""
+        episode = self.stats.refusing.pop(kind, None)
+        if episode is not None:
+            if self._held is not None:
+                self._held.reset()
+            log.info(
+                "broker accepts %s batches again (%d refused since %s)",
+                kind,
+                episode.batches,
+                time.strftime("%H:%M:%S", time.gmtime(episode.since_us / 1e6)),
+            )
 
     def flush_acked(self) -> None:
         """Delete acknowledged batches from the outbox, several per transaction.
@@ -248,3 +428,43 @@ class Publisher:
         if self._acked:
             acked, self._acked = self._acked, []
             self.outbox.settle(acked)
+
+
+class _HeldBack:
+    """Kinds the broker refuses, held back until a back-off delay has passed.
+
+    While held, the pump skips those kinds; when the delay is over it rewinds to
+    the first refused batch and offers everything again. Each new refusal lengthens
+    the delay (capped, jittered); an accepted batch of the kind resets it.
+    """
+
+    def __init__(self, backoff: Backoff) -> None:
+        self._backoff = backoff
+        self.kinds: set[str] = set()
+        self._first: int | None = None
+        self._retry_at: float | None = None
+
+    def refused(self, row: Sealed, now: float) -> None:
+        self.kinds.add(row.kind)
+        self._first = row.seq if self._first is None else min(self._first, row.seq)
+        if self._retry_at is None:
+            self._retry_at = now + self._backoff.next_delay()
+
+    def reset(self) -> None:
+        """A refused kind was accepted again: the next refusal starts a short delay."""
+        self._backoff.reset()
+
+    def due(self, now: float) -> bool:
+        return self._retry_at is not None and now >= self._retry_at
+
+    def wait(self, idle: float) -> float:
+        """How long the pump may wait for new batches before a retry is due."""
+        if self._retry_at is None:
+            return idle
+        return max(0.0, min(idle, self._retry_at - time.monotonic()))
+
+    def rewind(self, cursor: int) -> int:
+        """Release the held kinds; the cursor to take from so the refused come again."""
+        first, self._first, self._retry_at = self._first, None, None
+        self.kinds = set()
+        return cursor if first is None else min(cursor, first - 1)

@@ -6,8 +6,9 @@ no web framework. Bind it to loopback (the default ``127.0.0.1:9108``): it has n
 authentication.
 
 ``/health`` answers 200 with ``"status": "ok"`` when every device polls, the broker
-is connected, the clock is synchronised and nothing was dropped from the outbox
-since start; otherwise 503 with ``"status": "degraded"`` and the reasons in
+is connected and accepts what is published, the clock is synchronised, the event
+log is written and has room, and nothing was dropped from the outbox since start;
+otherwise 503 with ``"status": "degraded"`` and the reasons in
 ``"problems"`` (docs/operations.md lists every field). ``/metrics`` is always 200.
 """
 
@@ -91,6 +92,7 @@ def gateway_health(
         "devices": devices,
         "outbox": _outbox(gw, meter, dropped_at_start, now_us, problems),
         "broker": _broker(gw, problems),
+        "events": _events(gw, problems),
         "clock": {
             "state": str(gw.clock_monitor.state),
             "synchronised": gw.clock_monitor.synchronised,
@@ -162,6 +164,12 @@ def _broker(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
             f"broker {mqtt.host}:{mqtt.port} not connected"
             + (f": {st.last_error}" if st.last_error else "")
         )
+    for kind, episode in sorted(st.refusing.items()):
+        problems.append(
+            f"broker {mqtt.host}:{mqtt.port} refuses {kind} batches: {episode.reason} "
+            f"(0x{episode.code:02X}) since {iso_us(episode.since_us)}, "
+            f"{episode.batches} refused; kept in the outbox"
+        )
     return {
         "url": mqtt.url,
         "connected": st.connected,
@@ -170,6 +178,52 @@ def _broker(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
         "published": st.published,
         "failures": st.failures,
         "last_error": st.last_error,
+        "refused": [
+            {"kind": kind, "reason": reason, "count": n}
+            for (kind, reason), n in sorted(st.refused.items())
+        ],
+        "refusing": {
+            kind: {
+                "reason": e.reason,
+                "code": e.code,
+                "since": iso_us(e.since_us),
+                "batches": e.batches,
+                "first_seq": e.first_seq,
+            }
+            for kind, e in sorted(st.refusing.items())
+        },
+    }
+
+
+def _events(gw: GatewayView, problems: list[str]) -> dict[str, Any] | None:
+    ev = gw.events
+    if ev is None:
+        return None
+    if ev.write_error is not None:
+        problems.append(f"event log cannot be written: {ev.write_error}")
+    if ev.full:
+        problems.append(
+            f"event log full ({ev.entries} of {ev.max_entries} entries): "
+            f"{ev.refused} event(s) not recorded, parameter changes refused"
+        )
+    elif not ev.parameter_changes_allowed:
+        problems.append(
+            f"event log nearly full ({ev.entries} of {ev.max_entries} entries): "
+            "parameter changes refused"
+        )
+    if ev.changes_refused:
+        problems.append(
+            f"{ev.changes_refused} parameter change(s) at start-up not recorded one by one "
+            "(event log full)"
+        )
+    return {
+        "entries": ev.entries,
+        "max_entries": ev.max_entries,
+        "pending": ev.pending,
+        "refused": ev.refused,
+        "parameter_changes_allowed": ev.parameter_changes_allowed,
+        "changes_refused": ev.changes_refused,
+        "write_error": ev.write_error,
     }
 
 

@@ -55,9 +55,14 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_batches_signed_total": "Batches sealed and signed (the last sequence number).",
     "metrogate_mqtt_connected": "1 while connected to the broker.",
     "metrogate_mqtt_connects_total": "Successful broker connections.",
-    "metrogate_mqtt_published_total": "Batches the broker acknowledged (PUBACK).",
+    "metrogate_mqtt_published_total": "Batches the broker accepted (PUBACK, success code).",
     "metrogate_mqtt_failures_total": "Broker connection failures and losses.",
+    "metrogate_mqtt_refused_total": "Messages the broker refused (PUBACK reason >= 0x80).",
     "metrogate_clock_synchronised": "1 when the kernel reports the clock synchronised.",
+    "metrogate_eventlog_entries": "Entries in the event log (the last entry number).",
+    "metrogate_eventlog_max_entries": "The event log's capacity in entries.",
+    "metrogate_eventlog_refused_total": "Events not written because the event log is full.",
+    "metrogate_eventlog_write_ok": "0 while the event log cannot be written, else 1.",
 }
 
 
@@ -172,6 +177,7 @@ class GatewayCollector(Collector):
         yield from self._devices()
         yield from self._outbox(int(cfg.outbox.max_bytes))
         yield from self._publisher()
+        yield from self._events()
         clock = _gauge("metrogate_clock_synchronised")
         clock.add_metric([], 1.0 if gw.clock_monitor.synchronised else 0.0)
         yield clock
@@ -275,3 +281,23 @@ class GatewayCollector(Collector):
             c = _counter(name)
             c.add_metric([], value)
             yield c
+        refused = _counter("metrogate_mqtt_refused_total", ["kind", "reason"])
+        for (kind, reason), n in sorted(st.refused.items()):
+            refused.add_metric([kind, reason], n)
+        yield refused
+
+    def _events(self) -> Iterator[Metric]:
+        ev = self.gateway.events
+        if ev is None:
+            return
+        for name, value in (
+            ("metrogate_eventlog_entries", ev.entries),
+            ("metrogate_eventlog_max_entries", ev.max_entries),
+            ("metrogate_eventlog_write_ok", 0 if ev.write_error else 1),
+        ):
+            g = _gauge(name)
+            g.add_metric([], value)
+            yield g
+        c = _counter("metrogate_eventlog_refused_total")
+        c.add_metric([], ev.refused)
+        yield c

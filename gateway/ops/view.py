@@ -37,6 +37,34 @@ class PublisherView(Protocol):
     def stats(self) -> PublisherStats: ...
 
 
+class EventsView(Protocol):
+    """The event log as the daemon writes it (gateway.delivery.events.EventFeed)."""
+
+    @property
+    def entries(self) -> int: ...
+
+    @property
+    def max_entries(self) -> int: ...
+
+    @property
+    def full(self) -> bool: ...
+
+    @property
+    def parameter_changes_allowed(self) -> bool: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def refused(self) -> int: ...
+
+    @property
+    def changes_refused(self) -> int: ...
+
+    @property
+    def write_error(self) -> str | None: ...
+
+
 class ClockView(Protocol):
     @property
     def state(self) -> SyncState: ...
@@ -64,6 +92,9 @@ class GatewayView(RatesView, Protocol):
 
     @property
     def publisher(self) -> PublisherView | None: ...
+
+    @property
+    def events(self) -> EventsView | None: ...
 
     @property
     def clock_monitor(self) -> ClockView: ...

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from asyncio.subprocess import DEVNULL
+from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +24,9 @@ from simulators.values import Ramp
 from tests.eventually import eventually
 from tests.integration.gwtest import Collector, line_config, synced_clock
 from tests.services import Mosquitto
+
+CHILD = Path(__file__).with_name("event_crash_child.py")
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.services
 
@@ -240,3 +243,39 @@ async def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: 
 
 def _no_seal(kind: str, seq: int, sealed: int, records: list[dict[str, object]]) -> bytes:
     raise AssertionError("nothing is put while checking")
+
+
+async def test_an_event_logged_when_the_gateway_is_killed_is_published_after_restart(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async with ModbusTcpSimulator(sim_units()) as sim:
+        loaded = line_config(tmp_path, mosquitto.port, sim.port)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(CHILD),
+            str(loaded.path),
+            "marker-7f3a",
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=PIPE,
+            stderr=PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        n = int(out.split()[-1])
+        logged = (loaded.config.gateway.state_dir / "events.log").read_bytes()
+        assert b"marker-7f3a" in logged  # in the log: so it must reach the platform
+        async with collecting(mosquitto, loaded) as col, running(loaded):
+
+            def marked() -> list[dict[str, object]]:
+                return [
+                    e
+                    for b in col.bodies.values()
+                    for e in b.get("events", [])
+                    if e.get("data", {}).get("marker") == "marker-7f3a"
+                ]
+
+            await eventually(lambda: bool(marked()), "the logged event published", within=20)
+    (entry,) = marked()
+    assert entry["n"] == n and entry["type"] == "outbox_drop"
+    assert not col.errors

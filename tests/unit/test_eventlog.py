@@ -21,6 +21,7 @@ from gateway.audit.eventlog import (
     counter_path_for,
     diff_parameters,
 )
+from gateway.audit.head import LogHead, read_head, write_head
 from gateway.audit.verify import verify_event_log
 from gateway.wire.signing import Signer
 
@@ -95,7 +96,9 @@ def test_entries_are_chained_signed_counted_and_survive_reopen(
     body = {k: v for k, v in e2.items() if k != "sig"}
     canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert lines[1].split(b"\t")[0] == canon.encode()
-    assert json.loads(counter_path_for(path).read_bytes())["n"] == 2
+    head = read_head(counter_path_for(path), _keys(signer))
+    assert head is not None and head.n == 2
+    assert head.last == hashlib.sha256(lines[1].rstrip(b"\n")).hexdigest()
 
     with _open(path, signer) as log:
         assert log.counter == 2
@@ -141,7 +144,8 @@ def test_storage_limit_refuses_parameter_changes_and_never_overwrites(
     tmp_path: Path, signer: Signer
 ) -> None:
     path = tmp_path / "events.log"
-    with _open(path, signer, max_entries=10, reserve=3) as log:
+    # parameter changes up to 10 - 3 = 7 entries, other events to 9, start-up/shutdown to 10
+    with _open(path, signer, max_entries=10, reserve=3, lifecycle_room=1) as log:
         log.reconcile_parameters({"a": 1, "b": 1}, source="config")
         for i in range(5):
             log.append("outbox_drop", {"i": i})
@@ -155,11 +159,15 @@ def test_storage_limit_refuses_parameter_changes_and_never_overwrites(
         assert not log.parameter_changes_allowed
         with pytest.raises(EventLogFull):
             log.reconcile_parameters({"a": 3, "b": 1}, source="config")
-        log.append("shutdown", {})
-        log.append("startup", {})
-        log.append("tamper_counter", {})  # the reserve is used up to max_entries
+        assert log.reconcile_parameters({"a": 2, "b": 1}, source="config") == []  # unchanged
+        log.append("tamper_counter", {})
+        log.append("clock_jump", {})  # the reserve is used up to max_entries - 1
+        assert log.full
         with pytest.raises(EventLogFull):
             log.append("clock_jump", {})
+        log.append("shutdown", {})  # the lifecycle room
+        with pytest.raises(EventLogFull):
+            log.append("startup", {})
         assert log.counter == 10
     first = json.loads(_lines(path)[0].split(b"\t")[0])
     assert first["n"] == 1 and first["type"] == "parameters_baseline"  # nothing overwritten
@@ -214,17 +222,18 @@ def test_deleted_reordered_and_truncated_entries_are_detected(
     assert not path.exists()  # not recreated
 
 
-def test_counter_lagging_by_one_is_a_crash_not_corruption(tmp_path: Path, signer: Signer) -> None:
+def test_counter_lagging_is_a_crash_not_corruption(tmp_path: Path, signer: Signer) -> None:
     path = tmp_path / "events.log"
     _fill(path, signer, 3)
     cpath = counter_path_for(path)
     lines = _lines(path)
-    cpath.write_bytes(
-        json.dumps({"n": 2, "last": hashlib.sha256(lines[1].rstrip(b"\n")).hexdigest()}).encode()
-    )  # as if power failed between the entry's fsync and the counter's
+    digest = hashlib.sha256(lines[0].rstrip(b"\n")).hexdigest()
+    write_head(cpath, LogHead(1, digest), signer, ts_us=1)
+    # as if power failed between the entries' fsync and the counter's
     with _open(path, signer) as log:
         assert log.counter == 3
-    assert json.loads(cpath.read_bytes())["n"] == 3
+    head = read_head(cpath, _keys(signer))
+    assert head is not None and head.n == 3
 
 
 def test_torn_last_line_is_kept_aside_and_logged(tmp_path: Path, signer: Signer) -> None:

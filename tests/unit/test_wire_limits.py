@@ -27,6 +27,7 @@ from gateway.wire.verify import (
     verify_batch,
     verify_capture,
 )
+from supervision.model import SchemaError, parse_document, parse_status
 
 DEEP = 100_000  # far beyond what Python's parser survives (about 1,000)
 
@@ -127,6 +128,58 @@ def test_header_integers_at_their_limits_pass(signer: Signer) -> None:
     assert (b.seq, b.sealed) == (MAX_SEQ, MAX_TS_US)
 
 
+def _event(**over: Any) -> dict[str, Any]:
+    return {"ts": 5, "n": 1, "type": "startup", "source": "daemon", "data": {},
+            "software": "ab", "prev": "0" * 64, "sig": "x"} | over  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "entry"),
+    [
+        ("event", _event(n=MAX_SEQ + 1)),
+        ("event", _event(n=10**400)),
+        ("event", _event(ts=MAX_TS_US + 1)),
+        ("event", _event(data={"x": 10**400})),  # nested: kept as JSON text, fine
+        ("alarm", {"ts": 5, "alarm": "d/p/r", "device": "d", "state": "normal",
+                   "severity": "low", "shelved_until": 2**70}),
+        ("alarm", {"ts": 5, "alarm": "d/p/r", "device": "d", "state": "normal",
+                   "severity": "low", "value": 10**400}),
+    ],
+)  # fmt: skip
+def test_item_integers_are_range_checked(kind: str, entry: dict[str, Any]) -> None:
+    key = {"alarm": "alarms", "event": "events"}[kind]
+    doc = _body(type=kind)
+    del doc["readings"]
+    doc[key] = [entry]
+    if entry.get("data") == {"x": 10**400}:
+        parse_document(doc, "s", "gw-1", kind)  # inside data: text, not a number field
+        return
+    with pytest.raises(SchemaError):
+        parse_document(doc, "s", "gw-1", kind)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v":1,"state":"online","gateway":"g","site":"s","since":100000000000000000000}',
+        b'{"v":1,"state":"online","gateway":"g","site":"s","since":-1}',
+        b'{"v":1,"state":"online","gateway":"g","site":"s","since":"soon"}',
+        b"[" * DEEP,
+        b'{"v":1,"state":"online","gateway":"g","site":"s","software":' + b"[" * DEEP,
+        b"\xff\xfe",
+        b'{"v":1,"state":"online","gateway":"g","site":"s","since":NaN}',
+    ],
+)
+def test_status_parse_is_bounded_and_checked(payload: bytes) -> None:
+    with pytest.raises(SchemaError):
+        parse_status(payload, "s", "g")
+
+
+def test_status_since_in_range_passes() -> None:
+    ok = b'{"v":1,"state":"online","gateway":"g","site":"s","since":%d}' % MAX_TS_US
+    assert parse_status(ok, "s", "g").since_us == MAX_TS_US
+
+
 # -- sequence numbers that went back ----------------------------------------------
 
 
@@ -195,3 +248,13 @@ def test_verify_command_binds_keys_in_a_directory_to_their_gateways(
     assert "key_mismatch" in capsys.readouterr().out
     # the file named for the gateway binds the same way
     assert main(["verify", str(forged), "--key", str(keys / "gw-1.pub")]) == 1
+
+
+def test_schemas_carry_the_same_bounds() -> None:
+    root = Path(__file__).resolve().parents[2] / "gateway" / "wire" / "schema"
+    batch = json.loads((root / "batch.schema.json").read_text())
+    alarm_set = json.loads((root / "alarm-set.schema.json").read_text())
+    assert batch["$defs"]["us"]["maximum"] == MAX_TS_US
+    assert batch["properties"]["seq"]["maximum"] == MAX_SEQ
+    assert batch["$defs"]["event"]["properties"]["n"]["maximum"] == MAX_SEQ
+    assert alarm_set["properties"]["ts"]["maximum"] == MAX_TS_US

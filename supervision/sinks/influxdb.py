@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REJECTED = frozenset({400, 413, 422})
+_LOOKUP_WINDOW_NS = 86_400 * 10**9
 
 
 def _quoted(s: str) -> str:
@@ -116,9 +117,13 @@ class _LineProtocolSink:
             for _, s, digest in series["values"]:
                 if s == seq:
                     return StoredBatch(digest, sealed_us)
-        # another batch with that number sits elsewhere: the gateway's batch points
+        # another batch with that number sits elsewhere: the gateway's batch points sealed
+        # within a day of this one (a bound on the cost of the search: batches are sealed
+        # in number order, so the one stored under this number was sealed near it)
+        t = sealed_us * 1000
         found = await self._series(
-            f"SELECT sealed, digest FROM batch WHERE gateway = {g} AND seq = {seq} LIMIT 1"
+            f"SELECT sealed, digest FROM batch WHERE gateway = {g} AND seq = {seq} "
+            f"AND time >= {t - _LOOKUP_WINDOW_NS} AND time <= {t + _LOOKUP_WINDOW_NS} LIMIT 1"
         )
         for series in found:
             for _, sealed, digest in series["values"]:

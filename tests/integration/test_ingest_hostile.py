@@ -299,6 +299,7 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
         sent = [
             first[3],  # a replay of a stored batch: the same bytes
             _sealed(signer, 4, [6.0, 6.0], T0_US + 4 * 1000),  # same number, other bytes
+            _sealed(signer, 5, [6.5], T0_US + 4 * 1000 + 500),  # … sealed at another time
             _sealed(signer, 2, [7.0], later),  # the gateway numbers again from low down
             _sealed(signer, 3, [7.5], later + 1),  # … and goes on doing so
             _sealed(signer, 6, [3.0, 3.0], T0_US + 6 * 1000),  # late: never stored
@@ -308,15 +309,15 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
             await blocking(pub.publish, [(topic("gw1"), p) for p in sent])
             await wait_for(lambda: ingest.counts["acked"] == len(sent), 20, "all handled")
             counts = Counter(ingest.counts)
-        await wait_for(lambda: len(dl.messages) == 3, 10, "dead letters")
+        await wait_for(lambda: len(dl.messages) == 4, 10, "dead letters")
     finally:
         pub.close()
         dl.close()
     assert sorted(m["reason"] for m in dl.json()) == [
-        "sequence_conflict", "sequence_reset", "sequence_reset"
+        "sequence_conflict", "sequence_conflict", "sequence_reset", "sequence_reset"
     ]  # fmt: skip
     assert (counts["replay"], counts["late"], counts["security.conflict"],
-            counts["security.reset"]) == (1, 1, 1, 1)  # fmt: skip
+            counts["security.reset"]) == (1, 1, 2, 1)  # fmt: skip
     since = T0_US * 1000 - 10**9
     if influx is None:
         path = tmp_path / "store.sqlite"
@@ -327,8 +328,11 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
     else:
         assert influx.scalar("SELECT count(quality) FROM reading", DB) == 16
         assert influx.scalar("SELECT sum(value) FROM reading WHERE seq = 4", DB) == 3.0
+        assert influx.scalar("SELECT count(seq) FROM batch WHERE seq = 5", DB) == 1
         rep = report_influx(influx.url, DB, since_ns=since)
-    assert sorted((r.kind, r.seq) for r in rep.security) == [("conflict", 4), ("reset", 2)]
+    assert sorted((r.kind, r.seq) for r in rep.security) == [
+        ("conflict", 4), ("conflict", 5), ("reset", 2)
+    ]  # fmt: skip
 
 
 async def test_event_log_gaps_and_resets_are_security_events_and_reported(

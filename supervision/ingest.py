@@ -745,7 +745,7 @@ class Ingest:
 
     @property
     def connected(self) -> asyncio.Event:
-        """Set while the MQTT connection is up."""
+        """Set while the MQTT connection is up and the broker confirmed the subscription."""
         return self._source.connected
 
     def stop(self) -> None:

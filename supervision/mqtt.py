@@ -123,6 +123,8 @@ class MqttSource:
         self._qos0_bytes = 0
         self.qos0_dropped = 0
         self.callback_errors = 0
+        self._subscribe_mid: int | None = None  # paho's thread only
+        self._session_present = False
 
     # -- paho thread side --------------------------------------------------------------
 
@@ -142,11 +144,26 @@ class MqttSource:
         with self._gen_lock:
             self._generation += 1
         if self._cfg.protocol == "5":
-            client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._topics])
+            _, mid = client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._topics])
         else:
-            client.subscribe([(t, 1) for t in self._topics])
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._connected, bool(flags.session_present))
+            _, mid = client.subscribe([(t, 1) for t in self._topics])
+        # connected (for the rest of us) once the broker confirmed the subscription
+        self._subscribe_mid = mid
+        self._session_present = bool(flags.session_present)
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
+        try:
+            if self._subscribe_mid is None or mid != self._subscribe_mid:
+                return
+            refused = [
+                f"{t} ({rc})" for t, rc in zip(self._topics, codes, strict=False)
+                if getattr(rc, "is_failure", False)
+            ]  # fmt: skip
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._connected, self._session_present, refused)
+        except Exception:  # never into paho's thread
+            self.callback_errors += 1
+            log.exception("SUBACK from %s not handled", self.endpoint)
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         with self._gen_lock:
@@ -203,7 +220,11 @@ class MqttSource:
 
     # -- event loop side ---------------------------------------------------------------
 
-    def _connected(self, session_present: bool) -> None:
+    def _connected(self, session_present: bool, refused: list[str]) -> None:
+        if refused:
+            log.error("MQTT broker %s refused subscriptions: %s", self.endpoint, ", ".join(refused))
+        if len(refused) == len(self._topics):
+            return  # nothing will arrive: not "connected" for health and for waiters
         self.connected.set()
         log.info(
             "MQTT connected to %s as %s (session %s)",
@@ -241,6 +262,7 @@ class MqttSource:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=1, max_delay=30)

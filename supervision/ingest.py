@@ -132,6 +132,8 @@ _OVERSIZE_KEPT: Final = 65_536
 _MAX_SUSPECTS: Final = 10_000
 # one warning per reason (dead letter, refusal) per this many seconds, then debug
 _LOG_EVERY: Final = 60.0
+# characters of a detail (or a topic) kept in a dead letter and in the log
+_DETAIL_MAX: Final = 1000
 
 
 @dataclass(slots=True, eq=False)
@@ -291,9 +293,14 @@ class Ingest:
         m = e.message
         self._counts["dead_letter"] += 1
         self._counts[f"dead_letter.{reason}"] += 1
+        detail = detail[:_DETAIL_MAX]  # it may quote the message: bounded like the rest
         if not quiet:
             self._log_limited(
-                f"dead_letter.{reason}", "dead-letter %s from %s: %s", reason, m.topic, detail
+                f"dead_letter.{reason}",
+                "dead-letter %s from %s: %s",
+                reason,
+                m.topic[:_DETAIL_MAX],
+                detail,
             )
         doc: dict[str, Any] = {
             "v": 1,
@@ -360,10 +367,10 @@ class Ingest:
             self._counts["internal_error"] += 1
             first = type(exc) not in self._internal_logged
             self._internal_logged.add(type(exc))
-            detail = f"{type(exc).__name__}: {exc}"[:500]
+            detail = f"{type(exc).__name__}: {exc}"[:_DETAIL_MAX]
             log.error(
                 "message on %s could not be handled, dead-lettered: %s",
-                m.topic[:300],
+                m.topic[:_DETAIL_MAX],
                 detail,
                 exc_info=first,
             )

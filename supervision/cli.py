@@ -109,6 +109,17 @@ def report_json(rep: Report) -> dict[str, Any]:
              "last_seen_ns": c.last_seen_ns}
             for c in rep.days
         ],
+        "event_logs": [
+            {"gateway": e.gateway, "entries": e.entries, "first_n": e.first_n,
+             "last_n": e.last_n, "gaps": e.gaps,
+             "resets": [{"before": a, "after": b, "ts_ns": t} for a, b, t in e.resets]}
+            for e in rep.event_logs
+        ],
+        "security": [
+            {"gateway": r.gateway, "kind": r.kind, "seq": r.seq, "ts_ns": r.ts_ns,
+             "detail": r.detail}
+            for r in rep.security
+        ],
     }  # fmt: skip
 
 
@@ -145,6 +156,23 @@ def print_report(rep: Report, out: TextIO) -> None:
     for c in rep.days:
         w(f"{c.gateway:<12} {c.day:<10} {c.received:>9} {c.expected:>9} "
           f"{100 * c.ratio:8.2f}%\n")  # fmt: skip
+    w(f"\n{'gateway':<12} {'entries':>8} {'first n':>8} {'last n':>8}  event-log gaps / resets\n")
+    for e in rep.event_logs:
+        gaps = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in e.gaps[:10])
+        resets = ", ".join(f"{a}→{b}" for a, b, _ in e.resets[:10])
+        note = (
+            "; ".join(
+                x
+                for x in (f"gaps {gaps}" if gaps else "", f"resets {resets}" if resets else "")
+                if x
+            )
+            or "ok"
+        )
+        w(f"{e.gateway:<12} {e.entries:>8} {e.first_n:>8} {e.last_n:>8}  {note}\n")  # fmt: skip
+    w(f"\nsecurity events: {len(rep.security)}\n")
+    for r in rep.security:
+        w(f"{r.gateway:<12} {r.kind:<12} {r.seq:>10}  {_ts(r.ts_ns) if r.ts_ns else '-':<19}  "
+          f"{r.detail}\n")  # fmt: skip
 
 
 def add_ingest_parser(subparsers: Any) -> argparse.ArgumentParser:

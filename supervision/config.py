@@ -60,6 +60,13 @@ class MqttConfig(Strict):
     # the bound on memory when the store is down, and on batch size.
     receive_maximum: int = Field(2000, ge=1, le=65535)
     dead_letter_topic: str = Field("metrogate/deadletter", pattern=r"^[^+#]+$")
+    # A larger message is dead-lettered (too_large) with its first max_payload bytes;
+    # at least the gateways' mqtt.batch.max_bytes (256 kB by default).
+    max_payload: int = Field(1_048_576, ge=1024, le=134_217_728)
+    # QoS 0 messages have no flow control: those held at once are capped, the rest
+    # dropped and counted (dropped.qos0).
+    qos0_max_messages: int = Field(1000, ge=1, le=1_000_000)
+    qos0_max_bytes: int = Field(16_777_216, ge=1024)
 
 
 class InfluxV1Store(Strict):
@@ -110,6 +117,10 @@ class IngestConfig(Strict):
     batch: BatchConfig = BatchConfig.model_validate({})
     stats_interval: Duration = 60.0
     ops: IngestOpsConfig = IngestOpsConfig.model_validate({})
+    # How long event-log counters missing between two event batches may stay missing
+    # before they are filed as an event_gap security event (other workers, or a late
+    # redelivery, may still deliver them).
+    event_gap_grace: Duration = 60.0
 
 
 def load_config(path: Path) -> IngestConfig:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.wire.keys import PUBLIC_KEY_NAME, KeyFileError, load_public_key
+from gateway.wire.keys import KeyFileError, load_public_key, registered_key_files
 from gateway.wire.signing import key_id
 
 __all__ = ["Keyring"]
@@ -40,9 +40,5 @@ class Keyring:
         """Load every registered key; :class:`gateway.wire.keys.KeyFileError` on a bad file."""
         if not directory.is_dir():
             raise KeyFileError(directory, "keys directory does not exist")
-        found: dict[str, Ed25519PublicKey] = {}
-        for f in sorted(directory.glob("*.pub")):
-            found[f.stem] = load_public_key(f)
-        for f in sorted(directory.glob(f"*/{PUBLIC_KEY_NAME}")):
-            found[f.parent.name] = load_public_key(f)
+        found = {g: load_public_key(f) for g, f in registered_key_files(directory).items()}
         return cls.from_keys(found)

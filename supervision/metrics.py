@@ -20,11 +20,19 @@ INGEST_METRICS: dict[str, str] = {
     "metrogate_ingest_write_failures_total": "Store writes that failed and were retried.",
     "metrogate_ingest_verified_total": "Batches whose signature verified.",
     "metrogate_ingest_dead_letters_total": "Messages dead-lettered, by reason.",
+    "metrogate_ingest_dead_letters_refused_total": (
+        "Dead-letter publications the broker refused (PUBACK reason code), by reason."
+    ),
+    "metrogate_ingest_dropped_total": "Messages dropped, counted, by reason.",
+    "metrogate_ingest_security_events_total": "Security events filed, by kind.",
     "metrogate_ingest_gap_batches": "Sequence numbers this worker has not seen, by gateway.",
     "metrogate_ingest_high_seq": "Highest sequence number seen, by gateway.",
 }
 
-_MESSAGE_OUTCOMES = ("received", "acked", "duplicate", "gap_fill", "late", "replay")
+_MESSAGE_OUTCOMES = (
+    "received", "acked", "unacknowledged", "duplicate", "gap_fill", "late", "replay",
+    "internal_error",
+)  # fmt: skip
 
 
 def _gauge(name: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -46,16 +54,18 @@ class SequenceView(Protocol):
 class IngestCollector(Collector):
     """Ingest metrics from a worker's ``counts`` and (optionally) its sequence tracker.
 
-    ``counts`` is :attr:`supervision.ingest.Ingest.counts` (keys ``received``,
-    ``acked``, ``duplicate``, ``gap_fill``, ``late``, ``replay``, ``verified``, ``writes``,
-    ``write_failures``, ``readings_written``, ``dead_letter.<reason>``; missing keys
+    ``counts`` is :attr:`supervision.ingest.Ingest.counts`, or a function returning it
+    (keys ``received``, ``acked``, ``unacknowledged``, ``duplicate``, ``gap_fill``,
+    ``late``, ``replay``, ``internal_error``, ``verified``, ``writes``,
+    ``write_failures``, ``readings_written``, ``dead_letter.<reason>``,
+    ``refused.<reason>``, ``dropped.<reason>``, ``security.<kind>``; missing keys
     count 0); ``gateways`` names the
     registered gateways whose gaps are reported from ``tracker``.
     """
 
     def __init__(
         self,
-        counts: Mapping[str, int],
+        counts: Mapping[str, int] | Callable[[], Mapping[str, int]],
         *,
         tracker: SequenceView | None = None,
         gateways: Callable[[], Iterable[str]] = tuple,
@@ -68,7 +78,7 @@ class IngestCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        counts = Counter(self.counts)
+        counts = Counter(self.counts() if callable(self.counts) else self.counts)
         messages = _counter("metrogate_ingest_messages_total", ["outcome"])
         for outcome in _MESSAGE_OUTCOMES:
             messages.add_metric([outcome], counts[outcome])
@@ -82,11 +92,17 @@ class IngestCollector(Collector):
             c = _counter(name)
             c.add_metric([], counts[key])
             yield c
-        dead = _counter("metrogate_ingest_dead_letters_total", ["reason"])
-        for key, n in sorted(counts.items()):
-            if key.startswith("dead_letter."):
-                dead.add_metric([key.removeprefix("dead_letter.")], n)
-        yield dead
+        for name, label, prefix in (
+            ("metrogate_ingest_dead_letters_total", "reason", "dead_letter."),
+            ("metrogate_ingest_dead_letters_refused_total", "reason", "refused."),
+            ("metrogate_ingest_dropped_total", "reason", "dropped."),
+            ("metrogate_ingest_security_events_total", "kind", "security."),
+        ):
+            family = _counter(name, [label])
+            for key, n in sorted(counts.items()):
+                if key.startswith(prefix):
+                    family.add_metric([key.removeprefix(prefix)], n)
+            yield family
         if self.tracker is not None:
             gaps = _gauge("metrogate_ingest_gap_batches", ["gateway"])
             high = _gauge("metrogate_ingest_high_seq", ["gateway"])

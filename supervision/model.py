@@ -6,27 +6,40 @@ The signature, the form of the body and its JSON parse belong to
 faster than a JSON Schema validator, and held equal to it by
 tests/unit/test_ingest_schema.py — and against the topic it arrived on. Anything that
 does not follow the contract raises :class:`SchemaError` with a short reason (the
-dead-letter reason).
+dead-letter reason). Parsing is bounded (:func:`gateway.wire.verify.loads_bounded`)
+and every integer of the contract is range-checked (``ts``, ``sealed``, ``since``,
+``shelved_until`` within :data:`~gateway.wire.verify.MAX_TS_US`; ``seq`` and ``n``
+within :data:`~gateway.wire.verify.MAX_SEQ`); a number no float can hold is a
+``schema`` error too, so nothing a message holds raises anything else here.
+
+Readings repeat their identifiers and flags on every poll: a :class:`ReadingChecker`
+remembers those it checked (bounded) so that each is checked once. It belongs to the
+sink that uses it; :func:`check_reading` checks in full every time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from gateway.wire.encoding import CONTENT_KEY
-from gateway.wire.verify import VerifiedBatch
+from gateway.wire.verify import MAX_SEQ, MAX_TS_US, VerifiedBatch, loads_bounded
 
 __all__ = [
     "KINDS",
     "Batch",
     "Item",
+    "ReadingChecker",
     "Row",
     "SchemaError",
+    "SecurityEvent",
     "Status",
+    "body_digest",
     "check_reading",
+    "event_numbers",
     "parse_batch",
     "parse_document",
     "parse_status",
@@ -59,10 +72,8 @@ ITEM_TAG_KEYS: Final = ("device", "point", "instrument", "alarm", "kind", "sever
 _BODY_KEYS: Final = frozenset({"v", "type", "gateway", "site", "seq", "sealed"})
 _FLAG: Final = re.compile(r"^[a-z0-9_]+(:[A-Za-z0-9_.-]+)?$")
 _HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
-# identifiers and flags already checked (they repeat on every poll); bounded
-_KNOWN_MAX: Final = 100_000
-_KNOWN_IDS: set[tuple[Any, ...]] = set()
-_KNOWN_FLAGS: set[str] = set()
+# identifiers and flags a ReadingChecker remembers (they repeat on every poll)
+KNOWN_MAX: Final = 100_000
 _ALARM_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "point": (str, type(None)),
     "rule": (str,),
@@ -139,10 +150,32 @@ class Batch:
     rows: list[Row]
     items: list[Item]
     readings: list[Any] = field(default_factory=list)
+    digest: str | None = None
+    """SHA-256 (hex) of the body bytes, kept with the batch record: the same number with
+    another digest is a conflict (docs/ingest.md). None for a body given as a dict."""
 
     @property
     def size(self) -> int:
         return len(self.rows) + len(self.items) + len(self.readings)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    """Something a receiver saw that a correct gateway never does (docs/ingest.md).
+
+    ``kind``: ``conflict`` (a batch number seen with other bytes), ``reset`` (batch
+    numbers went back), ``event_gap`` (event-log counters missing), ``event_reset``
+    (event-log counters went back). ``seq`` is the batch number, or for the event-log
+    kinds the first counter concerned; ``ts_us`` the time it is filed under (the
+    batch's ``sealed`` or the entry's ``ts``), so a redelivery files it once.
+    """
+
+    site: str
+    gateway: str
+    kind: str
+    seq: int
+    ts_us: int
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,15 +200,18 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     return parts[2], parts[3], parts[4]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _loads(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return loads_bounded(body)
+    except ValueError as exc:
         raise SchemaError("schema", f"body is not JSON ({exc})") from None
+
+
+def _float(v: int, what: str) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        raise SchemaError("schema", f"{what} is a number out of range") from None
 
 
 def _is_id(v: object) -> bool:
@@ -188,7 +224,7 @@ def _scalar(v: object, what: str) -> Scalar:
     if t is float or t is str or t is bool or v is None:
         return v  # type: ignore[return-value]  # narrowed by the type checks above
     if t is int:
-        return float(v)  # type: ignore[arg-type]  # t is int
+        return _float(v, what)  # type: ignore[arg-type]  # t is int
     raise SchemaError("schema", f"{what} must be a number, boolean, string or null")
 
 
@@ -201,105 +237,130 @@ def _check_ids(ids: tuple[Any, ...], i: int) -> None:
             raise SchemaError("schema", f"readings[{i}].{key} must be a non-empty printable string")
 
 
-def _check_flags(flags: object, i: int) -> tuple[str, ...]:
+def _check_flags(flags: object, i: int, known: set[str]) -> tuple[str, ...]:
     if type(flags) is not list:
         raise SchemaError("schema", f"readings[{i}].flags must be an array")
     for f in flags:
-        if type(f) is not str or (f not in _KNOWN_FLAGS and not _FLAG.match(f)):
+        if type(f) is not str or (f not in known and not _FLAG.match(f)):
             raise SchemaError("schema", f"readings[{i}].flags has a malformed flag {f!r}")
     if len(flags) > 1 and len(set(flags)) != len(flags):
         raise SchemaError("schema", f"readings[{i}].flags repeats a flag")
-    if len(_KNOWN_FLAGS) < _KNOWN_MAX:
-        _KNOWN_FLAGS.update(flags)
     return tuple(flags)
 
 
-def check_reading(r: object, i: int) -> Row:
-    """``readings[i]``, checked against ``$defs/reading`` of gateway/wire/schema/batch.schema.json.
+class ReadingChecker:
+    """Checks readings against ``$defs/reading`` of gateway/wire/schema/batch.schema.json,
+    remembering (at most ``max_known`` of each) the identifier tuples and flags it has
+    checked, so a repeat is not checked again. One per sink; not shared."""
 
-    Raises :class:`SchemaError`. Identifiers already seen together are not checked
-    again (a bounded set), and each check is inline.
-    """
-    if type(r) is not dict:
-        raise SchemaError("schema", f"readings[{i}] is not an object")
-    if not r.keys() <= READING_KEYS:
-        extra = ", ".join(sorted(map(str, r.keys() - READING_KEYS)))
-        raise SchemaError("schema", f"readings[{i}] has unknown keys: {extra}")
-    get = r.get
-    device, point, unit = get("device"), get("point"), get("unit")
-    instrument, certificate = get("instrument"), get("certificate")
-    ids = (device, point, unit, instrument, certificate)
-    try:
-        known = ids in _KNOWN_IDS
-    except TypeError:  # a list or object where a string belongs
-        known = False
-    if not known:
-        _check_ids(ids, i)
-        if len(_KNOWN_IDS) >= _KNOWN_MAX:
-            _KNOWN_IDS.clear()  # a bound, not an LRU: ids repeat on every poll
-        _KNOWN_IDS.add(ids)
-    ts = get("ts")
-    if type(ts) is not int or ts <= 0:
-        raise SchemaError("schema", f"readings[{i}].ts must be a positive integer (µs)")
-    quality = get("quality")
-    if type(quality) is not str or quality not in QUALITIES:
-        raise SchemaError("schema", f"readings[{i}].quality {quality!r} is not good/uncertain/bad")
-    if "value" not in r:
-        raise SchemaError("schema", f"readings[{i}] has no value")
-    # only value may be null; an unknown optional key is left out, not sent as null
-    if None in r.values() and any(v is None for k, v in r.items() if k != "value"):
-        raise SchemaError("schema", f"readings[{i}] has a null other than value")
-    value = r["value"]
-    t = type(value)
-    if t is int:
-        value = float(value)
-    elif not (t is float or t is str or t is bool or value is None):
-        raise SchemaError(
-            "schema", f"readings[{i}].value must be a number, boolean, string or null"
+    __slots__ = ("_flags", "_ids", "_max")
+
+    def __init__(self, max_known: int = KNOWN_MAX) -> None:
+        self._max = max_known
+        self._ids: set[tuple[Any, ...]] = set()
+        self._flags: set[str] = set()
+
+    def check(self, r: object, i: int) -> Row:
+        """``readings[i]`` checked; raises :class:`SchemaError`. Each check is inline."""
+        if type(r) is not dict:
+            raise SchemaError("schema", f"readings[{i}] is not an object")
+        if not r.keys() <= READING_KEYS:
+            extra = ", ".join(sorted(map(str, r.keys() - READING_KEYS)))
+            raise SchemaError("schema", f"readings[{i}] has unknown keys: {extra}")
+        get = r.get
+        device, point, unit = get("device"), get("point"), get("unit")
+        instrument, certificate = get("instrument"), get("certificate")
+        ids = (device, point, unit, instrument, certificate)
+        known_ids = self._ids
+        try:
+            known = ids in known_ids
+        except TypeError:  # a list or object where a string belongs
+            known = False
+        if not known:
+            _check_ids(ids, i)
+            if len(known_ids) >= self._max:
+                known_ids.clear()  # a bound, not an LRU: ids repeat on every poll
+            if self._max:
+                known_ids.add(ids)
+        ts = get("ts")
+        if type(ts) is not int or not 0 < ts <= MAX_TS_US:
+            raise SchemaError(
+                "schema", f"readings[{i}].ts must be a positive integer (µs) ≤ {MAX_TS_US}"
+            )
+        quality = get("quality")
+        if type(quality) is not str or quality not in QUALITIES:
+            raise SchemaError(
+                "schema", f"readings[{i}].quality {quality!r} is not good/uncertain/bad"
+            )
+        if "value" not in r:
+            raise SchemaError("schema", f"readings[{i}] has no value")
+        # only value may be null; an unknown optional key is left out, not sent as null
+        if None in r.values() and any(v is None for k, v in r.items() if k != "value"):
+            raise SchemaError("schema", f"readings[{i}] has a null other than value")
+        value = r["value"]
+        t = type(value)
+        if t is int:
+            value = _float(value, f"readings[{i}].value")
+        elif not (t is float or t is str or t is bool or value is None):
+            raise SchemaError(
+                "schema", f"readings[{i}].value must be a number, boolean, string or null"
+            )
+        raw = get("raw")
+        t = type(raw)
+        if t is int:
+            raw = _float(raw, f"readings[{i}].raw")  # type: ignore[arg-type]  # t is int
+        elif not (t is float or t is str or t is bool or raw is None):
+            raise SchemaError("schema", f"readings[{i}].raw must be a number, boolean or string")
+        flags = get("flags")
+        reason = get("reason")
+        if reason is not None and (type(reason) is not str or reason not in REASONS):
+            raise SchemaError("schema", f"readings[{i}].reason {reason!r} is unknown")
+        verdict = get("verdict")
+        if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
+            raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
+        u = get("U")
+        k = get("k")
+        if u is not None:
+            t = type(u)
+            if not (t is float or t is int) or u < 0 or k is None:
+                raise SchemaError("schema", f"readings[{i}].U must be a number ≥ 0, with k")
+            u = _float(u, f"readings[{i}].U")
+        if k is not None:
+            t = type(k)
+            if not (t is float or t is int) or k <= 0:
+                raise SchemaError("schema", f"readings[{i}].k must be a positive number")
+            k = _float(k, f"readings[{i}].k")
+        if flags is None or flags == []:
+            checked_flags: tuple[str, ...] = ()
+        else:
+            checked_flags = _check_flags(flags, i, self._flags)
+            if len(self._flags) < self._max:
+                self._flags.update(checked_flags)
+        return _new_row(
+            (
+                ts,
+                device,
+                point,
+                value,
+                quality,
+                raw,
+                unit,
+                reason,
+                checked_flags,
+                u,
+                k,
+                instrument,
+                certificate,
+                verdict,
+            )
         )
-    raw = get("raw")
-    t = type(raw)
-    if t is int:
-        raw = float(raw)  # type: ignore[arg-type]  # t is int
-    elif not (t is float or t is str or t is bool or raw is None):
-        raise SchemaError("schema", f"readings[{i}].raw must be a number, boolean or string")
-    flags = get("flags")
-    reason = get("reason")
-    if reason is not None and (type(reason) is not str or reason not in REASONS):
-        raise SchemaError("schema", f"readings[{i}].reason {reason!r} is unknown")
-    verdict = get("verdict")
-    if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
-        raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
-    u = get("U")
-    k = get("k")
-    if u is not None:
-        t = type(u)
-        if not (t is float or t is int) or u < 0 or k is None:
-            raise SchemaError("schema", f"readings[{i}].U must be a number ≥ 0, with k")
-        u = float(u)
-    if k is not None:
-        t = type(k)
-        if not (t is float or t is int) or k <= 0:
-            raise SchemaError("schema", f"readings[{i}].k must be a positive number")
-        k = float(k)
-    return _new_row(
-        (
-            ts,
-            device,
-            point,
-            value,
-            quality,
-            raw,
-            unit,
-            reason,
-            () if flags is None or flags == [] else _check_flags(flags, i),
-            u,
-            k,
-            instrument,
-            certificate,
-            verdict,
-        )
-    )
+
+
+def check_reading(r: object, i: int) -> Row:
+    """``readings[i]``, checked in full against ``$defs/reading`` of
+    gateway/wire/schema/batch.schema.json (a :class:`ReadingChecker` that remembers
+    nothing). Raises :class:`SchemaError`."""
+    return ReadingChecker(0).check(r, i)
 
 
 def _member(v: object, allowed: frozenset[str]) -> bool:
@@ -320,15 +381,15 @@ def _check_alarm(e: dict[str, Any], where: str) -> None:
     for key, types in _ALARM_TYPES.items():
         if key in e and type(e[key]) not in types:
             raise SchemaError("schema", f"{where}.{key} has the wrong type")
-    if "shelved_until" in e and e["shelved_until"] < 0:
-        raise SchemaError("schema", f"{where}.shelved_until must be ≥ 0")
+    if "shelved_until" in e and not 0 <= e["shelved_until"] <= MAX_TS_US:
+        raise SchemaError("schema", f"{where}.shelved_until must be in 0..{MAX_TS_US}")
 
 
 def _check_event(e: dict[str, Any], where: str) -> None:
     """``$defs/event``: an audit-trail entry as the gateway's event log stores it."""
     n = e.get("n")
-    if type(n) is not int or n < 1:
-        raise SchemaError("schema", f"{where}.n must be a positive integer")
+    if type(n) is not int or not 1 <= n <= MAX_SEQ:
+        raise SchemaError("schema", f"{where}.n must be an integer in 1..{MAX_SEQ}")
     for key in ("type", "source", "software"):
         if type(e.get(key)) is not str:
             raise SchemaError("schema", f"{where}.{key} must be a string")
@@ -345,8 +406,8 @@ def _item(e: object, where: str, kind: str) -> Item:
     if type(e) is not dict:
         raise SchemaError("schema", f"{where} is not an object")
     ts = e.get("ts")
-    if type(ts) is not int or ts <= 0:
-        raise SchemaError("schema", f"{where}.ts must be a positive integer (µs)")
+    if type(ts) is not int or not 0 < ts <= MAX_TS_US:
+        raise SchemaError("schema", f"{where}.ts must be a positive integer (µs) ≤ {MAX_TS_US}")
     if kind == "alarm":
         _check_alarm(e, where)
     else:
@@ -388,21 +449,33 @@ def parse_batch(body: bytes, site: str, gateway: str, kind: str) -> Batch:
         raise SchemaError("schema", "body is not a JSON object")
     if doc.get("v") != 1:
         raise SchemaError("schema", f"unsupported schema version {doc.get('v')!r}")
-    return parse_document(doc, site, gateway, kind)
+    return parse_document(doc, site, gateway, kind, digest=body_digest(body))
+
+
+def body_digest(body: bytes) -> str:
+    """The digest a batch record keeps: SHA-256 of the body bytes, hex."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def parse_verified(
     vb: VerifiedBatch, site: str, gateway: str, kind: str, *, rows: bool = True
 ) -> Batch:
-    """The content of a verified batch that arrived on ``…/{site}/{gateway}/{kind}``.
-
-    ``rows`` as for :func:`parse_document`.
+    """The content of a verified batch that arrived on ``…/{site}/{gateway}/{kind}``,
+    with the digest of its body bytes. ``rows`` as for :func:`parse_document`.
     """
-    return parse_document(vb.body, site, gateway, kind, rows=rows)
+    return parse_document(
+        vb.body, site, gateway, kind, rows=rows, digest=body_digest(vb.body_bytes)
+    )
 
 
 def parse_document(
-    doc: dict[str, Any], site: str, gateway: str, kind: str, *, rows: bool = True
+    doc: dict[str, Any],
+    site: str,
+    gateway: str,
+    kind: str,
+    *,
+    rows: bool = True,
+    digest: str | None = None,
 ) -> Batch:
     """Validate a decoded body against the batch JSON Schema and the topic it came on.
 
@@ -425,10 +498,10 @@ def parse_document(
         )
     seq = doc.get("seq")
     sealed = doc.get("sealed")
-    if type(seq) is not int or seq < 1:
-        raise SchemaError("schema", "seq must be an integer ≥ 1")
-    if type(sealed) is not int or sealed < 0:
-        raise SchemaError("schema", "sealed must be an integer ≥ 0")
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
+        raise SchemaError("schema", f"seq must be an integer in 1..{MAX_SEQ}")
+    if type(sealed) is not int or not 0 <= sealed <= MAX_TS_US:
+        raise SchemaError("schema", f"sealed must be an integer in 0..{MAX_TS_US}")
     key = CONTENT_KEY.get(kind)
     if key is None:
         raise SchemaError("schema", f"unknown batch type {kind!r}")
@@ -440,21 +513,34 @@ def parse_document(
         raise SchemaError("schema", f"{key} must be a non-empty array")
     if kind != "data":
         items = [_item(e, f"{key}[{i}]", kind) for i, e in enumerate(entries)]
-        return Batch(kind, site, gateway, seq, sealed, [], items)
+        return Batch(kind, site, gateway, seq, sealed, [], items, digest=digest)
     if not rows:
-        return Batch(kind, site, gateway, seq, sealed, [], [], entries)
-    checked = [check_reading(r, i) for i, r in enumerate(entries)]
-    return Batch(kind, site, gateway, seq, sealed, checked, [])
+        return Batch(kind, site, gateway, seq, sealed, [], [], entries, digest)
+    checker = ReadingChecker()
+    checked = [checker.check(r, i) for i, r in enumerate(entries)]
+    return Batch(kind, site, gateway, seq, sealed, checked, [], digest=digest)
 
 
-def rows_of(batch: Batch) -> list[Row]:
-    """The checked rows of a batch, checking ``readings`` left by ``rows=False`` now.
+def rows_of(batch: Batch, checker: ReadingChecker | None = None) -> list[Row]:
+    """The checked rows of a batch, checking ``readings`` left by ``rows=False`` now
+    (with ``checker``, e.g. the sink's, or in full).
 
     Raises :class:`SchemaError` for a reading that does not follow the contract.
     """
     if batch.readings:
-        return [check_reading(r, i) for i, r in enumerate(batch.readings)]
+        check = (checker or ReadingChecker()).check
+        return [check(r, i) for i, r in enumerate(batch.readings)]
     return batch.rows
+
+
+def event_numbers(batch: Batch) -> list[tuple[int, int]]:
+    """``(n, ts)`` of each entry of an event batch, in order (``n`` as an integer)."""
+    out = []
+    for it in batch.items:
+        n = dict(it.fields).get("n")
+        if isinstance(n, float):
+            out.append((int(n), it.ts_us))
+    return out
 
 
 def parse_status(payload: bytes, site: str, gateway: str) -> Status:
@@ -468,12 +554,8 @@ def parse_status(payload: bytes, site: str, gateway: str) -> Status:
     if doc.get("gateway") != gateway or doc.get("site") != site:
         raise SchemaError("topic_mismatch", "status names another site/gateway than its topic")
     since = doc.get("since")
+    if since is not None and (type(since) is not int or not 0 <= since <= MAX_TS_US):
+        raise SchemaError("schema", f"status since must be an integer in 0..{MAX_TS_US} (µs)")
     software = doc.get("software")
     version = software.get("version") if isinstance(software, dict) else None
-    return Status(
-        site,
-        gateway,
-        state,
-        since if type(since) is int else None,
-        version if isinstance(version, str) else None,
-    )
+    return Status(site, gateway, state, since, version if _is_id(version) else None)

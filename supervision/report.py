@@ -13,7 +13,13 @@ compatibility, 3.x) or the SQLite store, with the same definitions for both
   the one after the previous day's last) to the day's last. A late redelivery
   lands in the day its batch was sealed, so that day's figure rises;
 * alarms raised: alarm records (gateway/metrology/alarms.py) whose ``event`` is ``raised``;
-* calibration status per instrument: see :func:`calibration_status`.
+* calibration status per instrument: see :func:`calibration_status`;
+* event-log continuity per gateway (:func:`event_log_continuity`): the counters ``n``
+  of the stored audit-trail entries, in time order, each one above the last; a jump
+  is a gap, a counter at or below the last is a reset;
+* security events: what the ingest filed (``security`` table / measurement), plus
+  batch numbers stored twice with different digests (InfluxDB, which cannot refuse
+  to overwrite; the SQLite store refuses them).
 """
 
 from __future__ import annotations
@@ -32,14 +38,19 @@ from supervision.sinks.influxdb import influxql_query
 
 __all__ = [
     "Completeness",
+    "EventLogSummary",
     "GatewaySummary",
     "InstrumentStatus",
     "PointSummary",
     "Report",
+    "SecurityRecord",
+    "audit_influx",
+    "audit_sqlite",
     "calibration_status",
     "completeness_from_batches",
     "completeness_influx",
     "completeness_sqlite",
+    "event_log_continuity",
     "gateways_influx",
     "gateways_sqlite",
     "instruments_influx",
@@ -216,11 +227,79 @@ class GatewaySummary:
 
 
 @dataclass(frozen=True, slots=True)
+class EventLogSummary:
+    """The audit-trail counters of one gateway's stored entries in the window.
+
+    ``gaps``: ranges of counters missing between two entries; ``resets``: ``(before,
+    after, ts_ns)`` where a counter came at or below the one before it.
+    """
+
+    gateway: str
+    entries: int
+    first_n: int
+    last_n: int
+    gaps: list[tuple[int, int]]
+    resets: list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityRecord:
+    """One security event: ``kind`` ``conflict``, ``reset``, ``event_gap`` or
+    ``event_reset``; ``seq`` the batch number (event-log kinds: the counter)."""
+
+    gateway: str
+    kind: str
+    seq: int
+    ts_ns: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     points: list[PointSummary]
     instruments: list[InstrumentStatus]
     gateways: list[GatewaySummary]
     days: list[Completeness]
+    event_logs: list[EventLogSummary] = field(default_factory=list)
+    security: list[SecurityRecord] = field(default_factory=list)
+
+
+def event_log_continuity(rows: dict[str, list[tuple[int, int]]]) -> list[EventLogSummary]:
+    """Per gateway from ``{gateway: [(ts_ns, n), …]}`` (any order): entries taken in time
+    order (ties by counter); each counter should be one above the one before."""
+    out: list[EventLogSummary] = []
+    for gateway in sorted(rows):
+        entries = sorted(set(rows[gateway]))
+        if not entries:
+            continue
+        gaps: list[tuple[int, int]] = []
+        resets: list[tuple[int, int, int]] = []
+        prev = entries[0][1]
+        for ts, n in entries[1:]:
+            if n > prev + 1:
+                gaps.append((prev + 1, n - 1))
+            elif n <= prev:
+                resets.append((prev, n, ts))
+            prev = n
+        out.append(EventLogSummary(gateway, len(entries), entries[0][1], prev, gaps, resets))
+    return out
+
+
+def _conflicting(rows: dict[str, list[tuple[int, str | None]]]) -> list[SecurityRecord]:
+    """Batch numbers stored more than once with different digests, from ``{gateway:
+    [(seq, digest), …]}``."""
+    out: list[SecurityRecord] = []
+    for gateway in sorted(rows):
+        seen: dict[int, set[str]] = defaultdict(set)
+        for seq, digest in rows[gateway]:
+            if digest:
+                seen[seq].add(digest)
+        for seq in sorted(q for q, ds in seen.items() if len(ds) > 1):
+            out.append(
+                SecurityRecord(gateway, "conflict", seq, 0,
+                               f"batch {seq} stored {len(seen[seq])} times with other bytes")
+            )  # fmt: skip
+    return out
 
 
 @dataclass(slots=True)
@@ -436,6 +515,38 @@ def gateways_influx(
     return _gateways(days, last_seen, states), days
 
 
+def audit_influx(
+    url: str, database: str, *, since_ns: int, **auth: Any
+) -> tuple[list[EventLogSummary], list[SecurityRecord]]:
+    """Event-log continuity and security events from InfluxDB."""
+    w = f"time >= {since_ns}"
+    qs = [
+        f"SELECT n FROM event WHERE {w} GROUP BY gateway",
+        f"SELECT seq, detail FROM security WHERE {w} GROUP BY gateway, kind",
+        f"SELECT seq, digest FROM batch WHERE {w} GROUP BY gateway",
+    ]
+    doc = influxql_query(url, ";".join(qs), database=database, **auth)
+    entries = {
+        s["tags"]["gateway"]: [(int(t), int(n)) for t, n in s["values"] if n is not None]
+        for s in _results(doc, 0)
+    }
+    security = [
+        SecurityRecord(s["tags"]["gateway"], s["tags"]["kind"], int(seq), int(t), str(detail))
+        for s in _results(doc, 1)
+        for t, seq, detail in s["values"]
+    ]
+    batches = {
+        s["tags"]["gateway"]: [(int(seq), digest) for _, seq, digest in s["values"]]
+        for s in _results(doc, 2)
+    }
+    security += _conflicting(batches)
+    return event_log_continuity(entries), sorted(security, key=_security_order)
+
+
+def _security_order(r: SecurityRecord) -> tuple[str, int, str, int]:
+    return (r.gateway, r.ts_ns, r.kind, r.seq)
+
+
 def report_influx(
     url: str,
     database: str,
@@ -448,7 +559,8 @@ def report_influx(
     points = points_influx(url, database, since_ns=since_ns, limits=limits, **auth)
     instruments = instruments_influx(url, database, since_ns=since_ns, **auth)
     gateways, days = gateways_influx(url, database, since_ns=since_ns, **auth)
-    return Report(points, instruments, gateways, days)
+    event_logs, security = audit_influx(url, database, since_ns=since_ns, **auth)
+    return Report(points, instruments, gateways, days, event_logs, security)
 
 
 # -- SQLite ---------------------------------------------------------------------------
@@ -562,6 +674,35 @@ def gateways_sqlite(
     return _gateways(days, last_seen, states), days
 
 
+def audit_sqlite(
+    path: Path, *, since_ns: int
+) -> tuple[list[EventLogSummary], list[SecurityRecord]]:
+    """:func:`audit_influx` from the SQLite store (which refuses conflicting batches, so
+    its conflicts are those the ingest filed)."""
+    since_us = since_ns // 1000
+    entries: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    security: list[SecurityRecord] = []
+    with closing(_connect(path)) as db:
+        for g, n, ts in db.execute(
+            "SELECT gateway, CAST(json_extract(fields, '$.n') AS INTEGER), ts_us FROM items "
+            "WHERE kind = 'event' AND ts_us >= ?",
+            (since_us,),
+        ):
+            if n is not None:
+                entries[g].append((int(ts) * 1000, int(n)))
+        try:
+            rows = list(
+                db.execute(
+                    "SELECT gateway, kind, seq, ts_us, detail FROM security WHERE ts_us >= ?",
+                    (since_us,),
+                )
+            )
+        except sqlite3.OperationalError:  # a store written before security events were kept
+            rows = []
+        security = [SecurityRecord(g, k, int(q), int(t) * 1000, d) for g, k, q, t, d in rows]
+    return event_log_continuity(dict(entries)), sorted(security, key=_security_order)
+
+
 def report_sqlite(
     path: Path, *, since_ns: int, limits: dict[str, tuple[float, float]] | None = None
 ) -> Report:
@@ -569,7 +710,8 @@ def report_sqlite(
     points = points_sqlite(path, since_ns=since_ns, limits=limits)
     instruments = instruments_sqlite(path, since_ns=since_ns)
     gateways, days = gateways_sqlite(path, since_ns=since_ns)
-    return Report(points, instruments, gateways, days)
+    event_logs, security = audit_sqlite(path, since_ns=since_ns)
+    return Report(points, instruments, gateways, days, event_logs, security)
 
 
 def report_store(

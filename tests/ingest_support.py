@@ -42,14 +42,20 @@ def reading(ts_us: int, device: str, point: str, value: Any, **extra: Any) -> di
     } | extra
 
 
-def data_body(gateway: str, seq: int, readings: list[dict[str, Any]], site: str = "site1") -> bytes:
+def data_body(
+    gateway: str,
+    seq: int,
+    readings: list[dict[str, Any]],
+    site: str = "site1",
+    sealed: int | None = None,
+) -> bytes:
     doc = {
         "v": 1,
         "type": "data",
         "gateway": gateway,
         "site": site,
         "seq": seq,
-        "sealed": T0_US + seq * 1000,
+        "sealed": T0_US + seq * 1000 if sealed is None else sealed,
         "readings": readings,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -80,7 +86,7 @@ def topic(gateway: str, kind: str = "data", site: str = "site1") -> str:
 
 
 class Publisher:
-    """A paho QoS 1 publisher that waits for every PUBACK."""
+    """A paho publisher that waits for every PUBACK (QoS 1) or send (QoS 0)."""
 
     def __init__(self, port: int) -> None:
         self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv311)
@@ -88,8 +94,15 @@ class Publisher:
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
 
-    def publish(self, items: Iterable[tuple[str, bytes]], timeout: float = 60.0) -> int:
-        infos = [self.c.publish(t, p, qos=1) for t, p in items]
+    def publish(
+        self,
+        items: Iterable[tuple[str, bytes]],
+        timeout: float = 60.0,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> int:
+        infos = [self.c.publish(t, p, qos=qos, retain=retain) for t, p in items]
         deadline = time.monotonic() + timeout
         for info in infos:
             info.wait_for_publish(max(0.1, deadline - time.monotonic()))

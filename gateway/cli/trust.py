@@ -17,7 +17,7 @@ from gateway.audit.eventlog import counter_path_for
 from gateway.audit.software_id import compute_software_id
 from gateway.audit.verify import looks_like_event_log, verify_event_log
 from gateway.common.exitcodes import ExitCode
-from gateway.wire.keys import KeyStoreError, generate_keypair, load_public_keys
+from gateway.wire.keys import KeyStoreError, generate_keypair, load_key_registry
 from gateway.wire.verify import SequenceTracker, read_capture, verify_capture
 
 __all__ = [
@@ -58,7 +58,7 @@ def add_keygen_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify captured batches or an event log; print each problem; 1 if any."""
     try:
-        keys = load_public_keys([Path(k) for k in args.key])
+        keys, gateway_of = load_key_registry([Path(k) for k in args.key])
     except KeyStoreError as exc:
         print(f"metrogate verify: {exc}", file=sys.stderr)
         return ExitCode.INVALID
@@ -88,7 +88,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 worst = ExitCode.FAILED
                 continue
             tracker = SequenceTracker(duplicate_window_seq=args.window)
-            cap = verify_capture(captured, keys, tracker=tracker)
+            cap = verify_capture(captured, keys, tracker=tracker, gateway_of=gateway_of)
             for line in cap.problems:
                 print(f"{path}: {line}")
             for line in cap.notes:
@@ -116,7 +116,9 @@ def add_verify_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="PUBKEY_OR_DIR",
-        help="public key file or directory of *.pub (repeatable)",
+        help="public key file or keys directory (repeatable); a key in DIR/<gateway>.pub "
+        "or DIR/<gateway>/gateway.pub, or a file <gateway>.pub, verifies only batches "
+        "naming that gateway",
     )
     p.add_argument("--counter", help="event-log counter file (default: FILE.counter)")
     p.add_argument(

@@ -43,9 +43,11 @@ __all__ = [
     "KeyStoreError",
     "check_private_key_mode",
     "generate_keypair",
+    "load_key_registry",
     "load_public_key",
     "load_public_keys",
     "load_signer",
+    "registered_key_files",
 ]
 
 
@@ -195,6 +197,43 @@ def load_public_keys(paths_or_dir: Path | Iterable[Path]) -> dict[str, Ed25519Pu
         where = ", ".join(str(p) for p in paths) or "(no paths)"
         raise KeyFileError(Path(where), "no public keys found")
     return keys
+
+
+def registered_key_files(directory: Path) -> dict[str, Path]:
+    """The platform's key files in ``directory`` by gateway id: ``<gateway-id>.pub``
+    and ``<gateway-id>/gateway.pub`` (the latter wins for the same id)."""
+    found = {f.stem: f for f in sorted(directory.glob("*.pub"))}
+    found |= {f.parent.name: f for f in sorted(directory.glob(f"*/{PUBLIC_KEY_NAME}"))}
+    return found
+
+
+def load_key_registry(
+    paths: Iterable[Path],
+) -> tuple[dict[str, Ed25519PublicKey], dict[str, str]]:
+    """Public keys by key id, and the gateway each key is registered for (by key id).
+
+    A directory is read as the platform's keys directory
+    (:func:`registered_key_files`): each key belongs to the gateway its file names. A
+    file named ``<gateway-id>.pub`` belongs to that gateway; a file given as
+    ``gateway.pub`` (as ``metrogate keygen`` writes it) belongs to no gateway in
+    particular, and so does a ``gateway.pub`` directly inside a directory. Raises
+    :class:`KeyFileError` on a bad file and when no key was found.
+    """
+    paths = list(paths)
+    keys: dict[str, Ed25519PublicKey] = {}
+    gateway_of: dict[str, str] = {}
+    for p in paths:
+        files = registered_key_files(p) if p.is_dir() else {p.stem: p}
+        for gateway, f in files.items():
+            key = load_public_key(f)
+            kid = key_id(key)
+            keys[kid] = key
+            if gateway != Path(PUBLIC_KEY_NAME).stem:
+                gateway_of[kid] = gateway
+    if not keys:
+        where = ", ".join(str(p) for p in paths) or "(no paths)"
+        raise KeyFileError(Path(where), "no public keys found")
+    return keys, gateway_of
 
 
 def ensure_signer(path: Path, *, create: bool) -> Signer:

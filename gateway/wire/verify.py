@@ -10,6 +10,10 @@ The same code serves ``metrogate verify`` and the ingest service:
   ``new``, ``gap_fill``, ``duplicate``, ``conflict`` (given the payload's digest) or
   ``replay`` and keeps the outstanding gaps.
 - :func:`read_capture` / :func:`verify_capture` check a file of captured payloads.
+- :func:`loads_bounded` parses JSON only after a cheap scan showed its nesting within
+  :data:`MAX_DEPTH`, and :data:`MAX_SEQ` / :data:`MAX_TS_US` bound the integers of the
+  contract: whatever bytes arrive, parsing them costs time linear in their size and
+  never raises anything but :class:`ValueError` (docs/wire.md, "Limits").
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from gateway.wire.encoding import CONTENT_KEY
 from gateway.wire.signing import SignatureError, verify_payload
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_SEQ",
+    "MAX_SIGNATURE_LINE",
+    "MAX_TS_US",
     "BatchError",
     "CaptureReport",
     "Captured",
@@ -39,6 +47,8 @@ __all__ = [
     "SeqVerdict",
     "SequenceTracker",
     "VerifiedBatch",
+    "json_depth",
+    "loads_bounded",
     "read_capture",
     "verify_batch",
     "verify_capture",
@@ -46,6 +56,69 @@ __all__ = [
 
 _ID = re.compile(rf"^[{ID_CHARS}]{{1,{ID_MAX_LENGTH}}}$")  # an Ident, as the config says
 _SIG_PREFIX = b'{"alg"'
+
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects a receiver parses (a body needs 4; an event's
+``data`` a few more). Python's parser recurses once per level and gives up near 1,000."""
+MAX_SEQ = 2**63 - 1
+"""Largest batch sequence number or event-log counter: a signed 64-bit integer."""
+MAX_TS_US = (2**63 - 1 - 999) // 1000
+"""Latest time in µs (2262-04-11): ``ts·1000 + 999`` still fits a signed 64-bit count of
+nanoseconds, what InfluxDB and SQLite store."""
+MAX_SIGNATURE_LINE = 512
+"""Longest signature line (one is about 140 bytes)."""
+
+# -- bounded JSON -----------------------------------------------------------------
+
+# an escaped backslash or quote: removed first, so every quote left delimits a string
+_ESCAPED = re.compile(rb'\\[\\"]')
+# brackets become parentheses, every byte but brackets and quotes goes
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_STRING = re.compile(rb'"[^"]*"')
+
+
+def json_depth(data: bytes, limit: int = MAX_DEPTH) -> int:
+    """The nesting depth of arrays and objects in ``data`` (JSON text, valid or not), or
+    ``limit + 1`` for anything deeper than ``limit``.
+
+    For a prefix that is valid JSON it is exact; past the first error it may be too
+    high, never too low, so a parser that stops at that error never goes deeper. Linear
+    in ``len(data)`` plus ``limit`` passes over the brackets, all in C: strings are cut
+    out (after escaped quotes and backslashes), then innermost ``()`` pairs are removed
+    once per level.
+    """
+    if b"\\" in data:
+        data = _ESCAPED.sub(b"", data)
+    t = data.translate(_BRACKETS, _NOT_STRUCTURE)
+    if b'"' in t:
+        t = t.replace(b'""', b"")  # strings without brackets: most of them, cheaply
+        if b'"' in t:
+            t = _STRING.sub(b"", t)
+    for depth in range(limit + 1):
+        if not t:
+            return depth
+        inner = t.replace(b"()", b"")
+        if len(inner) == len(t):  # unbalanced: only unmatched brackets are left
+            return min(limit + 1, depth + t.count(b"("))
+        t = inner
+    return limit + 1
+
+
+class JsonTooDeep(ValueError):
+    """JSON text nested deeper than the limit (a :class:`ValueError`, like a bad parse)."""
+
+
+def loads_bounded(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` of ``data`` once :func:`json_depth` showed it within ``max_depth``.
+
+    NaN and Infinity are refused (they are not JSON; the gateway never writes them).
+    Raises :class:`ValueError` (:class:`JsonTooDeep` for the depth; UnicodeDecodeError
+    for bytes that are not UTF-8) and nothing else.
+    """
+    if json_depth(data, max_depth) > max_depth:
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels")
+    return json.loads(data, parse_constant=_reject_constant)
 
 
 class BatchError(Exception):
@@ -76,8 +149,10 @@ def _looks_truncated(fragment: bytes) -> bool:
     if not fragment.startswith(b"{"):
         return False
     try:
-        json.loads(fragment)
-    except (ValueError, UnicodeDecodeError):
+        loads_bounded(fragment)
+    except JsonTooDeep:
+        return False  # not a batch body cut short: something else entirely
+    except ValueError:
         return True
     return False
 
@@ -89,8 +164,8 @@ def _reject_constant(name: str) -> Any:
 def _check_schema(body: bytes) -> dict[str, Any]:
     try:
         # NaN/Infinity are not JSON: the gateway never writes them (allow_nan=False)
-        obj = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = loads_bounded(body)
+    except ValueError as exc:
         raise BatchError("schema", f"body is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise BatchError("schema", "body is not a JSON object")
@@ -104,10 +179,10 @@ def _check_schema(body: bytes) -> dict[str, Any]:
         v = obj.get(key)
         if not isinstance(v, str) or not _ID.match(v):
             raise BatchError("schema", f"{key!r} missing or not an id")
-    for key in ("seq", "sealed"):
+    for key, lo, hi in (("seq", 1, MAX_SEQ), ("sealed", 0, MAX_TS_US)):
         v = obj.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "seq" else 0):
-            raise BatchError("schema", f"{key!r} missing or not a valid integer")
+        if type(v) is not int or not lo <= v <= hi:
+            raise BatchError("schema", f"{key!r} missing or not an integer in {lo}..{hi}")
     if not isinstance(obj.get(CONTENT_KEY[kind]), list):
         raise BatchError("schema", f"{CONTENT_KEY[kind]!r} missing or not an array")
     return obj
@@ -116,8 +191,9 @@ def _check_schema(body: bytes) -> dict[str, Any]:
 def verify_batch(payload: bytes, keys: Mapping[str, Ed25519PublicKey]) -> VerifiedBatch:
     """Verify one signed payload against public keys by key id, then check its body.
 
-    Raises :class:`BatchError`; the signature is checked before the body is parsed,
-    so nothing unauthenticated is ever interpreted.
+    Raises :class:`BatchError` and nothing else, whatever ``payload`` holds; the
+    signature is checked before the body is parsed, so nothing unauthenticated is
+    ever interpreted, and every parse is bounded (:func:`loads_bounded`).
     """
     cut = payload.rfind(b"\n")
     if cut < 0:
@@ -128,6 +204,9 @@ def verify_batch(payload: bytes, keys: Mapping[str, Ed25519PublicKey]) -> Verifi
     cut_in_prefix = _SIG_PREFIX.startswith(trailer)  # also true for an empty trailer
     if cut_in_prefix or (trailer.startswith(_SIG_PREFIX) and _looks_truncated(trailer)):
         raise BatchError("truncated", "signature line is incomplete")
+    if len(trailer) > MAX_SIGNATURE_LINE or json_depth(trailer, 1) > 1:
+        kind = "malformed" if trailer.startswith(b"{") else "unsigned"
+        raise BatchError(kind, "last line is not a signature line (too long or nested)")
     try:
         body_bytes, kid = verify_payload(payload, keys)
     except SignatureError as exc:
@@ -159,6 +238,7 @@ class SeqKind(StrEnum):
     GAP_FILL = "gap_fill"  # a missing number arriving late: store it
     DUPLICATE = "duplicate"  # a redelivery of a recent batch: drop it quietly
     CONFLICT = "conflict"  # a recent number with other bytes: a gateway never does that
+    RESET = "reset"  # at or below the highest number, sealed after it: numbering went back
     REPLAY = "replay"  # an old batch sent again: drop it and raise a security event
 
 
@@ -175,6 +255,7 @@ class SeqVerdict:
 class _Gateway:
     high: int
     baseline: int
+    high_sealed: int | None = None  # ``sealed`` of the batch numbered ``high``, if given
     gaps: list[list[int]] = field(default_factory=list)  # sorted, disjoint [lo, hi]
     recent: dict[int, float] = field(default_factory=dict)  # seq -> accepted at, oldest first
     digests: dict[int, bytes] = field(default_factory=dict)  # seq -> payload digest, if given
@@ -195,6 +276,11 @@ class SequenceTracker:
     - **conflict**: as *duplicate*, but the caller passed a ``digest`` of the payload
       and it differs from the one recorded with ``seq``: the same number with other
       bytes, which a gateway never produces (its outbox seals the bytes once).
+    - **reset**: ``seq`` is at or below the highest number but the caller's ``sealed``
+      is later than that of the highest batch: the gateway numbers again from lower
+      down (its sequence state was lost). Batches are sealed in number order, so a
+      late delivery, a redelivery or a replay was sealed earlier than the highest one.
+      Checked before *duplicate* and *conflict*.
     - **replay**: ``seq`` is at or below the highest number, not an outstanding gap,
       and not recently accepted (it was settled long ago, or is below the first
       number this tracker saw). A valid signature on it means someone re-sent a
@@ -226,9 +312,15 @@ class SequenceTracker:
         self.lost = 0
 
     def classify(
-        self, gateway: str, seq: int, now: float | None = None, digest: bytes | None = None
+        self,
+        gateway: str,
+        seq: int,
+        now: float | None = None,
+        digest: bytes | None = None,
+        sealed: int | None = None,
     ) -> SeqVerdict:
-        """The verdict for ``seq`` (of a payload with ``digest``) without changing any state."""
+        """The verdict for ``seq`` (of a payload with ``digest``, sealed at ``sealed`` µs)
+        without changing any state."""
         t = self._clock() if now is None else now
         st = self._gw.get(gateway)
         if st is None:
@@ -236,6 +328,8 @@ class SequenceTracker:
         if seq > st.high:
             gaps = ((st.high + 1, seq - 1),) if seq > st.high + 1 else ()
             return SeqVerdict(SeqKind.NEW, gateway, seq, gaps)
+        if sealed is not None and st.high_sealed is not None and sealed > st.high_sealed:
+            return SeqVerdict(SeqKind.RESET, gateway, seq)
         seen = st.recent.get(seq)
         if seen is not None and t - seen <= self._win_s and st.high - seq <= self._win_seq:
             known = st.digests.get(seq)
@@ -247,18 +341,25 @@ class SequenceTracker:
         return SeqVerdict(SeqKind.REPLAY, gateway, seq)
 
     def record(
-        self, gateway: str, seq: int, now: float | None = None, digest: bytes | None = None
+        self,
+        gateway: str,
+        seq: int,
+        now: float | None = None,
+        digest: bytes | None = None,
+        sealed: int | None = None,
     ) -> SeqVerdict:
-        """Classify ``seq`` and, if it is new or fills a gap, accept it (with ``digest``)."""
+        """Classify ``seq`` and, if it is new or fills a gap, accept it (with ``digest``
+        and ``sealed``)."""
         t = self._clock() if now is None else now
-        v = self.classify(gateway, seq, t, digest)
+        v = self.classify(gateway, seq, t, digest, sealed)
         st = self._gw.get(gateway)
         if v.kind is SeqKind.NEW:
             if st is None:
-                st = self._gw[gateway] = _Gateway(high=seq, baseline=seq)
+                st = self._gw[gateway] = _Gateway(high=seq, baseline=seq, high_sealed=sealed)
             else:
                 st.gaps.extend([lo, hi] for lo, hi in v.new_gaps)
                 st.high = seq
+                st.high_sealed = sealed
                 while len(st.gaps) > self._max_gaps:
                     lo, hi = st.gaps.pop(0)
                     self.lost += hi - lo + 1
@@ -284,6 +385,21 @@ class SequenceTracker:
     def high(self, gateway: str) -> int | None:
         st = self._gw.get(gateway)
         return None if st is None else st.high
+
+    def high_sealed(self, gateway: str) -> int | None:
+        """``sealed`` of the highest batch accepted from ``gateway``, when known."""
+        st = self._gw.get(gateway)
+        return None if st is None else st.high_sealed
+
+    def restore(self, gateway: str, high: int, sealed: int | None) -> None:
+        """Take ``high`` (sealed at ``sealed``) as settled, e.g. the highest number a store
+        holds when a receiver starts; numbers below it are then *replay* (or *reset*),
+        for the receiver to look up. Never lowers what is known."""
+        st = self._gw.get(gateway)
+        if st is None:
+            self._gw[gateway] = _Gateway(high=high, baseline=high, high_sealed=sealed)
+        elif high > st.high:
+            st.high, st.high_sealed = high, sealed
 
     def forget(self, gateway: str) -> None:
         """Drop all state for a gateway (re-enrolled after its state was wiped)."""
@@ -314,6 +430,7 @@ class SequenceTracker:
         """State to persist (receiver times are not portable, so recent lists go too)."""
         return {
             gw: {"high": st.high, "baseline": st.baseline, "gaps": st.gaps}
+            | ({} if st.high_sealed is None else {"high_sealed": st.high_sealed})
             for gw, st in self._gw.items()
         }
 
@@ -324,6 +441,7 @@ class SequenceTracker:
                 high=int(s["high"]),
                 baseline=int(s["baseline"]),
                 gaps=[[int(lo), int(hi)] for lo, hi in s["gaps"]],
+                high_sealed=None if s.get("high_sealed") is None else int(s["high_sealed"]),
             )
 
 
@@ -356,8 +474,8 @@ def read_capture(data: bytes) -> list[Captured]:
     if lines and lines[-1] in (b"", b"\r"):
         lines.pop()
     try:
-        first = json.loads(lines[0]) if lines else None
-    except (ValueError, UnicodeDecodeError):
+        first = loads_bounded(lines[0]) if lines else None
+    except ValueError:
         first = None
     out: list[Captured] = []
     if isinstance(first, dict) and "payload_b64" in first:
@@ -365,13 +483,14 @@ def read_capture(data: bytes) -> list[Captured]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = loads_bounded(line)
                 payload = base64.b64decode(rec["payload_b64"], validate=True)
                 rx = rec.get("received_us")
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                received = None if rx is None else float(rx) / 1e6
+            except (ValueError, KeyError, TypeError, OverflowError):
                 out.append(Captured(f"line {i}", b""))  # verifies as malformed/truncated
                 continue
-            out.append(Captured(f"line {i}", payload, None if rx is None else rx / 1e6))
+            out.append(Captured(f"line {i}", payload, received))
         return out
     pending: tuple[int, bytes] | None = None
     for i, line in enumerate(lines, start=1):
@@ -408,14 +527,19 @@ def verify_capture(
     keys: Mapping[str, Ed25519PublicKey],
     *,
     tracker: SequenceTracker | None = None,
+    gateway_of: Mapping[str, str] | None = None,
 ) -> CaptureReport:
     """Verify each captured payload, then the sequence continuity per gateway.
 
-    Problems: any :class:`BatchError` (by kind), ``replay``, ``conflict`` (a number
-    seen twice with different bytes, which a gateway never does), and ``gap``
-    (numbers still missing at the end). Notes: ``duplicate`` (identical redelivery).
-    Without receive times in the capture, only the sequence-distance window of the
-    tracker separates a duplicate from a replay.
+    ``gateway_of`` binds key ids to the gateway each key belongs to (as the ingest's
+    keyring does, from ``{gateway}.pub`` file names); a key id it does not name may
+    sign for any gateway. Problems: any :class:`BatchError` (by kind),
+    ``key_mismatch`` (a batch naming a gateway its key is not registered for),
+    ``replay``, ``conflict`` (a number seen twice with different bytes, which a gateway
+    never does), ``reset`` (a number at or below the highest, sealed after it), and
+    ``gap`` (numbers still missing at the end). Notes: ``duplicate`` (identical
+    redelivery). Without receive times in the capture, only the sequence-distance
+    window of the tracker separates a duplicate from a replay.
     """
     tr = SequenceTracker() if tracker is None else tracker
     rep = CaptureReport()
@@ -426,13 +550,22 @@ def verify_capture(
         except BatchError as exc:
             rep.problems.append(f"{c.where}: {exc.kind}: {exc.detail}")
             continue
+        owner = None if gateway_of is None else gateway_of.get(b.kid)
+        if owner is not None and owner != b.gateway:
+            rep.problems.append(
+                f"{c.where}: key_mismatch: batch names gateway {b.gateway}, "
+                f"its key {b.kid} is registered for {owner}"
+            )
+            continue
         rep.batches.append(b)
         digest = hashlib.sha256(c.payload).digest()
         rx = 0.0 if c.received_s is None else c.received_s
-        v = tr.record(b.gateway, b.seq, rx, digest)
+        v = tr.record(b.gateway, b.seq, rx, digest, b.sealed)
         at = f"{c.where}: gateway {b.gateway} seq {b.seq}"
         earlier = digests.setdefault((b.gateway, b.seq), digest)
-        if earlier != digest or v.kind is SeqKind.CONFLICT:
+        if v.kind is SeqKind.RESET:
+            rep.problems.append(f"{at}: reset: numbered below the highest but sealed after it")
+        elif earlier != digest or v.kind is SeqKind.CONFLICT:
             rep.problems.append(f"{at}: conflict: same sequence number, different content")
         elif v.kind is SeqKind.REPLAY:
             rep.problems.append(f"{at}: replay: an old batch was sent again")

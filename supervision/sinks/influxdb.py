@@ -9,6 +9,14 @@ Status codes: 2xx accepted; 400/413/422 (bad line, field type conflict, too larg
 → :class:`StoreRejected`; anything else, and every connection failure →
 :class:`StoreUnavailable` (401/403/404 too: a wrong token or a missing database is
 fixed by an operator, and the data must wait for that, not be discarded).
+
+InfluxDB writes are idempotent by series and timestamp, and a point written again
+with other field values replaces the stored ones: the store cannot refuse to
+overwrite. What never overwrites stored content is the ingest, which asks before it
+writes a batch number it may have seen (:meth:`stored_batch`: the ``batch`` point of
+that number and its ``digest``), through InfluxQL on ``/query`` (1.x, 2.x with a
+DBRP mapping, 3.x). A store without ``/query`` (VictoriaMetrics) answers
+:class:`~supervision.sinks.LookupUnsupported`.
 """
 
 from __future__ import annotations
@@ -21,9 +29,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from supervision.model import Batch, Status
-from supervision.sinks import StoreRejected, StoreUnavailable
-from supervision.sinks.line_protocol import batch_lines, status_line
+from supervision.model import Batch, SecurityEvent, Status
+from supervision.sinks import (
+    GatewayHigh,
+    LookupUnsupported,
+    StoredBatch,
+    StoreRejected,
+    StoreUnavailable,
+)
+from supervision.sinks.line_protocol import LineEncoder, security_line, status_line
 
 __all__ = ["InfluxV1Sink", "InfluxV2Sink", "influxql_query"]
 
@@ -31,13 +45,23 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REJECTED = frozenset({400, 413, 422})
+_LOOKUP_WINDOW_NS = 86_400 * 10**9
+
+
+def _quoted(s: str) -> str:
+    """An InfluxQL string literal."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class _LineProtocolSink:
-    """Shared encoding for both API versions, and the one thread that does the HTTP."""
+    """Shared encoding and queries for both API versions, and the one thread that does
+    the HTTP."""
 
     name = "influxdb"
-    _executor: ThreadPoolExecutor | None = None
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._encoder = LineEncoder()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -50,13 +74,80 @@ class _LineProtocolSink:
             self._executor = None
 
     def encode(self, batch: Batch) -> list[str]:
-        return batch_lines(batch)
+        return self._encoder.batch_lines(batch)
 
     def encode_status(self, status: Status, received_ns: int) -> list[str]:
         return [status_line(status, received_ns)]
 
+    def encode_security(self, event: SecurityEvent) -> list[str]:
+        return [security_line(event)]
+
     def lines_in(self, chunk: list[str]) -> int:
         return len(chunk)
+
+    def _query_sync(self, q: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _series(self, q: str) -> list[dict[str, Any]]:
+        """The series of one query's result; LookupUnsupported when the answer is not
+        what InfluxQL gives (VictoriaMetrics answers every ``/query`` with a list of
+        databases, for dashboards that probe it)."""
+        doc = await self._run(self._query_sync, q)
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if not isinstance(results, list) or not results or not isinstance(results[0], dict):
+            raise LookupUnsupported(self.name, "/query gave no InfluxQL results")
+        series = results[0].get("series", [])
+        if not isinstance(series, list) or not all(
+            isinstance(s, dict)
+            and s.get("columns", [None])[0] == "time"
+            and isinstance(s.get("values"), list)
+            for s in series
+        ):
+            raise LookupUnsupported(self.name, "/query answers something other than InfluxQL")
+        return series
+
+    async def stored_batch(self, gateway: str, seq: int, sealed_us: int) -> StoredBatch | None:
+        g = _quoted(gateway)
+        # an identical batch sits at its own time: one point to look at
+        exact = await self._series(
+            f"SELECT seq, digest FROM batch WHERE gateway = {g} "
+            f"AND time = {sealed_us * 1000 + seq % 1000}"
+        )
+        for series in exact:
+            for _, s, digest in series["values"]:
+                if s == seq:
+                    return StoredBatch(digest, sealed_us)
+        # another batch with that number sits elsewhere: the gateway's batch points sealed
+        # within a day of this one (a bound on the cost of the search: batches are sealed
+        # in number order, so the one stored under this number was sealed near it)
+        t = sealed_us * 1000
+        found = await self._series(
+            f"SELECT sealed, digest FROM batch WHERE gateway = {g} AND seq = {seq} "
+            f"AND time >= {t - _LOOKUP_WINDOW_NS} AND time <= {t + _LOOKUP_WINDOW_NS} LIMIT 1"
+        )
+        for series in found:
+            for _, sealed, digest in series["values"]:
+                return StoredBatch(digest, int(sealed))
+        return None
+
+    async def highs(self) -> list[GatewayHigh]:
+        out: dict[str, GatewayHigh] = {}
+        for series in await self._series("SELECT max(seq) FROM batch GROUP BY gateway"):
+            g = series["tags"]["gateway"]
+            t, seq = series["values"][0]
+            out[g] = GatewayHigh(g, int(seq), int(t) // 1000)
+        for series in await self._series("SELECT max(n) FROM event GROUP BY gateway"):
+            g = series["tags"]["gateway"]
+            t, n = series["values"][0]
+            b = out.get(g, GatewayHigh(g))
+            out[g] = GatewayHigh(g, b.seq, b.sealed_us, int(n), int(t) // 1000)
+        return [out[g] for g in sorted(out)]
+
+    async def event_numbers(self, gateway: str, lo: int, hi: int) -> set[int]:
+        found = await self._series(
+            f"SELECT n FROM event WHERE gateway = {_quoted(gateway)} AND n >= {lo} AND n <= {hi}"
+        )
+        return {int(v[1]) for series in found for v in series["values"]}
 
 
 class InfluxV1Sink(_LineProtocolSink):
@@ -73,6 +164,7 @@ class InfluxV1Sink(_LineProtocolSink):
         timeout: float = 10.0,
         create_database: bool = False,
     ) -> None:
+        super().__init__()
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"InfluxDB url {url!r} must be http(s)://host[:port]")
@@ -129,8 +221,12 @@ class InfluxV1Sink(_LineProtocolSink):
             f"{self._scheme}://{self._host}:{self._port}{self._base}",
             q,
             database=self._database,
+            username=self._auth.get("u"),
+            password=self._auth.get("p"),
             timeout=self._timeout,
         )
+
+    _query_sync = query_sync
 
     async def open(self) -> None:
         if self._create_database:
@@ -161,7 +257,11 @@ class InfluxV2Sink(_LineProtocolSink):
         from influxdb_client import InfluxDBClient  # type: ignore[attr-defined]
         from influxdb_client.client.write_api import SYNCHRONOUS
 
+        super().__init__()
         self.name = f"influxdb-v2 {url} bucket {bucket}"
+        self._url = url
+        self._token = token
+        self._timeout = timeout
         self._bucket = bucket
         self._org = org
         # retries=False: back-off and back-pressure are ours, not urllib3's
@@ -190,6 +290,12 @@ class InfluxV2Sink(_LineProtocolSink):
         except Exception as exc:  # urllib3 connection errors have no common public base here
             raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
 
+    def _query_sync(self, q: str) -> dict[str, Any]:
+        # InfluxQL on /query: 2.x maps the bucket by DBRP, 3.x takes it as the database
+        return influxql_query(
+            self._url, q, database=self._bucket, token=self._token or None, timeout=self._timeout
+        )
+
     async def open(self) -> None:
         return None
 
@@ -215,8 +321,9 @@ def influxql_query(
 ) -> dict[str, Any]:
     """Run InfluxQL against the v1 ``/query`` API (1.x, 2.x compatibility, 3.x).
 
-    Raises :class:`StoreUnavailable` on transport or HTTP errors and
-    :class:`StoreRejected` when the server reports a query error.
+    Raises :class:`StoreUnavailable` on transport or HTTP errors,
+    :class:`~supervision.sinks.LookupUnsupported` when the server has no such API (HTTP
+    404, 405, 501), and :class:`StoreRejected` when it reports a query error.
     """
     import json
 
@@ -239,9 +346,14 @@ def influxql_query(
         raise StoreUnavailable(url, f"{type(exc).__name__}: {exc}") from None
     finally:
         conn.close()
+    if resp.status in (404, 405, 501):
+        raise LookupUnsupported(url, f"no InfluxQL /query: HTTP {resp.status}")
     if resp.status != 200:
         raise StoreUnavailable(url, f"HTTP {resp.status}: {data[:300]!r}")
-    doc: dict[str, Any] = json.loads(data)
+    try:
+        doc: dict[str, Any] = json.loads(data)
+    except ValueError as exc:
+        raise StoreUnavailable(url, f"/query answered with something not JSON: {exc}") from None
     for result in doc.get("results", []):
         if "error" in result:
             raise StoreRejected(url, f"query error: {result['error']}")

@@ -43,8 +43,10 @@ def ingest_registry(counts: Counter[str], tracker: SequenceTracker) -> Collector
 async def test_ingest_metrics_scraped_and_parsed() -> None:
     counts: Counter[str] = Counter(
         received=120, acked=118, duplicate=3, gap_fill=1, verified=110, writes=7,
-        readings_written=1000, write_failures=2, dead_letter=4,
-        **{"dead_letter.bad_signature": 3, "dead_letter.unknown_gateway": 1},
+        readings_written=1000, write_failures=2, dead_letter=4, unacknowledged=1,
+        **{"dead_letter.bad_signature": 3, "dead_letter.unknown_gateway": 1,
+           "refused.not_authorized": 1, "dropped.qos0": 7, "dropped.status_unregistered": 2,
+           "security.conflict": 1, "security.event_gap": 2},
     )  # fmt: skip
     tracker = SequenceTracker()
     for seq in (1, 2, 5, 6, 9):  # 3-4 and 7-8 missing
@@ -66,6 +68,13 @@ async def test_ingest_metrics_scraped_and_parsed() -> None:
     assert samples[("metrogate_ingest_verified_total", ())] == 110
     assert samples[("metrogate_ingest_readings_written_total", ())] == 1000
     assert samples[("metrogate_ingest_dead_letters_total", (("reason", "bad_signature"),))] == 3
+    assert samples[("metrogate_ingest_messages_total", (("outcome", "unacknowledged"),))] == 1
+    refused = ("metrogate_ingest_dead_letters_refused_total", (("reason", "not_authorized"),))
+    assert samples[refused] == 1
+    assert samples[("metrogate_ingest_dropped_total", (("reason", "qos0"),))] == 7
+    assert samples[("metrogate_ingest_dropped_total", (("reason", "status_unregistered"),))] == 2
+    assert samples[("metrogate_ingest_security_events_total", (("kind", "conflict"),))] == 1
+    assert samples[("metrogate_ingest_security_events_total", (("kind", "event_gap"),))] == 2
     assert samples[("metrogate_ingest_gap_batches", (("gateway", "gw1"),))] == 4
     assert samples[("metrogate_ingest_gap_batches", (("gateway", "gw2"),))] == 0
     assert samples[("metrogate_ingest_high_seq", (("gateway", "gw1"),))] == 9

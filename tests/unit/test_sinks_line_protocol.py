@@ -9,13 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervision.model import SchemaError, parse_batch, parse_document, rows_of
+from gateway.wire.verify import MAX_TS_US
+from supervision.model import SchemaError, body_digest, parse_batch, parse_document, rows_of
 from supervision.sinks.line_protocol import (
+    LineEncoder,
     batch_lines,
     escape_measurement,
     escape_string,
     escape_tag,
 )
+
+# one encoder for the module's tests, so that readings checked in full by one test are
+# "already checked" (memoised) in the next, as in a running sink
+ENCODER = LineEncoder()
 
 
 def test_tag_escaping() -> None:
@@ -45,9 +51,10 @@ def test_reading_line_types_and_tags() -> None:
         'quality="good",flags="a,out_of_tolerance",U=0.1,k=2.0,verdict="fail",value=5.0,'
         "raw_bool=true,seq=7i 1700000000123456000"
     )
-    # the bookkeeping point: sub-µs digits carry seq mod 1000
+    # the bookkeeping point: sub-µs digits carry seq mod 1000; the digest of the body
     assert lines[1] == (
-        "batch,site=s\\,1,gateway=gw\\ 1,kind=data seq=7i,n=1i,sealed=1000000i 1000000007"
+        "batch,site=s\\,1,gateway=gw\\ 1,kind=data seq=7i,n=1i,sealed=1000000i,"
+        f'digest="{body_digest(body([r]))}" 1000000007'
     )
 
 
@@ -87,7 +94,7 @@ def _outcome(readings: list[Any], *, rows: bool) -> list[str] | tuple[str, str]:
     doc = {"v": 1, "type": "data", "gateway": "gw 1", "site": "s,1", "seq": 9,
            "sealed": 5, "readings": readings}  # fmt: skip
     try:
-        return batch_lines(parse_document(doc, "s,1", "gw 1", "data", rows=rows))
+        return ENCODER.batch_lines(parse_document(doc, "s,1", "gw 1", "data", rows=rows))
     except SchemaError as exc:
         return exc.reason, exc.detail
 
@@ -137,6 +144,14 @@ INVALID: list[dict[str, Any] | list[Any]] = [
     MINIMAL | {"device": ["d"]},
     MINIMAL | {"quality": "excellent"},
     [MINIMAL],
+    MINIMAL | {"ts": MAX_TS_US + 1},  # its line's nanoseconds would not fit 64 bits
+    MINIMAL | {"ts": 10**400},
+    MINIMAL | {"value": 10**400},  # valid JSON, but no float holds it
+    MINIMAL | {"value": -(2**1024)},
+    FULL | {"value": 10**400},
+    FULL | {"raw": 10**400},
+    FULL | {"U": 10**400},
+    UNIT_ONE | {"k": 10**400},
 ]
 
 
@@ -176,14 +191,16 @@ def test_sqlite_rows_of_a_batch_left_unchecked() -> None:
 
 _DELETE = object()
 _POOLS: dict[str, list[Any]] = {
-    "ts": [1, 7, 1_700_000_000_000_000, 0, -1, True, 1.5, "1", None, _DELETE],
+    "ts": [1, 7, 1_700_000_000_000_000, MAX_TS_US, MAX_TS_US + 1, 2**70, 0, -1, True, 1.5,
+           "1", None, _DELETE],
     "device": ["d", "d 1,x=y\\", "", None, 5, ["d"], _DELETE],
     "point": ["p", "p=1", None, _DELETE],
     "unit": ["m/s", "°C", None, 5, "", _DELETE],
     "instrument": ["TI 1", None, ["i"], _DELETE],
     "certificate": ['c"q', None, 0, _DELETE],
-    "value": [1.5, 2, -0.5, True, False, "s", 'a"b\\', None, [1], {"a": 1}, 10**20, _DELETE],
-    "raw": [1.5, 3, True, "r", None, [1], _DELETE],
+    "value": [1.5, 2, -0.5, True, False, "s", 'a"b\\', None, [1], {"a": 1}, 10**20, 2**1023,
+              2**1024, 10**400, _DELETE],
+    "raw": [1.5, 3, True, "r", None, [1], 2**1024, -(10**400), _DELETE],
     "quality": ["good", "bad", "uncertain", "excellent", None, 1, _DELETE],
     "reason": ["no_communication", "because", None, 1, _DELETE],
     "verdict": ["pass", "fail", "maybe", None, _DELETE],
@@ -220,3 +237,29 @@ def test_single_pass_agrees_with_the_full_check_on_generated_readings(
     for r in VALID:  # some of the generated ones repeat the fixed values of these
         _same_both_ways([r])
     _same_both_ways(readings)
+
+
+def test_each_encoder_keeps_its_own_memo_and_no_module_state_grows() -> None:
+    """Caches belong to the encoder (and its reading checker), bounded; nothing kept in
+    module globals, which every sink of the process would share and none could bound."""
+    import supervision.model as model_mod
+    import supervision.sinks.line_protocol as lp_mod
+
+    def containers() -> dict[str, int]:
+        return {
+            f"{mod.__name__}.{name}": len(v)
+            for mod in (model_mod, lp_mod)
+            for name, v in vars(mod).items()
+            if isinstance(v, dict | set | list)
+        }
+
+    before = containers()
+    a, b = LineEncoder(max_cached=3), LineEncoder()
+    for seq in range(1, 9):
+        readings = [MINIMAL | {"device": f"d{seq}", "flags": [f"f{seq}"]}]
+        doc = {"v": 1, "type": "data", "gateway": "g", "site": "s", "seq": seq, "sealed": 5,
+               "readings": readings}  # fmt: skip
+        a.batch_lines(parse_document(doc, "s", "g", "data", rows=False))
+    assert containers() == before
+    assert len(a._fixed) <= 3 and len(a._known["s", "g"]) <= 3  # bounded by its own limit
+    assert not b._fixed and not b._known  # and not shared

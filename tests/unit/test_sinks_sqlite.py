@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from supervision.model import Status, parse_batch
+from supervision.sinks import StoreRejected
 from supervision.sinks.sqlite import SqliteSink
 
 T0 = 1_767_225_600_000_000
@@ -97,7 +98,8 @@ async def test_reopen_keeps_data_and_a_locked_store_is_unavailable(tmp_path: Pat
         blocker = sqlite3.connect(path, timeout=0)
         blocker.execute("BEGIN IMMEDIATE")
         try:
-            chunk = sink.encode(parse_batch(body(2, READINGS[:1]), "s1", "gw1", "data"))
+            later = [READINGS[0] | {"ts": T0 + 10}]
+            chunk = sink.encode(parse_batch(body(2, later), "s1", "gw1", "data"))
             with pytest.raises(StoreUnavailable):
                 await sink.write([chunk])
         finally:
@@ -107,3 +109,108 @@ async def test_reopen_keeps_data_and_a_locked_store_is_unavailable(tmp_path: Pat
     finally:
         await sink.aclose()
     assert rows(path, "SELECT count(*) FROM batches") == [(2,)]
+
+
+# -- nothing stored is rewritten; durable commits; what a restarted worker asks --------
+
+
+async def test_commits_are_durable(tmp_path: Path) -> None:
+    """synchronous=FULL: each commit syncs the WAL, so an acknowledged write survives a
+    power cut (NORMAL would sync only at checkpoints)."""
+    sink = SqliteSink(tmp_path / "mg.sqlite")
+    await sink.open()
+    try:
+        assert sink._db is not None
+        ((mode,),) = sink._db.execute("PRAGMA synchronous").fetchall()
+        ((journal,),) = sink._db.execute("PRAGMA journal_mode").fetchall()
+    finally:
+        await sink.aclose()
+    assert (mode, journal) == (2, "wal")  # 2 = FULL
+
+
+async def test_same_number_other_bytes_is_refused_and_history_stays(tmp_path: Path) -> None:
+    from supervision.sinks import StoreConflict
+
+    path = tmp_path / "mg.sqlite"
+    sink = SqliteSink(path)
+    await sink.open()
+    try:
+        await sink.write([sink.encode(parse_batch(body(1, READINGS), "s1", "gw1", "data"))])
+        # a gateway that lost its outbox numbers again from 1, with new readings
+        other = [r | {"ts": r["ts"] + 1000, "value": 99.0} for r in READINGS]
+        forged = sink.encode(parse_batch(body(1, other), "s1", "gw1", "data"))
+        with pytest.raises(StoreConflict):
+            await sink.write([forged])
+        # nor with other batches in the same write: the whole transaction is refused
+        fine = sink.encode(parse_batch(body(2, [READINGS[0] | {"ts": T0 + 50}]), "s1", "gw1",
+                                       "data"))  # fmt: skip
+        with pytest.raises(StoreConflict):
+            await sink.write([fine, forged])
+        # a reading another batch already holds is not replaced either
+        clash = sink.encode(parse_batch(body(3, [READINGS[0] | {"value": 7.0}]), "s1", "gw1",
+                                        "data"))  # fmt: skip
+        with pytest.raises(StoreRejected):
+            await sink.write([clash])
+        await sink.write([fine])
+    finally:
+        await sink.aclose()
+    assert rows(path, "SELECT seq, ts_us, value FROM readings ORDER BY ts_us") == [
+        (1, T0 + 1, 1.5), (1, T0 + 2, None), (1, T0 + 3, 1), (2, T0 + 50, 1.5)
+    ]  # fmt: skip
+    assert rows(path, "SELECT seq FROM batches ORDER BY seq") == [(1,), (2,)]
+
+
+async def test_security_events_status_order_and_lookups(tmp_path: Path) -> None:
+    from supervision.model import SecurityEvent
+    from supervision.sinks import GatewayHigh, StoredBatch
+
+    path = tmp_path / "mg.sqlite"
+    sink = SqliteSink(path)
+    await sink.open()
+    events = [
+        {"ts": T0 + 10 * n, "n": n, "type": "startup", "source": "daemon", "data": {},
+         "software": "ab", "prev": "0" * 64, "sig": "x"}
+        for n in (4, 5, 7)
+    ]  # fmt: skip
+    try:
+        data = parse_batch(body(1, READINGS), "s1", "gw1", "data")
+        ev = parse_batch(body(2, events, "event"), "s1", "gw1", "event")
+        sec = SecurityEvent("s1", "gw1", "conflict", 1, T0, "seq 1 with other bytes")
+        await sink.write([sink.encode(data), sink.encode(ev), sink.encode_security(sec)])
+        await sink.write([sink.encode_security(sec)])  # filed once
+        newer = sink.encode_status(Status("s1", "gw1", "online", T0 + 100, "2"), 0)
+        older = sink.encode_status(Status("s1", "gw1", "offline", T0 + 50, None), 0)
+        await sink.write([newer, older])  # a late, older status does not win
+        assert await sink.stored_batch("gw1", 1, 0) == StoredBatch(data.digest, T0 + 1)
+        assert await sink.stored_batch("gw1", 3, 0) is None
+        assert await sink.highs() == [GatewayHigh("gw1", 2, T0 + 2, 7, T0 + 70)]
+        assert await sink.event_numbers("gw1", 4, 7) == {4, 5, 7}
+    finally:
+        await sink.aclose()
+    assert rows(path, "SELECT gateway, kind, seq, ts_us, detail FROM security") == [
+        ("gw1", "conflict", 1, T0, "seq 1 with other bytes")
+    ]
+    assert rows(path, "SELECT state, ts_us FROM gateway_status") == [("online", T0 + 100)]
+
+
+async def test_a_store_from_before_digests_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE batches (gateway TEXT NOT NULL, seq INTEGER NOT NULL, site TEXT NOT "
+            "NULL, kind TEXT NOT NULL, sealed_us INTEGER NOT NULL, n INTEGER NOT NULL, "
+            "PRIMARY KEY (gateway, seq)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO batches VALUES ('gw1', 1, 's1', 'data', 5, 3)")
+    sink = SqliteSink(path)
+    await sink.open()
+    try:
+        # a stored batch without a digest is taken as stored: not written again
+        await sink.write([sink.encode(parse_batch(body(1, READINGS), "s1", "gw1", "data"))])
+        await sink.write([sink.encode(parse_batch(body(2, READINGS), "s1", "gw1", "data"))])
+    finally:
+        await sink.aclose()
+    assert rows(path, "SELECT seq, digest IS NULL FROM batches ORDER BY seq") == [
+        (1, 1), (2, 0)
+    ]  # fmt: skip
+    assert rows(path, "SELECT count(*) FROM readings") == [(3,)]

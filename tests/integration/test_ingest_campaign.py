@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from gateway.wire.signing import Signer
 from gateway.wire.verify import MAX_SEQ, MAX_TS_US
-from tests.db_services import wait_until
+from tests.eventually import eventually_blocking
 from tests.ingest_support import (
     PREFIX,
     T0_US,
@@ -155,10 +155,11 @@ class IngestProcess:
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                 env=os.environ | {"PYTHONPATH": str(ROOT)},
             )  # fmt: skip
-        wait_until(
+        eventually_blocking(
             lambda: self.log.read_text().count("MQTT connected") >= self.starts,
-            20, "ingest connected",
-        )  # fmt: skip
+            "ingest connected",
+            within=20,
+        )
 
     @property
     def alive(self) -> bool:
@@ -317,7 +318,9 @@ def test_hostile_campaign_against_a_running_ingest_process(
         def land_a_real_batch() -> None:
             t, payload, seq = c.real_batch()
             pub.publish([(t, payload)])
-            wait_until(lambda: c.stored(seq) or not proc.alive, 15, f"real batch {seq} stored")
+            eventually_blocking(
+                lambda: c.stored(seq) or not proc.alive, f"real batch {seq} stored", within=15
+            )
             assert proc.alive, proc.log.read_text()[-3000:]
             assert c.stored(seq), f"batch {seq} not stored"
 

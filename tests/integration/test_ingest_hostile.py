@@ -27,6 +27,7 @@ from supervision.keyring import Keyring
 from supervision.mqtt import Incoming, MqttSource
 from supervision.report import report_influx, report_sqlite
 from tests.db_services import InfluxDB1
+from tests.eventually import eventually
 from tests.ingest_support import (
     T0_US,
     Collector,
@@ -39,7 +40,7 @@ from tests.ingest_support import (
     register,
     topic,
 )
-from tests.integration.test_ingest import blocking, config, in_process, wait_for
+from tests.integration.test_ingest import config, in_process
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services  # the test command installs the servers: never skipped
@@ -94,16 +95,24 @@ async def test_poison_costs_only_itself_and_a_good_batch_still_lands(
     cfg = config(tmp_path, broker, sqlite_store(tmp_path), max_payload=262_144, shared=False)
     try:
         # retained poison reaches every worker at every subscription, before anything else
-        await blocking(lambda: pub.publish([(t, p) for t, p, _ in cases[:2]], retain=True))
+        await asyncio.to_thread(lambda: pub.publish([(t, p) for t, p, _ in cases[:2]], retain=True))
         async with in_process(cfg) as ingest:
-            await blocking(pub.publish, [(t, p) for t, p, _ in cases[2:]] + [(topic("gw1"), good)])
+            await asyncio.to_thread(
+                pub.publish, [(t, p) for t, p, _ in cases[2:]] + [(topic("gw1"), good)]
+            )
             expected = [r for _, _, r in cases if r is not None]
-            await wait_for(lambda: len(dl.messages) == len(expected), 20, "dead letters")
-            await wait_for(lambda: ingest.counts["acked"] == len(cases) + 1, 10, "acks")
+            await eventually(
+                lambda: len(dl.messages) == len(expected), "dead letters", within=20, thread=True
+            )
+            await eventually(
+                lambda: ingest.counts["acked"] == len(cases) + 1, "acks", within=10, thread=True
+            )
             counts = Counter(ingest.counts)
         # and again after a restart: the retained poison is delivered anew, and handled
         async with in_process(cfg) as again:
-            await wait_for(lambda: again.counts["acked"] == 2, 10, "retained again")
+            await eventually(
+                lambda: again.counts["acked"] == 2, "retained again", within=10, thread=True
+            )
             assert again.counts["dropped.status_unregistered"] == 1
     finally:
         pub.close()
@@ -181,13 +190,17 @@ async def test_a_message_the_store_refuses_is_acknowledged_once(
     pub = Publisher(broker.port)
     ingest, source, close = await run_worker(cfg)
     try:
-        await blocking(pub.publish, [(topic("gw1", "alarm"), alarm(1, 9.5))])
-        await wait_for(lambda: ingest.counts["acked"] == 1, 10, "first alarm stored")
+        await asyncio.to_thread(pub.publish, [(topic("gw1", "alarm"), alarm(1, 9.5))])
+        await eventually(
+            lambda: ingest.counts["acked"] == 1, "first alarm stored", within=10, thread=True
+        )
         # the same field as a string now: the store refuses it
-        await blocking(pub.publish, [(topic("gw1", "alarm"), alarm(2, "hot")),
+        await asyncio.to_thread(pub.publish, [(topic("gw1", "alarm"), alarm(2, "hot")),
                                      (topic("gw1"), data_batch(signer, "gw1", 3, 4))])  # fmt: skip
-        await wait_for(lambda: ingest.counts["acked"] == 3, 20, "all acknowledged")
-        await wait_for(lambda: len(dl.messages) == 1, 10, "the dead letter")
+        await eventually(
+            lambda: ingest.counts["acked"] == 3, "all acknowledged", within=20, thread=True
+        )
+        await eventually(lambda: len(dl.messages) == 1, "the dead letter", within=10, thread=True)
     finally:
         await close()
         pub.close()
@@ -226,12 +239,19 @@ async def test_a_refused_dead_letter_leaves_its_message_with_the_broker(
                 (topic("gw1"), b"not signed at all"),
                 (topic("gw1"), data_batch(signer, "gw1", 1, 3)),
             ]
-            await blocking(pub.publish, sent)
-            await wait_for(lambda: ingest.counts["refused.not_authorized"] == 1, 10, "refusal")
-            await wait_for(lambda: ingest.counts["acked"] == 1, 10, "the good batch")
+            await asyncio.to_thread(pub.publish, sent)
+            await eventually(
+                lambda: ingest.counts["refused.not_authorized"] == 1,
+                "refusal",
+                within=10,
+                thread=True,
+            )
+            await eventually(
+                lambda: ingest.counts["acked"] == 1, "the good batch", within=10, thread=True
+            )
             assert ingest.counts["unacknowledged"] == 1
             assert not ingest.dead_letters_ok
-            health = await blocking(_get_json, ingest.ops.port, "/health")
+            health = await asyncio.to_thread(_get_json, ingest.ops.port, "/health")
             assert health["status"] == "degraded" and health["dead_letters"] == "refused"
         # the broker kept the message for the session; allowed to publish, the worker
         # now dead-letters it
@@ -243,8 +263,12 @@ async def test_a_refused_dead_letter_leaves_its_message_with_the_broker(
         dl = Collector(broker.port, "metrogate/deadletter")
         try:
             async with in_process(cfg) as again:
-                await wait_for(lambda: len(dl.messages) == 1, 20, "the dead letter at last")
-                await wait_for(lambda: again.counts["acked"] == 1, 10, "acknowledged")
+                await eventually(
+                    lambda: len(dl.messages) == 1, "the dead letter at last", within=20, thread=True
+                )
+                await eventually(
+                    lambda: again.counts["acked"] == 1, "acknowledged", within=10, thread=True
+                )
                 assert again.dead_letters_ok
         finally:
             dl.close()
@@ -293,8 +317,10 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
     cfg = config(tmp_path, broker, store)
     try:
         async with in_process(cfg) as ingest:
-            await blocking(pub.publish, [(topic("gw1"), p) for p in first.values()])
-            await wait_for(lambda: ingest.counts["acked"] == 6, 20, "first life stored")
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), p) for p in first.values()])
+            await eventually(
+                lambda: ingest.counts["acked"] == 6, "first life stored", within=20, thread=True
+            )
         later = T0_US + 10**9  # sealed after everything stored
         sent = [
             first[3],  # a replay of a stored batch: the same bytes
@@ -306,10 +332,12 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
             _sealed(signer, 9, [4.0, 4.0], T0_US + 9 * 1000),  # new
         ]
         async with in_process(cfg) as ingest:
-            await blocking(pub.publish, [(topic("gw1"), p) for p in sent])
-            await wait_for(lambda: ingest.counts["acked"] == len(sent), 20, "all handled")
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), p) for p in sent])
+            await eventually(
+                lambda: ingest.counts["acked"] == len(sent), "all handled", within=20, thread=True
+            )
             counts = Counter(ingest.counts)
-        await wait_for(lambda: len(dl.messages) == 4, 10, "dead letters")
+        await eventually(lambda: len(dl.messages) == 4, "dead letters", within=10, thread=True)
     finally:
         pub.close()
         dl.close()
@@ -354,9 +382,13 @@ async def test_event_log_gaps_and_resets_are_security_events_and_reported(
     pub = Publisher(broker.port)
     try:
         async with in_process(cfg) as ingest:
-            await blocking(pub.publish, sent)
-            await wait_for(lambda: ingest.counts["acked"] == 3, 10, "event batches")
-            await wait_for(lambda: ingest.counts["security.event_gap"] == 1, 10, "the gap")
+            await asyncio.to_thread(pub.publish, sent)
+            await eventually(
+                lambda: ingest.counts["acked"] == 3, "event batches", within=10, thread=True
+            )
+            await eventually(
+                lambda: ingest.counts["security.event_gap"] == 1, "the gap", within=10, thread=True
+            )
             assert ingest.counts["security.event_reset"] == 1
             assert ingest.counts["dead_letter"] == 0
     finally:
@@ -389,21 +421,25 @@ async def test_qos0_input_is_bounded(tmp_path: Path, broker: Mosquitto) -> None:
             # the subscription is in place once a probe arrives
             deadline = time.monotonic() + 10
             while src.backlog == 0 and time.monotonic() < deadline:
-                await blocking(lambda: pub.publish([(topic("gw1"), b"probe")], qos=0))
+                await asyncio.to_thread(lambda: pub.publish([(topic("gw1"), b"probe")], qos=0))
                 await asyncio.sleep(0.05)
             while src.backlog:
                 m = src.get_nowait()
                 assert m is not None
                 src.ack(m)
-            await blocking(lambda: pub.publish([(topic("gw1"), payload)] * 2000, qos=0))
-            await wait_for(lambda: src.qos0_dropped >= 1900, 20, "the flood dropped")
+            await asyncio.to_thread(lambda: pub.publish([(topic("gw1"), payload)] * 2000, qos=0))
+            await eventually(
+                lambda: src.qos0_dropped >= 1900, "the flood dropped", within=20, thread=True
+            )
             # bytes bind first here: 19 messages of 10 kB + topic fit in 200 kB
             assert src.backlog == 19, (src.backlog, src.qos0_dropped)
             held = [src.get_nowait() for _ in range(src.backlog)]
             for m in held:
                 assert m is not None
                 src.ack(m)  # done with them: room again
-            await blocking(lambda: pub.publish([(topic("gw1"), b"small")] * 30, qos=0))
-            await wait_for(lambda: src.backlog == 30, 10, "taken again once released")
+            await asyncio.to_thread(lambda: pub.publish([(topic("gw1"), b"small")] * 30, qos=0))
+            await eventually(
+                lambda: src.backlog == 30, "taken again once released", within=10, thread=True
+            )
     finally:
         pub.close()

@@ -179,7 +179,9 @@ class IngestProcess:
         assert self.proc.wait(30) == 0, self.log.read_text()[-3000:]
         for line in reversed(self.log.read_text().splitlines()):
             if "ingest stopped:" in line:
-                counts: dict[str, int] = json.loads(line.split("ingest stopped:", 1)[1])
+                # a logfmt line: msg="..." holds the message as a JSON string
+                msg, _ = json.JSONDecoder().raw_decode(line, line.index("msg=") + 4)
+                counts: dict[str, int] = json.loads(msg.split("ingest stopped:", 1)[1])
                 return counts
         raise AssertionError("no final counters in the log")
 

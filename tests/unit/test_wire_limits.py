@@ -228,7 +228,7 @@ def test_verify_command_binds_keys_in_a_directory_to_their_gateways(
 ) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from gateway.cli.trust import main
+    from gateway.cli.app import main
 
     other = Signer.from_private_key(Ed25519PrivateKey.generate())
     keys = tmp_path / "keys"

@@ -298,8 +298,17 @@ def decode_status(word: int, extra: Sequence[StatusBit] = ()) -> dict[str, bool]
 
 
 def status_flags(status: Mapping[str, bool]) -> tuple[str, ...]:
-    """The conditions worth a flag on every reading: all set bits but ``valve_open``."""
-    return tuple(name for name, on in status.items() if on and name != "valve_open")
+    """The conditions worth a flag on every reading: all set bits but ``valve_open``.
+
+    The standard's bits are flagged by name (``valve_closed``, ``valve_abnormal``,
+    ``battery_low``), a manufacturer bit as ``status:NAME``, so a configured name can
+    never pass for one of the flags the rest of metrogate raises.
+    """
+    return tuple(
+        name if name in STATUS_FIELDS else f"status:{name}"
+        for name, on in status.items()
+        if on and name != "valve_open"
+    )
 
 
 # ---------------------------------------------------------------------------- frames

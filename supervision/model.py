@@ -47,7 +47,7 @@ REASONS: Final = frozenset(
 )  # fmt: skip
 READING_KEYS: Final = frozenset(
     {"ts", "device", "point", "value", "raw", "unit", "quality", "reason", "flags", "U", "k",
-     "instrument", "certificate", "verdict"}
+     "instrument", "certificate", "verdict", "server_ts"}
 )  # fmt: skip
 ALARM_STATES: Final = frozenset(
     {"normal", "active_unacknowledged", "active_acknowledged", "returned_unacknowledged"}
@@ -106,6 +106,8 @@ class Row(NamedTuple):
     instrument: str | None
     certificate: str | None
     verdict: str | None
+    server_ts_us: int | None = None
+    """An OPC UA server's timestamp of the value (``server_ts``), when the reading has one."""
 
 
 class Item(NamedTuple):
@@ -270,6 +272,9 @@ def check_reading(r: object, i: int) -> Row:
     verdict = get("verdict")
     if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
         raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
+    server_ts = get("server_ts")
+    if server_ts is not None and (type(server_ts) is not int or server_ts < 0):
+        raise SchemaError("schema", f"readings[{i}].server_ts must be an integer ≥ 0 (µs)")
     u = get("U")
     k = get("k")
     if u is not None:
@@ -298,6 +303,7 @@ def check_reading(r: object, i: int) -> Row:
             instrument,
             certificate,
             verdict,
+            server_ts,
         )
     )
 

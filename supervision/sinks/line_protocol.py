@@ -5,8 +5,9 @@ The schema (docs/ingest.md):
 ``reading,site=S,gateway=G,device=D,point=P[,instrument=I][,unit=U] <fields> <ts ns>``
   fields: ``value`` (float) or ``value_bool`` / ``value_str``; ``raw`` likewise;
   ``quality``, ``reason``, ``flags`` (comma-joined), ``verdict``, ``certificate``
-  (strings); ``U``, ``k`` (floats); ``seq`` (integer, the batch). A reading with a
-  null value keeps its quality fields so a missed poll stays visible.
+  (strings); ``U``, ``k`` (floats); ``server_ts`` (integer µs, an OPC UA server's
+  timestamp of the value, when the reading has one); ``seq`` (integer, the batch). A
+  reading with a null value keeps its quality fields so a missed poll stays visible.
 ``alarm`` / ``event``: tags site, gateway and the item's identifying keys; fields the
   item's other scalars plus ``seq``.
 ``batch,site=S,gateway=G,kind=K seq=Ni,n=Ni,sealed=Ni <sealed µs·1000 + seq mod 1000>``
@@ -168,6 +169,8 @@ def reading_line(site: str, gateway: str, seq_field: str, r: Row) -> str:
             f = _scalar_field("raw", raw)
             if f is not None:
                 line += "," + f
+    if r.server_ts_us is not None:
+        line += f",server_ts={r.server_ts_us}i"
     return f"{line},{seq_field} {r.ts_us}000"
 
 
@@ -205,8 +208,9 @@ def _checked_line(known: _Known, site: str, gateway: str, seq_field: str, r: obj
     if len(known) >= _SERIES_CACHE_MAX:
         known.clear()  # a bound, not an LRU
     # a checked reading has only contract keys and no null but value's: those it has
-    # besides raw are ts, value and the non-null fixed ones
-    known[key] = (_fixed_part(site, gateway, row), len(r) - (r.get("raw") is not None))
+    # besides raw and server_ts are ts, value and the non-null fixed ones
+    varying = (r.get("raw") is not None) + (r.get("server_ts") is not None)
+    known[key] = (_fixed_part(site, gateway, row), len(r) - varying)
     return line
 
 
@@ -247,24 +251,31 @@ def reading_lines(site: str, gateway: str, seq_field: str, readings: list[Any]) 
             hit = None
         ts = get("ts")
         raw: Any = get("raw")
+        server_ts = get("server_ts")
         # True == 1 in a key, not in the contract: a boolean U or k is checked in full
         if (
             hit is None
-            or len(r) != hit[1] + (raw is not None)
+            or len(r) != hit[1] + (raw is not None) + (server_ts is not None)
             or type(ts) is not int
             or ts <= 0
             or type(u) is bool
             or type(k) is bool
             or "value" not in r
+            or (server_ts is not None and (type(server_ts) is not int or server_ts < 0))
         ):
             append(_checked_line(known, site, gateway, seq_field, r, i))
             continue
         v = r["value"]
         t = type(v)
         tr = type(raw)
+        tail = (
+            f",{seq_field} {ts}000"
+            if server_ts is None
+            else f",server_ts={server_ts}i,{seq_field} {ts}000"
+        )
         if t is float and (tr is int or tr is float) and -_INF < v < _INF and -_INF < raw < _INF:
             # the common reading (a raw register count or a float), in one step
-            append(f"{hit[0]},value={v!r},raw={float(raw)!r},{seq_field} {ts}000")
+            append(f"{hit[0]},value={v!r},raw={float(raw)!r}{tail}")
             continue
         line = hit[0]
         if t is float or t is int:
@@ -291,7 +302,7 @@ def reading_lines(site: str, gateway: str, seq_field: str, readings: list[Any]) 
                 raise SchemaError(
                     "schema", f"readings[{i}].raw must be a number, boolean or string"
                 )
-        append(f"{line},{seq_field} {ts}000")
+        append(line + tail)
     return lines
 
 

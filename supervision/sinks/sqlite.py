@@ -2,9 +2,10 @@
 
 Tables (``INSERT OR REPLACE`` on natural keys, so redeliveries are idempotent):
 ``readings`` (gateway, device, point, ts_us) with the same content as the InfluxDB
-``reading`` measurement; ``batches`` (gateway, seq); ``items`` (alarm and event
-entries, (gateway, seq, idx)); ``gateway_status`` (gateway). WAL mode; one
-transaction per write.
+``reading`` measurement (its ``server_ts_us`` column is added to a store made before
+it existed); ``batches`` (gateway, seq); ``items`` (alarm and event entries,
+(gateway, seq, idx)); ``gateway_status`` (gateway). WAL mode; one transaction per
+write.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS readings (
     site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
     instrument TEXT, unit TEXT, ts_us INTEGER NOT NULL,
     value, raw, quality TEXT NOT NULL, reason TEXT, flags TEXT,
-    U REAL, k REAL, verdict TEXT, certificate TEXT, seq INTEGER NOT NULL,
+    U REAL, k REAL, verdict TEXT, certificate TEXT, seq INTEGER NOT NULL, server_ts_us INTEGER,
     PRIMARY KEY (gateway, device, point, ts_us)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts_us);
@@ -80,7 +81,7 @@ class SqliteSink:
             (
                 s, g, r.device, r.point, r.instrument, r.unit, r.ts_us, r.value, r.raw,
                 r.quality, r.reason, ",".join(r.flags) if r.flags else None,
-                r.uncertainty, r.coverage, r.verdict, r.certificate, seq,
+                r.uncertainty, r.coverage, r.verdict, r.certificate, seq, r.server_ts_us,
             )
             for r in rows_of(batch)
         ]  # fmt: skip
@@ -110,6 +111,9 @@ class SqliteSink:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+            if "server_ts_us" not in columns:  # a store made before readings had it
+                db.execute("ALTER TABLE readings ADD COLUMN server_ts_us INTEGER")
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.name, str(exc)) from None
         self._db = db
@@ -128,7 +132,7 @@ class SqliteSink:
                     if c.readings:
                         db.executemany(
                             "INSERT OR REPLACE INTO readings VALUES "
-                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             c.readings,
                         )
                     if c.batches:

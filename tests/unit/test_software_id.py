@@ -126,6 +126,7 @@ PINNED = [
     "gateway/audit/software_id.py",
     "gateway/audit/verify.py",
     "gateway/config/models/__init__.py",
+    "gateway/config/models/cjt188.py",
     "gateway/config/models/device.py",
     "gateway/config/models/metrology.py",
     "gateway/config/models/modbus.py",

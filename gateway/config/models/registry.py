@@ -23,7 +23,8 @@ declares in one place everything the rest of metrogate needs to know about that 
     needs the bus to itself), the address that tells its replies apart on the line,
     the wire time of one poll, and the family whose members may not mix on one line.
 ``evidence``
-    the points whose values belong in the audit trail (DL/T 645 tamper counters).
+    the points whose values belong in the audit trail (DL/T 645 tamper counters,
+    CJ/T 188 status bits declared as tamper evidence).
 ``simulator``
     ``"module:function"`` of its simulator factory (contracts in
     :mod:`simulators.factory`). Only the composition root, :mod:`gateway.cli.simulate`,
@@ -49,6 +50,9 @@ from pydantic import Field
 from drivers.ascii_generic import AsciiDriver, AsciiSpec
 from drivers.ascii_generic import plan_line as ascii_plan_line
 from drivers.base import Clock, Driver
+from drivers.cjt188 import Cjt188Driver, Cjt188Point, PointError, StatusBit, point_targets
+from drivers.cjt188 import family_of as cjt188_family
+from drivers.cjt188 import plan_lines as cjt188_plan_lines
 from drivers.dlt645 import TAMPER_DIS, Dlt645Driver, Dlt645Point
 from drivers.dlt645 import plan_lines as dlt645_plan_lines
 from drivers.modbus_codec import DataType
@@ -61,6 +65,7 @@ from drivers.mtsics import plan_line as mtsics_plan_line
 from drivers.serial_line import LineSettings, SerialBus, wire_time
 from drivers.toledo import ToledoDriver
 from drivers.toledo import plan_line as toledo_plan_line
+from gateway.config.models.cjt188 import Cjt188Device
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.modbus import ModbusPoint, ModbusTcpDevice
 from gateway.config.models.serial import (
@@ -470,6 +475,86 @@ def _tamper_counters(device: Dlt645Device) -> frozenset[str]:
     return frozenset(p.id for p in device.points if int(p.di, 16) in TAMPER_DIS)
 
 
+# -- CJ/T 188 water, heat and gas meters -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cjt188Plan:
+    """What one poll of a meter reads: the current data (901FH), into these points."""
+
+    points: tuple[Cjt188Point, ...]
+    status_bits: tuple[StatusBit, ...]
+
+
+def _cjt188_plan(device: Cjt188Device) -> Cjt188Plan:
+    points = tuple(Cjt188Point(p.id, p.field, p.unit, p.scale, p.offset) for p in device.points)
+    bits = tuple(b.status_bit() for b in device.status_bits)
+    try:
+        point_targets(cjt188_family(device.meter_type), points, bits)
+    except PointError as exc:
+        raise PlanProblem(("points", exc.index, exc.key), str(exc)) from None
+    return Cjt188Plan(points, bits)
+
+
+def _describe_cjt188(device: Cjt188Device, plan: Cjt188Plan) -> list[str]:
+    return cjt188_plan_lines(device.address, device.meter_type, plan.points)
+
+
+def _build_cjt188(device: Cjt188Device, ctx: BuildContext[Cjt188Plan]) -> Driver:
+    return Cjt188Driver(
+        device.id,
+        ctx.serial_bus(),
+        device.address,
+        device.meter_type,
+        ctx.plan.points,
+        timeout=ctx.timeout(device.timeout),
+        di_order=device.di_order,
+        preamble=device.preamble,
+        status_bits=ctx.plan.status_bits,
+        clock=ctx.clock,
+    )
+
+
+def _cjt188_wire_time(device: Cjt188Device, plan: Cjt188Plan, line: LineSettings) -> float:
+    # request: preamble, 68 T A0..A6 C L DI0 DI1 SER CS 16; the reply: 2 FE, 13 bytes of
+    # frame around DI, SER and the current data (19 bytes, 43 for heat meters)
+    body = 43 if device.meter_type >> 4 == 2 else 19
+    return wire_time(16 + device.preamble, 2 + 13 + 3 + body, line)
+
+
+def _cjt188_address(device: Cjt188Device) -> BusAddress | None:
+    # the wildcard is no address: the kind's check keeps such a meter alone on its line
+    return None if device.wildcard else BusAddress("address", "meter address", device.address)
+
+
+def _cjt188_checks(devices: Sequence[tuple[int, Cjt188Device]]) -> Iterator[Finding]:
+    """A meter without points; a wildcard meter that is not the only meter on its line."""
+    by_bus: dict[str, list[tuple[int, Cjt188Device]]] = {}
+    for i, dev in devices:
+        if not dev.points:
+            yield ("devices", i, "points"), "a CJ/T 188 meter needs at least one point", "error"
+        if dev.enabled:
+            by_bus.setdefault(dev.bus, []).append((i, dev))
+    for bus, meters in by_bus.items():
+        wildcards = [(i, d) for i, d in meters if d.wildcard]
+        if not wildcards or len(meters) == 1:
+            continue
+        first = meters[0][0]
+        for i, _dev in wildcards:
+            other = first if i != first else meters[1][0]
+            yield (
+                ("devices", i, "address"),
+                f"the wildcard address answers for the one meter of a line, but bus {bus!r} "
+                f"has other CJ/T 188 meters (devices[{other}]): give this meter its address",
+                "error",
+            )
+
+
+def _cjt188_tamper(device: Cjt188Device) -> frozenset[str]:
+    fields = device.tamper_fields()
+    return frozenset(p.id for p in device.points if p.field in fields)
+
+
 # -- the table -----------------------------------------------------------------------------
 
 KINDS: dict[str, DriverKind[Any, Any]] = {
@@ -545,6 +630,18 @@ KINDS: dict[str, DriverKind[Any, Any]] = {
         serial=SerialNeeds(_dlt645_wire_time, address=_meter_address),
         evidence=_tamper_counters,
         simulator="simulators.serial_instruments:dlt645_line",
+    ),
+    "cjt188": DriverKind(
+        name="cjt188",
+        title="CJ/T 188",
+        model=Cjt188Device,
+        plan=_cjt188_plan,
+        describe=_describe_cjt188,
+        build=_build_cjt188,
+        checks=_cjt188_checks,
+        serial=SerialNeeds(_cjt188_wire_time, address=_cjt188_address),
+        evidence=_cjt188_tamper,
+        simulator="simulators.cjt188:cjt188_line",
     ),
 }
 """Every driver kind, by its ``driver:`` name; the order is the schema's."""

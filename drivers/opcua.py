@@ -70,7 +70,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
-from asyncua.crypto import security_policies
+from asyncua.crypto import security_policies, uacrypto
 
 from drivers.base import (
     Clock,
@@ -109,6 +109,9 @@ __all__ = [
     "UntrustedServer",
     "browse",
     "discover",
+    "parse_node_id",
+    "plan_lines",
+    "relative_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -287,6 +290,14 @@ class OpcUaPoint:
     @property
     def where(self) -> str:
         return self.node if self.node is not None else f"path {self.path}"
+
+
+def plan_lines(mode: str, publishing_interval: float, points: Sequence[OpcUaPoint]) -> list[str]:
+    """What one poll asks of the server, as ``metrogate plan`` prints it (one line)."""
+    where = ", ".join(f"{p.id}={p.where}" for p in points)
+    if mode == "poll":
+        return [f"Read of {len(points)} values (one service call): {where}"]
+    return [f"subscription every {publishing_interval:g}s, {len(points)} monitored items: {where}"]
 
 
 def parse_node_id(text: str) -> ua.NodeId:
@@ -475,8 +486,8 @@ async def _handshake(
         identity["server_certificate"] = fingerprint(server_der)
         await client.set_security(
             POLICIES[security.policy],
-            str(security.certificate),
-            str(security.private_key),
+            _file_of(security.certificate),
+            _file_of(security.private_key),
             server_certificate=server_der,
             mode=MODES[security.mode],
         )
@@ -521,6 +532,14 @@ async def _trusted_server_certificate(
             fingerprint(der),
         )
     return der
+
+
+def _file_of(path: Path) -> uacrypto.CertProperties:
+    """A certificate or key file for asyncua, PEM or DER by its content (asyncua would
+    go by the file name's extension, and read ``gateway.key`` as DER)."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    return uacrypto.CertProperties(str(path), extension="pem" if b"-----BEGIN" in head else "der")
 
 
 def _first_certificate(der: bytes) -> bytes:
@@ -609,6 +628,7 @@ class OpcUaDriver:
             p.id: Engineering(p.unit, p.low, p.high) for p in points
         }
         self._identity: dict[str, str] = {}
+        self._last_problems: list[PointProblem] = []
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -629,13 +649,7 @@ class OpcUaDriver:
     # ------------------------------------------------------------------ what others ask
 
     def describe_plan(self) -> list[str]:
-        where = ", ".join(f"{p.id}={p.where}" for p in self.points)
-        if self.mode == "poll":
-            return [f"Read of {len(self.points)} values (one service call): {where}"]
-        return [
-            f"subscription every {self.publishing_interval:g}s, "
-            f"{len(self.points)} monitored items: {where}"
-        ]
+        return plan_lines(self.mode, self.publishing_interval, self.points)
 
     def identity(self) -> dict[str, str]:
         """The server's product and build as read at connect, and its certificate."""
@@ -646,8 +660,11 @@ class OpcUaDriver:
         return dict(self._engineering)
 
     def problems(self) -> list[PointProblem]:
-        """Points that cannot be read as configured (as found at the last connect)."""
-        return list(self._session.problems.values()) if self._session is not None else []
+        """Points that cannot be read as configured (as found at the last connect, also
+        when none could be read and the session was closed again)."""
+        if self._session is not None:
+            return list(self._session.problems.values())
+        return list(self._last_problems)
 
     # ------------------------------------------------------------------ reading
 
@@ -781,6 +798,7 @@ class OpcUaDriver:
         reraise_pending_cancel()
         if len(session.problems) == len(self.points) and self.points:
             first = next(iter(session.problems.values()))
+            self._last_problems = list(session.problems.values())
             await self._drop()
             raise DeviceRejected(
                 self.device_id,

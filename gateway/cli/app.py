@@ -18,7 +18,13 @@ from gateway import __version__
 from gateway.common.exitcodes import ExitCode
 from gateway.common.logs import configure_logging
 from gateway.common.types import secret_values
-from gateway.config.loader import ConfigError, LoadedConfig, load_config, load_config_compact
+from gateway.config.loader import (
+    ConfigError,
+    LoadedConfig,
+    Problem,
+    load_config,
+    load_config_compact,
+)
 from gateway.config.schema import Config
 
 log = logging.getLogger("metrogate")
@@ -76,7 +82,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(cfg.devices)} devices, {points} points, {len(cfg.instruments)} instruments"
         + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
-    return ExitCode.OK
+    if not args.online:
+        return ExitCode.OK
+    from gateway.config.models.registry import KINDS
+
+    found = asyncio.run(online_problems(loaded, per_device_s=args.online_timeout))
+    for problem in found:
+        print(problem, file=sys.stderr)
+    errors = [p for p in found if p.severity == "error"]
+    tried = sum(1 for d in cfg.devices if d.enabled and KINDS[d.driver].online is not None)
+    print(
+        f"{args.config}: online: {tried} device(s) tried, "
+        + (f"{len(errors)} problem(s)" if errors else "no problems")
+    )
+    return ExitCode.FAILED if errors else ExitCode.OK
+
+
+async def online_problems(loaded: LoadedConfig, *, per_device_s: float) -> list[Problem]:
+    """What trying each enabled device that can be tried before start finds (its kind's
+    ``online``), located in the file; each device bounded by ``per_device_s`` seconds."""
+    from gateway.config.models.registry import KINDS
+
+    found = []
+    for i, dev in enumerate(loaded.config.devices):
+        online = KINDS[dev.driver].online
+        if not dev.enabled or online is None:
+            continue
+        try:
+            async with asyncio.timeout(per_device_s):
+                findings = await online(dev, loaded.plans[dev.id])
+        except TimeoutError:
+            findings = [((), f"no result within {per_device_s:g}s (--online-timeout)", "error")]
+        for path, message, severity in findings:
+            found.append(loaded.locate(("devices", i, *path), f"online: {message}", severity))
+    return found
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -242,7 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"])
     p.set_defaults(func=cmd_run)
-    with_config("check", "validate a config; exit 0 ok, 2 invalid").set_defaults(func=cmd_check)
+    p = with_config("check", "validate a config; exit 0 ok, 2 invalid")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="also try the devices that can be tried before start (OPC UA servers: trust, "
+        "login, nodes, types); exit 1 when that finds problems",
+    )
+    p.add_argument(
+        "--online-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="bound of each device's online check (default 30 s)",
+    )
+    p.set_defaults(func=cmd_check)
     with_config("plan", "print the compiled read plan").set_defaults(func=cmd_plan)
     p = with_config("read", "poll each device (or one) once and print the readings")
     p.add_argument("--device", help="only this device id")

@@ -41,6 +41,7 @@ def test_the_kinds() -> None:
         "ascii",
         "dlt645",
         "cjt188",
+        "opcua",
     ]
     for name, kind in KINDS.items():
         assert kind.name == name

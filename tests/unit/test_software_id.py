@@ -130,6 +130,7 @@ PINNED = [
     "gateway/config/models/device.py",
     "gateway/config/models/metrology.py",
     "gateway/config/models/modbus.py",
+    "gateway/config/models/opcua.py",
     "gateway/config/models/registry.py",
     "gateway/config/models/serial.py",
     "gateway/delivery/__init__.py",

@@ -29,6 +29,9 @@ declares in one place everything the rest of metrogate needs to know about that 
     ``"module:function"`` of its simulator factory (contracts in
     :mod:`simulators.factory`). Only the composition root, :mod:`gateway.cli.simulate`,
     resolves it: no gateway stage imports :mod:`simulators`.
+``online``
+    what ``metrogate check --online`` tries with the device itself before start (an
+    OPC UA server: trust, login, nodes, types), as located findings.
 
 The registry lives in the config stage because the config schema is built from it,
 and the import rules put ``gateway.config`` below ``gateway.acquisition``. Nothing
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -49,7 +52,7 @@ from pydantic import Field
 
 from drivers.ascii_generic import AsciiDriver, AsciiSpec
 from drivers.ascii_generic import plan_line as ascii_plan_line
-from drivers.base import Clock, Driver
+from drivers.base import Clock, DeviceRejected, Driver, DriverError, utc_now_us
 from drivers.cjt188 import Cjt188Driver, Cjt188Point, PointError, StatusBit, point_targets
 from drivers.cjt188 import family_of as cjt188_family
 from drivers.cjt188 import plan_lines as cjt188_plan_lines
@@ -62,12 +65,25 @@ from drivers.modbus_serial import Framing, ModbusSerialDriver
 from drivers.modbus_tcp import ModbusTcpDriver
 from drivers.mtsics import MtSicsDriver
 from drivers.mtsics import plan_line as mtsics_plan_line
+from drivers.opcua import (
+    AuthenticationFailed,
+    Deadband,
+    OpcUaDriver,
+    OpcUaPoint,
+    Security,
+    SecurityRejected,
+    SubscriptionRefused,
+    UntrustedServer,
+)
+from drivers.opcua import plan_lines as opcua_plan_lines
+from drivers.opcua_security import TrustList, check_key_pair, load_certificate
 from drivers.serial_line import LineSettings, SerialBus, wire_time
 from drivers.toledo import ToledoDriver
 from drivers.toledo import plan_line as toledo_plan_line
 from gateway.config.models.cjt188 import Cjt188Device
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.modbus import ModbusPoint, ModbusTcpDevice
+from gateway.config.models.opcua import OpcUaDevice
 from gateway.config.models.serial import (
     AsciiDevice,
     BusConfig,
@@ -204,6 +220,9 @@ class DriverKind(Generic[D, P]):
     """Ids of the points whose values go to the audit trail when they change."""
     simulator: str | None = None
     """``"module:function"`` of the simulator factory; None: not simulated."""
+    online: Callable[[D, P], Awaitable[list[Finding]]] | None = None
+    """``metrogate check --online``: try the device itself (bounded), return what is wrong
+    with its config, paths relative to the device; None: nothing to try before start."""
 
 
 def device_union() -> Any:
@@ -555,6 +574,161 @@ def _cjt188_tamper(device: Cjt188Device) -> frozenset[str]:
     return frozenset(p.id for p in device.points if p.field in fields)
 
 
+# -- OPC UA servers ---------------------------------------------------------------------------
+
+OpcUaPlan = tuple[OpcUaPoint, ...]
+
+
+def _opcua_plan(device: OpcUaDevice) -> OpcUaPlan:
+    return tuple(
+        OpcUaPoint(
+            p.id,
+            node=p.node,
+            path=p.path,
+            kind=p.kind,
+            scale=p.scale,
+            offset=p.offset,
+            sampling_interval=p.sampling_interval,
+            queue_size=p.queue_size,
+            deadband=None if p.deadband is None else Deadband(p.deadband.kind, p.deadband.value),
+            unit=p.unit,
+            low=p.low,
+            high=p.high,
+        )
+        for p in device.points
+    )
+
+
+def _describe_opcua(device: OpcUaDevice, points: OpcUaPlan) -> list[str]:
+    return opcua_plan_lines(device.mode, device.publishing_interval, points)
+
+
+def _opcua_security(device: OpcUaDevice) -> Security:
+    sec = device.security
+    return Security(
+        mode=sec.mode,
+        policy=sec.policy,
+        certificate=sec.certificate,
+        private_key=sec.private_key,
+        trusted_servers=tuple(sec.trusted_servers),
+        trust_unknown_server=sec.accept_unknown_server,
+    )
+
+
+def _build_opcua(device: OpcUaDevice, ctx: BuildContext[OpcUaPlan]) -> OpcUaDriver:
+    return OpcUaDriver(
+        device.id,
+        device.url,
+        ctx.plan,
+        timeout=device.timeout,
+        mode=device.mode,
+        publishing_interval=device.publishing_interval,
+        security=_opcua_security(device),
+        username=device.username,
+        password=None if device.password is None else device.password.get_secret_value(),
+        clock=ctx.clock,
+    )
+
+
+_SUBSCRIBE_ONLY = ("sampling_interval", "queue_size", "deadband")
+
+
+def _opcua_files(i: int, dev: OpcUaDevice) -> Iterator[Finding]:
+    """The security files: certificate and key load and belong together, the trust list
+    loads and trusts something when the channel is secured."""
+    sec = dev.security
+    at = ("devices", i, "security")
+    if sec.certificate is not None and sec.private_key is not None:
+        try:
+            load_certificate(sec.certificate)
+        except (OSError, ValueError) as exc:
+            yield (*at, "certificate"), _file_problem(exc), "error"
+        else:
+            try:
+                check_key_pair(sec.certificate, sec.private_key)
+            except (OSError, ValueError) as exc:
+                yield (*at, "private_key"), _file_problem(exc), "error"
+    for k, location in enumerate(sec.trusted_servers):
+        if not location.exists():
+            yield (*at, "trusted_servers", k), f"{location}: no such file or folder", "error"
+            continue
+        try:
+            TrustList([location])
+        except (OSError, ValueError) as exc:
+            yield (*at, "trusted_servers", k), _file_problem(exc), "error"
+    if sec.accept_unknown_server:
+        yield (
+            (*at, "accept_unknown_server"),
+            "any server certificate is accepted: use this while commissioning only, then "
+            "put the server's certificate in trusted_servers",
+            "warning",
+        )
+    elif sec.secured and not sec.trusted_servers:
+        yield (
+            (*at, "trusted_servers"),
+            f"security mode {sec.mode} trusts no server: add the server's certificate "
+            "(metrogate scan --opcua URL shows its fingerprint)",
+            "error",
+        )
+
+
+def _file_problem(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def _opcua_checks(devices: Sequence[tuple[int, OpcUaDevice]]) -> Iterator[Finding]:
+    """A server without points; subscription settings on a polled device; the security
+    files (each located at its key)."""
+    for i, dev in devices:
+        if not dev.points:
+            yield ("devices", i, "points"), "an OPC UA device needs at least one point", "error"
+        if dev.mode == "poll":
+            for j, p in enumerate(dev.points):
+                for key in _SUBSCRIBE_ONLY:
+                    if key in p.model_fields_set:
+                        yield (
+                            ("devices", i, "points", j, key),
+                            f"{key} applies to mode: subscribe; this device polls",
+                            "warning",
+                        )
+        yield from _opcua_files(i, dev)
+
+
+async def _opcua_online(device: OpcUaDevice, points: OpcUaPlan) -> list[Finding]:
+    """Connect as the daemon would: trust, login, every node found and of a usable type,
+    the subscription and its monitored items (subscribe mode); then disconnect."""
+    driver = _build_opcua(device, BuildContext(points, utc_now_us))
+    found: list[Finding] = []
+    problems = []
+    try:
+        async with driver:
+            try:
+                await driver.read()
+            finally:
+                problems = driver.problems()  # while the session is there
+    except UntrustedServer as exc:
+        found.append((("security", "trusted_servers"), str(exc), "error"))
+    except SecurityRejected as exc:
+        found.append((("security", "mode"), str(exc), "error"))
+    except AuthenticationFailed as exc:
+        found.append((("username",), str(exc), "error"))
+    except SubscriptionRefused as exc:
+        found.append((("mode",), str(exc), "error"))
+    except DeviceRejected as exc:
+        if not problems:  # else the points say what is wrong
+            found.append((("url",), str(exc), "error"))
+    except DriverError as exc:
+        found.append((("url",), str(exc), "error"))
+    index = {p.id: j for j, p in enumerate(device.points)}
+    for problem in problems:
+        j = index[problem.point]
+        key = "node" if device.points[j].node is not None else "path"
+        found.append((("points", j, key), str(problem), "error"))
+    return found
+
+
 # -- the table -----------------------------------------------------------------------------
 
 KINDS: dict[str, DriverKind[Any, Any]] = {
@@ -642,6 +816,17 @@ KINDS: dict[str, DriverKind[Any, Any]] = {
         serial=SerialNeeds(_cjt188_wire_time, address=_cjt188_address),
         evidence=_cjt188_tamper,
         simulator="simulators.cjt188:cjt188_line",
+    ),
+    "opcua": DriverKind(
+        name="opcua",
+        title="OPC UA",
+        model=OpcUaDevice,
+        plan=_opcua_plan,
+        describe=_describe_opcua,
+        build=_build_opcua,
+        checks=_opcua_checks,
+        simulator="simulators.opcua_server:serve_opcua",
+        online=_opcua_online,
     ),
 }
 """Every driver kind, by its ``driver:`` name; the order is the schema's."""

@@ -1068,6 +1068,7 @@ def _ns0(identifier: int) -> ua.NodeId:
 
 _NODE_CLASS = ua.AttributeIds.NodeClass
 _DATA_TYPE = ua.AttributeIds.DataType
+_VALUE = ua.AttributeIds.Value
 
 
 def _class_name(node_class: object) -> str:
@@ -1104,6 +1105,8 @@ class BrowseEntry:
     display_name: str
     node_class: str
     data_type: str | None = None
+    value: str | None = None
+    """A variable's current value as text (its StatusCode name when not Good)."""
 
 
 async def browse(
@@ -1119,7 +1122,7 @@ async def browse(
     """The children of ``path`` (browse names below Objects; default the Objects folder).
 
     Two service calls after connecting: one Browse and one Read of the variables'
-    data types. Raises :class:`DriverError` like the driver does.
+    data types and values. Raises :class:`DriverError` like the driver does.
     """
     endpoint = _plain_url(url)
     client, _identity = await _open_client(
@@ -1143,12 +1146,16 @@ async def browse(
             )
             variables = [c for c in children if c.NodeClass == ua.NodeClass.Variable]
             types: dict[str, str] = {}
+            values: dict[str, str] = {}
             if variables:
-                params = _read_params([(c.NodeId, _DATA_TYPE) for c in variables])
-                for c, dv in zip(variables, await client.uaclient.read(params), strict=True):
-                    v = dv.Value.Value if dv.Value is not None else None
+                asks = [(c.NodeId, a) for c in variables for a in (_DATA_TYPE, _VALUE)]
+                results = await client.uaclient.read(_read_params(asks))
+                for k, c in enumerate(variables):
+                    dtype, dv = results[2 * k], results[2 * k + 1]
+                    v = dtype.Value.Value if dtype.Value is not None else None
                     if isinstance(v, ua.NodeId):
                         types[c.NodeId.to_string()] = _type_name(v)
+                    values[c.NodeId.to_string()] = _value_text(dv)
     except BaseException as exc:
         await _close_client(client)
         if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
@@ -1162,9 +1169,22 @@ async def browse(
             display_name=c.DisplayName.Text or c.BrowseName.Name or "",
             node_class=_class_name(c.NodeClass),
             data_type=types.get(c.NodeId.to_string()),
+            value=values.get(c.NodeId.to_string()),
         )
         for c in children
     ]
+
+
+def _value_text(dv: ua.DataValue) -> str:
+    """A value as a technician reads it: the value, or the StatusCode that stands for it."""
+    code = _code(dv)
+    if code >> 30 == 2:  # Bad: no value
+        return status_name(code)
+    v = dv.Value.Value if dv.Value is not None else None
+    text = "" if v is None else str(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text if code == 0 else f"{text} ({status_name(code)})"
 
 
 def _type_name(node: ua.NodeId) -> str:

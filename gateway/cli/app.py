@@ -326,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _optional_commands(sub: Any) -> None:
     """Commands of the trust, supervision and operations parts."""
+    from gateway.cli import browse as cli_browse
     from gateway.cli import trust as cli_trust
+
+    cli_browse.add_browse_parser(sub)
 
     cli_trust.add_keygen_parser(sub)
     cli_trust.add_verify_parser(sub)

@@ -29,9 +29,10 @@ declares in one place everything the rest of metrogate needs to know about that 
     ``"module:function"`` of its simulator factory (contracts in
     :mod:`simulators.factory`). Only the composition root, :mod:`gateway.cli.simulate`,
     resolves it: no gateway stage imports :mod:`simulators`.
-``online``
+``online``, ``browse``
     what ``metrogate check --online`` tries with the device itself before start (an
-    OPC UA server: trust, login, nodes, types), as located findings.
+    OPC UA server: trust, login, nodes, types), as located findings; what
+    ``metrogate browse`` lists of its server's address space.
 
 The registry lives in the config stage because the config schema is built from it,
 and the import rules put ``gateway.config`` below ``gateway.acquisition``. Nothing
@@ -67,6 +68,7 @@ from drivers.mtsics import MtSicsDriver
 from drivers.mtsics import plan_line as mtsics_plan_line
 from drivers.opcua import (
     AuthenticationFailed,
+    BrowseEntry,
     Deadband,
     OpcUaDriver,
     OpcUaPoint,
@@ -75,6 +77,7 @@ from drivers.opcua import (
     SubscriptionRefused,
     UntrustedServer,
 )
+from drivers.opcua import browse as opcua_browse
 from drivers.opcua import plan_lines as opcua_plan_lines
 from drivers.opcua_security import TrustList, check_key_pair, load_certificate
 from drivers.serial_line import LineSettings, SerialBus, wire_time
@@ -223,6 +226,9 @@ class DriverKind(Generic[D, P]):
     online: Callable[[D, P], Awaitable[list[Finding]]] | None = None
     """``metrogate check --online``: try the device itself (bounded), return what is wrong
     with its config, paths relative to the device; None: nothing to try before start."""
+    browse: Callable[[D, str | None], Awaitable[list[BrowseEntry]]] | None = None
+    """``metrogate browse``: the nodes below a path of the device's server, connecting
+    with the device's settings; None: the kind has no address space to browse."""
 
 
 def device_union() -> Any:
@@ -729,6 +735,18 @@ async def _opcua_online(device: OpcUaDevice, points: OpcUaPlan) -> list[Finding]
     return found
 
 
+async def _opcua_browse(device: OpcUaDevice, path: str | None) -> list[BrowseEntry]:
+    return await opcua_browse(
+        device.url,
+        path,
+        security=_opcua_security(device),
+        username=device.username,
+        password=None if device.password is None else device.password.get_secret_value(),
+        request_timeout=max(device.timeout, 2.0),
+        device_id=device.id,
+    )
+
+
 # -- the table -----------------------------------------------------------------------------
 
 KINDS: dict[str, DriverKind[Any, Any]] = {
@@ -827,6 +845,7 @@ KINDS: dict[str, DriverKind[Any, Any]] = {
         checks=_opcua_checks,
         simulator="simulators.opcua_server:serve_opcua",
         online=_opcua_online,
+        browse=_opcua_browse,
     ),
 }
 """Every driver kind, by its ``driver:`` name; the order is the schema's."""

@@ -555,13 +555,17 @@ def _endpoint_name(e: ua.EndpointDescription) -> str:
 
 
 async def _close_client(client: Client) -> None:
-    """Disconnect, bounded and quiet: the server may already be gone."""
+    """Disconnect, bounded and quiet: the server may already be gone.
+
+    Teardown runs to its end even while the task is being cancelled (a shutdown closes
+    the drivers from a cancelled task): the cancellation goes on once it is done, so no
+    pending cancellation is re-raised here.
+    """
     try:
         async with asyncio.timeout(5):
             await client.disconnect()
     except Exception as exc:  # the session is being dropped whatever happened to it
         log.debug("disconnect from %s: %r", _plain_url(client.server_url.geturl()), exc)
-    reraise_pending_cancel()
 
 
 # ---------------------------------------------------------------------------- the driver
@@ -1045,9 +1049,10 @@ class OpcUaDriver:
             session.consumer.cancel()
         for task in (session.consumer, session.closer):
             if task is not None:
+                # the consumer ends cancelled; a cancellation of this task stays pending
+                # (task.cancelling()) for the caller: teardown itself goes on to the end
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                reraise_pending_cancel()
         await self._close(session)
 
 

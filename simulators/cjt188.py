@@ -37,10 +37,17 @@ from typing import Protocol
 
 from drivers import cjt188
 from drivers.base import Value
-from simulators.factory import LineSim, SimulatedPoint, point_generator
+from simulators.factory import (
+    LineSim,
+    SimulatedDevice,
+    SimulatedPoint,
+    device_sim,
+    point_generator,
+    point_sim,
+)
 from simulators.faults import SimValue, ValueFault
 from simulators.pty import Emit
-from simulators.serial_instruments import NOISE, Fault, damage
+from simulators.serial_instruments import NOISE, Fault, damage, line_faults
 from simulators.values import Generator, Ramp, Sine
 
 __all__ = ["Cjt188Sim", "SimMeter", "cjt188_line"]
@@ -78,6 +85,8 @@ class SimMeter:
         self.di_order: cjt188.DiOrder = di_order
         self.clock_offset = clock_offset
         self.faults: set[Fault] = set()
+        self.late_by: float | None = None
+        """How late this meter's ``LATE`` answers come (default: the line's)."""
         self.requests = 0
 
     def set(self, field: str, value: Generator | Value, t: float) -> None:
@@ -169,7 +178,8 @@ class Cjt188Sim:
         frame = b"\xfe\xfe" + frame
         if Fault.BAD_CRC in faults:
             frame = frame[:-2] + bytes(((frame[-2] + 1) & 0xFF,)) + frame[-1:]
-        return damage(frame, faults - {Fault.BAD_CRC}, size, self.late_by)
+        late = meter.late_by if meter.late_by is not None else self.late_by
+        return damage(frame, faults - {Fault.BAD_CRC}, size, late)
 
     def stream(self) -> bytes:
         return b""
@@ -218,11 +228,8 @@ class StatusBitLike(Protocol):
     def name(self) -> str: ...
 
 
-class Cjt188MeterLike(Protocol):
+class Cjt188MeterLike(SimulatedDevice, Protocol):
     """A ``cjt188`` device config as :func:`cjt188_line` reads it."""
-
-    @property
-    def id(self) -> str: ...
 
     @property
     def address(self) -> str: ...
@@ -240,6 +247,9 @@ class Cjt188MeterLike(Protocol):
     def points(self) -> Sequence[MeterPointLike]: ...
 
 
+METER_FAULTS = ("silent", "slow", "garbage", "noise", "bad_checksum", "truncated",
+                "wrong_address", "exception")  # fmt: skip
+"""What :func:`cjt188_line` does for a meter (``exception``: abnormal replies C1H)."""
 _VALVE = {"valve_open": 0, "valve_closed": 1, "valve_abnormal": 3}
 """Bits D0–D1 of the status word while a valve point's ``sim:`` is true."""
 SIMULATED_ADDRESS = "00000000000001"
@@ -248,7 +258,9 @@ SIMULATED_ADDRESS = "00000000000001"
 
 def meter_of(device: Cjt188MeterLike) -> SimMeter:
     """The simulated meter of one device: each field in the unit of the first point that
-    reads it (its ``sim:`` is in that unit), status bits from the status points' ``sim:``."""
+    reads it (its ``sim:`` is in that unit), status bits from the status points' ``sim:``,
+    the device's faults (``exception``: abnormal replies)."""
+    dev = device_sim(device, METER_FAULTS)
     family = cjt188.family_of(device.meter_type)
     layout = cjt188.layout_of(family)
     bits = {b.name: 1 << b.bit for b in device.status_bits}
@@ -272,12 +284,18 @@ def meter_of(device: Cjt188MeterLike) -> SimMeter:
             continue
         if f.kind == "quantity" and p.unit is not None:
             units[p.field] = cjt188.unit_code(p.unit)
-        default = _plausible(p.field)
-        values[p.field] = point_generator(device.id, p, 0.0) if p.sim is not None else default
+        if p.sim is None and dev.value_fault is None:
+            values[p.field] = _plausible(p.field)
+        else:
+            values[p.field] = point_sim(device, p, 0.0, with_device=dev).value
     for name, f in layout.items():
         if f.kind in ("quantity", "number") and name not in values:
             values[name] = _plausible(name)
-    return SimMeter(device.meter_type, values, units=units, status=status, di_order=device.di_order)
+    meter = SimMeter(
+        device.meter_type, values, units=units, status=status, di_order=device.di_order
+    )
+    meter.faults, meter.late_by = line_faults(dev)
+    return meter
 
 
 def cjt188_line(devices: Sequence[Cjt188MeterLike]) -> LineSim:

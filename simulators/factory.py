@@ -75,7 +75,13 @@ class Served(NamedTuple):
 
 
 class SimConfigError(ValueError):
-    """A point's ``sim:`` setting is invalid; the message names the device and point."""
+    """A ``sim:`` setting is invalid, or asks for a fault the simulator cannot show; the
+    message names the device and point, ``device`` and ``point`` say which they are."""
+
+    def __init__(self, message: str, device: str | None = None, point: str | None = None) -> None:
+        super().__init__(message)
+        self.device = device
+        self.point = point
 
 
 class SimulatedPoint(Protocol):
@@ -111,6 +117,9 @@ class ModbusDeviceLike(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def sim(self) -> Any: ...
 
     @property
     def unit(self) -> int: ...
@@ -164,20 +173,29 @@ _VALUE_FAULTS = ("stuck", "drift", "step")
 
 
 def _split(
-    where: str, faults: list[Fault], supported: Collection[str], scope: str
+    where: str,
+    faults: list[Fault],
+    supported: Collection[str],
+    scope: str,
+    device: str,
+    point: str | None = None,
 ) -> tuple[tuple[TransportFault, ...], ValueFault | None]:
     transport: list[TransportFault] = []
     value: ValueFault | None = None
     for f in faults:
         if not isinstance(f, TransportFault):
             if value is not None:
-                raise SimConfigError(f"{where}: one value fault at a time (stuck, drift or step)")
+                raise SimConfigError(
+                    f"{where}: one value fault at a time (stuck, drift or step)", device, point
+                )
             value = f
         elif f.kind not in supported:
             can = ", ".join([*supported, *_VALUE_FAULTS])
             raise SimConfigError(
                 f"{where}: fault {f.kind!r} is not something this simulator does for a {scope} "
-                f"(it does: {can})"
+                f"(it does: {can})",
+                device,
+                point,
             )
         else:
             transport.append(f)
@@ -192,12 +210,14 @@ def device_sim(device: SimulatedDevice, supported: Collection[str]) -> DeviceSim
         return DeviceSim()
     where = f"devices {device.id} sim"
     if not isinstance(spec, Mapping) or set(spec) - {"fault"}:
-        raise SimConfigError(f"{where}: a device's sim: is {{fault: KIND[,PARAM] or a list}}")
+        raise SimConfigError(
+            f"{where}: a device's sim: is {{fault: KIND[,PARAM] or a list}}", device.id
+        )
     try:
         faults = parse_faults(spec.get("fault"))
     except ValueError as exc:
-        raise SimConfigError(f"{where}: {exc}") from None
-    transport, value = _split(where, faults, supported, "device")
+        raise SimConfigError(f"{where}: {exc}", device.id) from None
+    transport, value = _split(where, faults, supported, "device", device.id)
     return DeviceSim(transport, value)
 
 
@@ -236,8 +256,8 @@ def point_sim(
             if status is not None:
                 faults.append(TransportFault("status", status=str(status)))
     except ValueError as exc:
-        raise SimConfigError(f"{where}: {exc}") from None
-    transport, value_fault = _split(where, faults, supported, "point")
+        raise SimConfigError(f"{where}: {exc}", device.id, point.id) from None
+    transport, value_fault = _split(where, faults, supported, "point", device.id, point.id)
     if value_fault is None and with_device is not None:
         value_fault = with_device.value_fault
     if value_fault is not None:
@@ -267,12 +287,17 @@ def point_generator(device: str, point: SimulatedPoint, default: Value) -> Gener
     try:
         return build_generator(point.sim, default)
     except ValueError as exc:
-        raise SimConfigError(f"devices {device} point {point.id}: {exc}") from None
+        raise SimConfigError(
+            f"devices {device} point {point.id}: {exc}", device, point.id
+        ) from None
 
 
-def modbus_generators(device: ModbusDeviceLike) -> list[tuple[PointSpec, Generator]]:
-    """Each point of a Modbus device with the generator of its values."""
+def modbus_generators(
+    device: ModbusDeviceLike, with_device: DeviceSim | None = None
+) -> list[tuple[PointSpec, Generator]]:
+    """Each point of a Modbus device with the generator of its values (value faults of
+    the point, or of the device, applied)."""
     return [
-        (spec, point_generator(device.id, point, default_value(point.type)))
+        (spec, point_sim(device, point, default_value(point.type), with_device=with_device).value)
         for point, spec in zip(device.points, device.specs(), strict=True)
     ]

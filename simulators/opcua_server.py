@@ -630,7 +630,7 @@ def _sim_point(device: OpcUaDeviceLike, p: _PointLike, dev: DeviceSim) -> SimPoi
             node=p.node,
         )
     except ValueError as exc:
-        raise SimConfigError(f"devices {device.id} point {p.id}: {exc}") from None
+        raise SimConfigError(f"devices {device.id} point {p.id}: {exc}", device.id, p.id) from None
 
 
 @asynccontextmanager

@@ -228,15 +228,26 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if loaded is None:
         return ExitCode.INVALID
     configure_logging("info")
-    from gateway.cli.simulate import run_simulators
+    from gateway.cli.simulate import SimConfigError, apply_requests, run_simulators, sim_problem
+
+    problem: list[str] = []
 
     async def serve(stop: asyncio.Event) -> None:
-        async with run_simulators(loaded.config, free_ports=args.free_ports) as sims:
-            for s in sims:
-                print(f"{s.kind} {s.endpoint} serves {', '.join(s.devices)}", flush=True)
-            await stop.wait()
+        try:
+            apply_requests(loaded.config, args.fault or [], args.value or [])
+            async with run_simulators(loaded.config, free_ports=args.free_ports) as sims:
+                for s in sims:
+                    print(f"{s.kind} {s.endpoint} serves {', '.join(s.devices)}", flush=True)
+                await stop.wait()
+        except SimConfigError as exc:
+            problem.append(str(sim_problem(loaded, exc) if exc.device else exc))
 
-    return run_until_signal(serve)
+    code = run_until_signal(serve)
+    if problem:
+        print(problem[0], file=sys.stderr)
+        print(f"{args.config}: nothing simulated", file=sys.stderr)
+        return ExitCode.INVALID
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -306,6 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--free-ports",
         action="store_true",
         help="bind free ports instead of the configured ones (printed)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="DEVICE[:POINT]=KIND[,PARAM]",
+        help="a fault on request, as sim: {fault: ...} of the device or point would ask "
+        "(silent, slow,S, garbage, exception[,CODE], drop[,S], noise, bad_checksum, "
+        "truncated, wrong_address, status,NAME, stuck, drift,RATE, step,OFFSET); repeatable",
+    )
+    p.add_argument(
+        "--value",
+        action="append",
+        metavar="DEVICE:POINT=VALUE",
+        help="show this constant value for a point; repeatable",
     )
     p.set_defaults(func=cmd_sim)
     p = sub.add_parser("demo", help="simulators + embedded broker + gateway + ingest, live view")

@@ -1211,6 +1211,8 @@ class EndpointInfo:
     user_tokens: tuple[str, ...]
     certificate: str | None
     """SHA-256 fingerprint of the server certificate (what ``trusted_servers`` must hold)."""
+    certificate_der: bytes | None = None
+    """The server certificate itself (DER), as the endpoint description carries it."""
 
 
 async def discover(
@@ -1241,6 +1243,9 @@ async def discover(
             )
             for t in e.UserIdentityTokens or []
         )
-        cert = fingerprint(_first_certificate(e.ServerCertificate)) if e.ServerCertificate else None
-        out.append(EndpointInfo(e.EndpointUrl, mode, policy, int(e.SecurityLevel), tokens, cert))
+        der = _first_certificate(e.ServerCertificate) if e.ServerCertificate else None
+        cert = fingerprint(der) if der else None
+        out.append(
+            EndpointInfo(e.EndpointUrl, mode, policy, int(e.SecurityLevel), tokens, cert, der)
+        )
     return out

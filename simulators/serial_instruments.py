@@ -394,12 +394,24 @@ class Dlt645Sim:
             start, end = found
             frame, self._buf = self._buf[start:end], self._buf[end:]
             request = dlt645.parse_frame(frame)
+            if request.control == dlt645.READ_ADDRESS and request.address == dlt645.BROADCAST:
+                out += self._answer_broadcast(end)
+                continue
             if request.control != dlt645.READ or request.address not in self.values:
                 continue
             out += self._answer(request, end)
         if len(self._buf) > 512:
             self._buf = b""
         return out
+
+    def _answer_broadcast(self, size: int) -> list[Emit]:
+        """Every meter answers a broadcast: one is heard, several collide (noise)."""
+        answering = [a for a in self.values if Fault.SILENT not in self.faults.get(a, set())]
+        if len(answering) > 1:
+            return [Emit(NOISE * 4, size)]
+        if not answering:
+            return []
+        return [Emit(b"\xfe\xfe\xfe\xfe" + dlt645.address_reply_frame(answering[0]), size)]
 
     def _answer(self, request: dlt645.Reply, size: int) -> list[Emit]:
         address = request.address

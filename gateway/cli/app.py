@@ -15,16 +15,11 @@ from typing import Any
 
 from drivers.base import utc_now_us
 from gateway import __version__
+from gateway.cli.loading import load_reported
 from gateway.common.exitcodes import ExitCode
 from gateway.common.logs import configure_logging
 from gateway.common.types import secret_values
-from gateway.config.loader import (
-    ConfigError,
-    LoadedConfig,
-    Problem,
-    load_config,
-    load_config_compact,
-)
+from gateway.config.loader import LoadedConfig, Problem
 from gateway.config.schema import Config
 
 log = logging.getLogger("metrogate")
@@ -36,19 +31,7 @@ def _load(
     compact: bool = False,
     parameters: Callable[[Config], bytes] | None = None,
 ) -> LoadedConfig | None:
-    try:
-        if compact:
-            loaded = load_config_compact(args.config, parameters=parameters)
-        else:
-            loaded = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{args.config}: {len(exc.problems)} problem(s); nothing started", file=sys.stderr)
-        return None
-    for warning in loaded.warnings:
-        print(warning, file=sys.stderr)
-    return loaded
+    return load_reported(args.config, compact=compact, parameters=parameters)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
@@ -355,6 +338,9 @@ def _optional_commands(sub: Any) -> None:
     from gateway.cli import trust as cli_trust
 
     cli_browse.add_browse_parser(sub)
+    from gateway.cli import scan as cli_scan
+
+    cli_scan.add_scan_parser(sub)
 
     cli_trust.add_keygen_parser(sub)
     cli_trust.add_verify_parser(sub)

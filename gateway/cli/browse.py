@@ -23,10 +23,10 @@ __all__ = ["add_browse_parser", "cmd_browse"]
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
-    from gateway.cli.app import _load
+    from gateway.cli.loading import load_reported
     from gateway.config.models.registry import KINDS
 
-    loaded = _load(args)
+    loaded = load_reported(args.config)
     if loaded is None:
         return ExitCode.INVALID
     device = next((d for d in loaded.config.devices if d.id == args.device), None)

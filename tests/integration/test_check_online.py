@@ -142,3 +142,17 @@ def test_without_online_nothing_is_contacted(
     path.write_text(config("opc.tcp://192.0.2.1:4840"))  # TEST-NET: would never answer
     assert cli.main(["check", "-c", str(path)]) == 0
     assert "device(s) tried" not in capsys.readouterr().out
+
+
+def test_a_subscription_the_server_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = SimProcess(tmp_path / "refusing", refuse_subscriptions=True)
+    try:
+        text = config(sim.url, "    mode: subscribe\n")
+        code, out = check(tmp_path / "gw.yaml", text, capsys)
+    finally:
+        sim.close()
+    assert code == 1
+    assert out[0].startswith("FILE:6:5: devices[0].mode: online: plc at ")
+    assert "refused the subscription (BadTooManySubscriptions)" in out[0]

@@ -111,3 +111,39 @@ async def test_a_cjt188_tamper_bit_is_evidence_and_flags_every_reading(tmp_path:
             }
     assert tampers == [("w-1", {"magnet": 0}), ("w-1", {"magnet": 1})]
     assert identities == [("w-1", {"address": address, "meter_type": "10"})]
+
+
+async def test_an_opcua_servers_identity_is_evidence(tmp_path: Path) -> None:
+    """Product, manufacturer, software and build of the server (and its certificate on a
+    secured channel) reach the audit trail at first connect, as an instrument's do."""
+    from simulators.opcua_server import OpcUaSim, SimPoint
+
+    identities: list[tuple[str, dict[str, str]]] = []
+    async with OpcUaSim([SimPoint("t", "Line1/T", value=2.5)]) as sim:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(
+            f"gateway: {{id: gw1, site: s, state_dir: {tmp_path / 'state'}}}\n"
+            f"devices:\n  - id: plc\n    driver: opcua\n    url: {sim.url}\n"
+            "    points: [{id: t, node: 'ns=2;s=Line1.T'}]\n"
+        )
+        loaded = load_config(path)
+        dev = loaded.config.devices[0]
+        async with AsyncExitStack() as stack:
+            driver = (await build_drivers(loaded, stack))["plc"]
+            points = [(str(p.id), p, getattr(p, "unit", None)) for p in dev.points]
+            poller = DevicePoller(
+                dev,
+                driver,
+                DeviceMetrology(dev.id, points, dev, {}, utc_now_us),
+                lambda kind, records: None,
+                on_identity=lambda d, i: identities.append((d, i)),
+            )
+            for _ in range(2):
+                readings = await poller.poll_once()
+    assert [(r.point, r.value) for r in readings] == [("t", 2.5)]
+    assert readings[0].server_ts_us is not None  # the server's time travels with it
+    assert len(identities) == 1
+    device, identity = identities[0]
+    assert device == "plc"
+    assert identity["product"] == "metrogate OPC UA simulator"
+    assert identity["manufacturer"] == "metrogate" and identity["software"] == "0.1"

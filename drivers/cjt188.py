@@ -66,8 +66,10 @@ __all__ = [
     "Family",
     "Field",
     "Frame",
+    "PointError",
     "StatusBit",
     "Unit",
+    "check_status_bits",
     "checksum",
     "decode_address",
     "decode_current_data",
@@ -80,6 +82,8 @@ __all__ = [
     "layout_of",
     "meter_finder",
     "parse_frame",
+    "plan_lines",
+    "point_targets",
     "read_frame",
     "reply_frame",
 ]
@@ -298,8 +302,17 @@ def decode_status(word: int, extra: Sequence[StatusBit] = ()) -> dict[str, bool]
 
 
 def status_flags(status: Mapping[str, bool]) -> tuple[str, ...]:
-    """The conditions worth a flag on every reading: all set bits but ``valve_open``."""
-    return tuple(name for name, on in status.items() if on and name != "valve_open")
+    """The conditions worth a flag on every reading: all set bits but ``valve_open``.
+
+    The standard's bits are flagged by name (``valve_closed``, ``valve_abnormal``,
+    ``battery_low``), a manufacturer bit as ``status:NAME``, so a configured name can
+    never pass for one of the flags the rest of metrogate raises.
+    """
+    return tuple(
+        name if name in STATUS_FIELDS else f"status:{name}"
+        for name, on in status.items()
+        if on and name != "valve_open"
+    )
 
 
 # ---------------------------------------------------------------------------- frames
@@ -571,26 +584,8 @@ class Cjt188Driver(Unconnected):
     ) -> None:
         encode_address(address)  # validates early
         self.family = family_of(meter_type)
-        self._layout = layout_of(self.family)
-        self.status_bits = _check_status_bits(status_bits)
-        known = {*self._layout, *STATUS_FIELDS, *(b.name for b in self.status_bits)}
-        self._targets: dict[str, int | None] = {}
-        for p in points:
-            if p.field not in known:
-                raise ValueError(
-                    f"point {p.id!r}: field {p.field!r} is not read from a {self.family} meter "
-                    f"(one of {', '.join(sorted(known))})"
-                )
-            f = self._layout.get(p.field)
-            target = None
-            if f is not None and f.kind == "quantity":
-                target = unit_code(p.unit or f.unit)
-                dimension = UNITS[unit_code(f.unit)].dimension
-                if UNITS[target].dimension != dimension:
-                    raise ValueError(f"point {p.id!r}: {p.unit} is not a unit of {dimension}")
-            elif p.unit is not None and (f is None or p.unit != f.unit):
-                raise ValueError(f"point {p.id!r}: field {p.field!r} has no unit to convert")
-            self._targets[p.id] = target
+        self.status_bits = check_status_bits(status_bits)
+        self._targets = point_targets(self.family, points, self.status_bits)
         self.device_id = device_id
         self.address = address.upper()
         self.meter_type = meter_type
@@ -697,12 +692,7 @@ class Cjt188Driver(Unconnected):
         return Sample(p.id, value, raw, Quality.GOOD, None, ts, flags)
 
     def describe_plan(self) -> list[str]:
-        names = ", ".join(p.id for p in self.points)
-        kind = METER_TYPES.get(self.meter_type, f"{self.family} meter")
-        return [
-            f"meter {self.address} ({kind}, type {self.meter_type:02X}): DI {CURRENT_DATA:04X} "
-            f"({body_length(self._layout)} data bytes) → {names}"
-        ]
+        return plan_lines(self.address, self.meter_type, self.points)
 
     def identity(self) -> dict[str, str]:
         """The meter's address (the one it answered with, for the wildcard) and type."""
@@ -712,7 +702,66 @@ class Cjt188Driver(Unconnected):
         }
 
 
-def _check_status_bits(bits: Sequence[StatusBit]) -> tuple[StatusBit, ...]:
+class PointError(ValueError):
+    """A point cannot be read from the meter as configured: ``index`` is its position in
+    the points given, ``key`` the setting at fault (``field`` or ``unit``)."""
+
+    def __init__(self, index: int, key: str, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.key = key
+
+
+def point_targets(
+    family: Family, points: Sequence[Cjt188Point], status_bits: Sequence[StatusBit] = ()
+) -> dict[str, int | None]:
+    """The unit code each point's value is converted to (None: not a quantity).
+
+    Raises :class:`PointError` for a field the family's current data does not hold (nor
+    a status bit), a unit of another dimension, or a unit on a field without one.
+    """
+    layout = layout_of(family)
+    known = {*layout, *STATUS_FIELDS, *(b.name for b in status_bits)}
+    targets: dict[str, int | None] = {}
+    for i, p in enumerate(points):
+        if p.field not in known:
+            raise PointError(
+                i,
+                "field",
+                f"point {p.id!r}: field {p.field!r} is not read from a {family} meter "
+                f"(one of {', '.join(sorted(known))})",
+            )
+        f = layout.get(p.field)
+        target = None
+        if f is not None and f.kind == "quantity":
+            try:
+                target = unit_code(p.unit or f.unit)
+            except ValueError as exc:
+                raise PointError(i, "unit", f"point {p.id!r}: {exc}") from None
+            dimension = UNITS[unit_code(f.unit)].dimension
+            if UNITS[target].dimension != dimension:
+                raise PointError(
+                    i, "unit", f"point {p.id!r}: {p.unit} is not a unit of {dimension}"
+                )
+        elif p.unit is not None and (f is None or p.unit != f.unit):
+            raise PointError(i, "unit", f"point {p.id!r}: field {p.field!r} has no unit to convert")
+        targets[p.id] = target
+    return targets
+
+
+def plan_lines(address: str, meter_type: int, points: Sequence[Cjt188Point]) -> list[str]:
+    """What one poll of a meter sends, as ``metrogate plan`` prints it (one transaction)."""
+    family = family_of(meter_type)
+    names = ", ".join(p.id for p in points)
+    kind = METER_TYPES.get(meter_type, f"{family} meter")
+    return [
+        f"meter {address.upper()} ({kind}, type {meter_type:02X}): DI {CURRENT_DATA:04X} "
+        f"({body_length(layout_of(family))} data bytes) → {names}"
+    ]
+
+
+def check_status_bits(bits: Sequence[StatusBit]) -> tuple[StatusBit, ...]:
+    """The manufacturer bits, checked: D3–D15, each bit and name once, no standard name."""
     names: set[str] = set()
     seen: set[int] = set()
     for b in bits:

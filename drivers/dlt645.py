@@ -55,6 +55,10 @@ __all__ = [
 READ = 0x11
 READ_REPLY = 0x91
 READ_ERROR = 0xD1
+READ_ADDRESS = 0x13
+"""Read the communication address: broadcast (AAAAAAAAAAAA) to the single meter of a line."""
+READ_ADDRESS_REPLY = 0x93
+BROADCAST = "A" * 12
 PREAMBLE = b"\xfe\xfe\xfe\xfe"
 MAX_DATA = 200
 
@@ -125,6 +129,34 @@ def _frame(address: bytes, control: int, data: bytes) -> bytes:
 def read_frame(address: str, di: int, preamble: bytes = PREAMBLE) -> bytes:
     """The read-data request for ``di`` (e.g. ``0x00010000``) to meter ``address``."""
     return preamble + _frame(encode_address(address), READ, di.to_bytes(4, "little"))
+
+
+def read_address_frame(preamble: bytes = PREAMBLE) -> bytes:
+    """The broadcast request for the communication address (control 13H, no data): what a
+    master sends to learn the address of the single meter on a line. It changes nothing."""
+    return preamble + _frame(encode_address(BROADCAST), READ_ADDRESS, b"")
+
+
+def address_reply_frame(address: str) -> bytes:
+    """A meter's answer to :func:`read_address_frame` (simulators and tests)."""
+    return _frame(encode_address(address), READ_ADDRESS_REPLY, encode_address(address))
+
+
+def address_finder() -> FrameFinder:
+    """Finds the answer to :func:`read_address_frame`: any meter's 93H reply (our own
+    broadcast, echoed by a half-duplex adapter, is skipped)."""
+
+    def find(buf: bytes) -> tuple[int, int] | None:
+        found = find_frame(buf)
+        if found is None:
+            return None
+        reply = parse_frame(buf[found[0] : found[1]])
+        if reply.control != READ_ADDRESS_REPLY:
+            rest = find(buf[found[1] :])
+            return None if rest is None else (found[1] + rest[0], found[1] + rest[1])
+        return found
+
+    return find
 
 
 def reply_frame(address: str, di: int, value: bytes) -> bytes:

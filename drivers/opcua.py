@@ -70,7 +70,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
-from asyncua.crypto import security_policies
+from asyncua.crypto import security_policies, uacrypto
 
 from drivers.base import (
     Clock,
@@ -109,6 +109,9 @@ __all__ = [
     "UntrustedServer",
     "browse",
     "discover",
+    "parse_node_id",
+    "plan_lines",
+    "relative_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -287,6 +290,14 @@ class OpcUaPoint:
     @property
     def where(self) -> str:
         return self.node if self.node is not None else f"path {self.path}"
+
+
+def plan_lines(mode: str, publishing_interval: float, points: Sequence[OpcUaPoint]) -> list[str]:
+    """What one poll asks of the server, as ``metrogate plan`` prints it (one line)."""
+    where = ", ".join(f"{p.id}={p.where}" for p in points)
+    if mode == "poll":
+        return [f"Read of {len(points)} values (one service call): {where}"]
+    return [f"subscription every {publishing_interval:g}s, {len(points)} monitored items: {where}"]
 
 
 def parse_node_id(text: str) -> ua.NodeId:
@@ -475,8 +486,8 @@ async def _handshake(
         identity["server_certificate"] = fingerprint(server_der)
         await client.set_security(
             POLICIES[security.policy],
-            str(security.certificate),
-            str(security.private_key),
+            _file_of(security.certificate),
+            _file_of(security.private_key),
             server_certificate=server_der,
             mode=MODES[security.mode],
         )
@@ -523,6 +534,14 @@ async def _trusted_server_certificate(
     return der
 
 
+def _file_of(path: Path) -> uacrypto.CertProperties:
+    """A certificate or key file for asyncua, PEM or DER by its content (asyncua would
+    go by the file name's extension, and read ``gateway.key`` as DER)."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    return uacrypto.CertProperties(str(path), extension="pem" if b"-----BEGIN" in head else "der")
+
+
 def _first_certificate(der: bytes) -> bytes:
     """A server may send its certificate followed by its chain: keep the first one."""
     length = int.from_bytes(der[2:4], "big") + 4 if len(der) > 4 and der[1] == 0x82 else len(der)
@@ -536,13 +555,17 @@ def _endpoint_name(e: ua.EndpointDescription) -> str:
 
 
 async def _close_client(client: Client) -> None:
-    """Disconnect, bounded and quiet: the server may already be gone."""
+    """Disconnect, bounded and quiet: the server may already be gone.
+
+    Teardown runs to its end even while the task is being cancelled (a shutdown closes
+    the drivers from a cancelled task): the cancellation goes on once it is done, so no
+    pending cancellation is re-raised here.
+    """
     try:
         async with asyncio.timeout(5):
             await client.disconnect()
     except Exception as exc:  # the session is being dropped whatever happened to it
         log.debug("disconnect from %s: %r", _plain_url(client.server_url.geturl()), exc)
-    reraise_pending_cancel()
 
 
 # ---------------------------------------------------------------------------- the driver
@@ -609,6 +632,7 @@ class OpcUaDriver:
             p.id: Engineering(p.unit, p.low, p.high) for p in points
         }
         self._identity: dict[str, str] = {}
+        self._last_problems: list[PointProblem] = []
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -629,13 +653,7 @@ class OpcUaDriver:
     # ------------------------------------------------------------------ what others ask
 
     def describe_plan(self) -> list[str]:
-        where = ", ".join(f"{p.id}={p.where}" for p in self.points)
-        if self.mode == "poll":
-            return [f"Read of {len(self.points)} values (one service call): {where}"]
-        return [
-            f"subscription every {self.publishing_interval:g}s, "
-            f"{len(self.points)} monitored items: {where}"
-        ]
+        return plan_lines(self.mode, self.publishing_interval, self.points)
 
     def identity(self) -> dict[str, str]:
         """The server's product and build as read at connect, and its certificate."""
@@ -646,8 +664,11 @@ class OpcUaDriver:
         return dict(self._engineering)
 
     def problems(self) -> list[PointProblem]:
-        """Points that cannot be read as configured (as found at the last connect)."""
-        return list(self._session.problems.values()) if self._session is not None else []
+        """Points that cannot be read as configured (as found at the last connect, also
+        when none could be read and the session was closed again)."""
+        if self._session is not None:
+            return list(self._session.problems.values())
+        return list(self._last_problems)
 
     # ------------------------------------------------------------------ reading
 
@@ -781,6 +802,7 @@ class OpcUaDriver:
         reraise_pending_cancel()
         if len(session.problems) == len(self.points) and self.points:
             first = next(iter(session.problems.values()))
+            self._last_problems = list(session.problems.values())
             await self._drop()
             raise DeviceRejected(
                 self.device_id,
@@ -1027,9 +1049,10 @@ class OpcUaDriver:
             session.consumer.cancel()
         for task in (session.consumer, session.closer):
             if task is not None:
+                # the consumer ends cancelled; a cancellation of this task stays pending
+                # (task.cancelling()) for the caller: teardown itself goes on to the end
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                reraise_pending_cancel()
         await self._close(session)
 
 
@@ -1050,6 +1073,7 @@ def _ns0(identifier: int) -> ua.NodeId:
 
 _NODE_CLASS = ua.AttributeIds.NodeClass
 _DATA_TYPE = ua.AttributeIds.DataType
+_VALUE = ua.AttributeIds.Value
 
 
 def _class_name(node_class: object) -> str:
@@ -1086,6 +1110,8 @@ class BrowseEntry:
     display_name: str
     node_class: str
     data_type: str | None = None
+    value: str | None = None
+    """A variable's current value as text (its StatusCode name when not Good)."""
 
 
 async def browse(
@@ -1101,7 +1127,7 @@ async def browse(
     """The children of ``path`` (browse names below Objects; default the Objects folder).
 
     Two service calls after connecting: one Browse and one Read of the variables'
-    data types. Raises :class:`DriverError` like the driver does.
+    data types and values. Raises :class:`DriverError` like the driver does.
     """
     endpoint = _plain_url(url)
     client, _identity = await _open_client(
@@ -1125,12 +1151,16 @@ async def browse(
             )
             variables = [c for c in children if c.NodeClass == ua.NodeClass.Variable]
             types: dict[str, str] = {}
+            values: dict[str, str] = {}
             if variables:
-                params = _read_params([(c.NodeId, _DATA_TYPE) for c in variables])
-                for c, dv in zip(variables, await client.uaclient.read(params), strict=True):
-                    v = dv.Value.Value if dv.Value is not None else None
+                asks = [(c.NodeId, a) for c in variables for a in (_DATA_TYPE, _VALUE)]
+                results = await client.uaclient.read(_read_params(asks))
+                for k, c in enumerate(variables):
+                    dtype, dv = results[2 * k], results[2 * k + 1]
+                    v = dtype.Value.Value if dtype.Value is not None else None
                     if isinstance(v, ua.NodeId):
                         types[c.NodeId.to_string()] = _type_name(v)
+                    values[c.NodeId.to_string()] = _value_text(dv)
     except BaseException as exc:
         await _close_client(client)
         if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
@@ -1144,9 +1174,22 @@ async def browse(
             display_name=c.DisplayName.Text or c.BrowseName.Name or "",
             node_class=_class_name(c.NodeClass),
             data_type=types.get(c.NodeId.to_string()),
+            value=values.get(c.NodeId.to_string()),
         )
         for c in children
     ]
+
+
+def _value_text(dv: ua.DataValue) -> str:
+    """A value as a technician reads it: the value, or the StatusCode that stands for it."""
+    code = _code(dv)
+    if code >> 30 == 2:  # Bad: no value
+        return status_name(code)
+    v = dv.Value.Value if dv.Value is not None else None
+    text = "" if v is None else str(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text if code == 0 else f"{text} ({status_name(code)})"
 
 
 def _type_name(node: ua.NodeId) -> str:
@@ -1168,6 +1211,8 @@ class EndpointInfo:
     user_tokens: tuple[str, ...]
     certificate: str | None
     """SHA-256 fingerprint of the server certificate (what ``trusted_servers`` must hold)."""
+    certificate_der: bytes | None = None
+    """The server certificate itself (DER), as the endpoint description carries it."""
 
 
 async def discover(
@@ -1198,6 +1243,9 @@ async def discover(
             )
             for t in e.UserIdentityTokens or []
         )
-        cert = fingerprint(_first_certificate(e.ServerCertificate)) if e.ServerCertificate else None
-        out.append(EndpointInfo(e.EndpointUrl, mode, policy, int(e.SecurityLevel), tokens, cert))
+        der = _first_certificate(e.ServerCertificate) if e.ServerCertificate else None
+        cert = fingerprint(der) if der else None
+        out.append(
+            EndpointInfo(e.EndpointUrl, mode, policy, int(e.SecurityLevel), tokens, cert, der)
+        )
     return out

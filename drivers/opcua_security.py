@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "TrustList",
     "application_uri_of",
+    "check_key_pair",
     "create_application_certificate",
     "fingerprint",
     "load_certificate",
@@ -124,6 +125,26 @@ def application_uri_of(cert: x509.Certificate) -> str | None:
         return None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     return uris[0] if uris else None
+
+
+def check_key_pair(certificate: Path, private_key: Path) -> None:
+    """Raise :class:`ValueError` naming the file unless ``private_key`` (PEM or DER, not
+    encrypted) is the key of ``certificate``."""
+    cert = load_certificate(certificate)
+    data = private_key.read_bytes()
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{private_key}: not an unencrypted PEM or DER private key ({exc})"
+        ) from exc
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    mine = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    if mine != cert.public_key().public_bytes(serialization.Encoding.DER, spki):
+        raise ValueError(f"{private_key}: not the key of the certificate {certificate}")
 
 
 _SUFFIXES = (".pem", ".der", ".crt")

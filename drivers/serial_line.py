@@ -65,6 +65,14 @@ MAX_BUFFER = 1024
 """Bytes a reply may accumulate before it is declared oversize (no frame we speak is longer)."""
 
 
+try:
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # no termios off POSIX; pyserial raises its own errors there
+    _TERMIOS_ERRORS = ()
+
+
 class FrameRejected(ValueError):
     """Raised by a frame finder when the bytes can never become a valid reply for us."""
 
@@ -232,7 +240,8 @@ class SerialBus:
                     r.delay_before_rx,
                 )  # fmt: skip
             port.open()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, *_TERMIOS_ERRORS) as exc:
+            # termios.error: the port refuses the line settings (a pty refuses parity)
             raise DeviceUnreachable(device, self.endpoint, f"cannot open port: {exc}") from exc
         self._port = port
         try:

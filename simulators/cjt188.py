@@ -21,23 +21,36 @@ faults (:mod:`simulators.faults`: stuck, drift, step) are set per field with
 
 A request whose DI is in the other byte order than the meter's (``di_order``) gets
 an abnormal reply, as a meter that does not understand the identifier gives.
+
+:func:`cjt188_line` is the simulator factory of the ``cjt188`` driver kind
+(:mod:`simulators.factory`): one meter per device of a bus, showing plausible values
+(a slowly growing volume and heat, temperatures, a flow) or the points' ``sim:``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from typing import Protocol
 
 from drivers import cjt188
 from drivers.base import Value
+from simulators.factory import (
+    LineSim,
+    SimulatedDevice,
+    SimulatedPoint,
+    device_sim,
+    point_generator,
+    point_sim,
+)
 from simulators.faults import SimValue, ValueFault
 from simulators.pty import Emit
-from simulators.serial_instruments import NOISE, Fault, damage
-from simulators.values import Generator
+from simulators.serial_instruments import NOISE, Fault, damage, line_faults
+from simulators.values import Generator, Ramp, Sine
 
-__all__ = ["Cjt188Sim", "SimMeter"]
+__all__ = ["Cjt188Sim", "SimMeter", "cjt188_line"]
 
 
 class SimMeter:
@@ -72,6 +85,8 @@ class SimMeter:
         self.di_order: cjt188.DiOrder = di_order
         self.clock_offset = clock_offset
         self.faults: set[Fault] = set()
+        self.late_by: float | None = None
+        """How late this meter's ``LATE`` answers come (default: the line's)."""
         self.requests = 0
 
     def set(self, field: str, value: Generator | Value, t: float) -> None:
@@ -163,7 +178,131 @@ class Cjt188Sim:
         frame = b"\xfe\xfe" + frame
         if Fault.BAD_CRC in faults:
             frame = frame[:-2] + bytes(((frame[-2] + 1) & 0xFF,)) + frame[-1:]
-        return damage(frame, faults - {Fault.BAD_CRC}, size, self.late_by)
+        late = meter.late_by if meter.late_by is not None else self.late_by
+        return damage(frame, faults - {Fault.BAD_CRC}, size, late)
 
     def stream(self) -> bytes:
         return b""
+
+
+# -- the line factory: the devices of one bus → its meters -----------------------------------
+
+
+def _plausible(field: str) -> Generator:
+    """What a meter shows for ``field`` when its point has no ``sim:`` (default units)."""
+    match field:
+        case "cumulative_flow":
+            return Ramp(start=1234.56, rate=0.001)
+        case "settlement_flow":
+            return Ramp(start=1200.0, rate=0.0)
+        case "current_heat":
+            return Ramp(start=45678.9, rate=0.01)
+        case "settlement_heat":
+            return Ramp(start=45000.0, rate=0.0)
+        case "heat_power":
+            return Sine(amplitude=1.5, period=120.0, mean=12.5)
+        case "flow_rate":
+            return Sine(amplitude=0.1, period=90.0, mean=0.85)
+        case "supply_temperature":
+            return Sine(amplitude=0.5, period=300.0, mean=65.0)
+        case "return_temperature":
+            return Sine(amplitude=0.5, period=300.0, mean=45.0)
+        case "working_hours":
+            return Ramp(start=8760.0, rate=1 / 3600)
+    return Ramp(start=0.0, rate=0.0)
+
+
+class MeterPointLike(SimulatedPoint, Protocol):
+    @property
+    def field(self) -> str: ...
+
+    @property
+    def unit(self) -> str | None: ...
+
+
+class StatusBitLike(Protocol):
+    @property
+    def bit(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class Cjt188MeterLike(SimulatedDevice, Protocol):
+    """A ``cjt188`` device config as :func:`cjt188_line` reads it."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def meter_type(self) -> int: ...
+
+    @property
+    def di_order(self) -> cjt188.DiOrder: ...
+
+    @property
+    def status_bits(self) -> Sequence[StatusBitLike]: ...
+
+    @property
+    def points(self) -> Sequence[MeterPointLike]: ...
+
+
+METER_FAULTS = ("silent", "slow", "garbage", "noise", "bad_checksum", "truncated",
+                "wrong_address", "exception")  # fmt: skip
+"""What :func:`cjt188_line` does for a meter (``exception``: abnormal replies C1H)."""
+_VALVE = {"valve_open": 0, "valve_closed": 1, "valve_abnormal": 3}
+"""Bits D0–D1 of the status word while a valve point's ``sim:`` is true."""
+SIMULATED_ADDRESS = "00000000000001"
+"""The address a meter configured with the wildcard answers with."""
+
+
+def meter_of(device: Cjt188MeterLike) -> SimMeter:
+    """The simulated meter of one device: each field in the unit of the first point that
+    reads it (its ``sim:`` is in that unit), status bits from the status points' ``sim:``,
+    the device's faults (``exception``: abnormal replies)."""
+    dev = device_sim(device, METER_FAULTS)
+    family = cjt188.family_of(device.meter_type)
+    layout = cjt188.layout_of(family)
+    bits = {b.name: 1 << b.bit for b in device.status_bits}
+    values: dict[str, Generator | Value] = {}
+    units: dict[str, int] = {}
+    status = 0
+    for p in device.points:
+        f = layout.get(p.field)
+        if f is None or f.kind == "status":  # its sim: sets the bit (or the whole word)
+            on = point_generator(device.id, p, False).value(0.0)
+            if f is not None:
+                status = int(on) & 0xFFFF
+            elif on and p.field == "battery_low":
+                status |= 0x04
+            elif on and p.field in _VALVE:
+                status = (status & ~0x03) | _VALVE[p.field]
+            elif on and p.field in bits:
+                status |= bits[p.field]
+            continue
+        if f.kind not in ("quantity", "number") or p.field in values:
+            continue
+        if f.kind == "quantity" and p.unit is not None:
+            units[p.field] = cjt188.unit_code(p.unit)
+        if p.sim is None and dev.value_fault is None:
+            values[p.field] = _plausible(p.field)
+        else:
+            values[p.field] = point_sim(device, p, 0.0, with_device=dev).value
+    for name, f in layout.items():
+        if f.kind in ("quantity", "number") and name not in values:
+            values[name] = _plausible(name)
+    meter = SimMeter(
+        device.meter_type, values, units=units, status=status, di_order=device.di_order
+    )
+    meter.faults, meter.late_by = line_faults(dev)
+    return meter
+
+
+def cjt188_line(devices: Sequence[Cjt188MeterLike]) -> LineSim:
+    """One meter per device (by ``address``; a wildcard meter answers as
+    :data:`SIMULATED_ADDRESS`), values as :func:`meter_of` makes them."""
+    meters = {
+        (SIMULATED_ADDRESS if d.address.upper() == cjt188.WILDCARD else d.address): meter_of(d)
+        for d in devices
+    }
+    return Cjt188Sim(meters), lambda t: None

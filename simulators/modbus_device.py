@@ -33,7 +33,7 @@ Faults are set per unit at runtime through :attr:`ModbusTcpSimulator.faults`.
 
 :func:`serve_modbus_tcp` is the simulator factory of the ``modbus_tcp`` driver kind
 (:mod:`simulators.factory`): the devices of a gateway config, one server per
-``host:port``.
+``host:port``, each device's faults on request (``sim: {fault: ...}``) on its unit.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from drivers.modbus_codec import (
     engineering,
     raw_from_engineering,
 )
-from simulators.factory import ModbusDeviceLike, Served, modbus_generators
+from simulators.factory import ModbusDeviceLike, Served, device_sim, modbus_generators
 from simulators.values import Constant, Generator
 
 __all__ = [
@@ -649,7 +649,11 @@ async def serve_modbus_tcp(
     served: list[Served] = []
     async with AsyncExitStack() as stack:
         for (_host, port), devs in groups.items():
-            units = {d.unit: [SimPoint(s, g) for s, g in modbus_generators(d)] for d in devs}
+            faults = {d.id: device_sim(d, TCP_FAULTS) for d in devs}
+            units = {
+                d.unit: [SimPoint(s, g) for s, g in modbus_generators(d, faults[d.id])]
+                for d in devs
+            }
             holes = {d.unit: [(h.table, h.start, h.end + 1) for h in d.holes] for d in devs}
             sim = ModbusTcpSimulator(
                 units,
@@ -657,9 +661,47 @@ async def serve_modbus_tcp(
                 holes=holes,
                 name="+".join(d.id for d in devs),
             )
+            drops: list[tuple[int, float]] = []
+            for d in devs:
+                unit = sim.faults[d.unit]
+                asked = faults[d.id]
+                unit.silent = asked.has("silent") is not None
+                unit.garbage = asked.has("garbage") is not None
+                slow, exception = asked.has("slow"), asked.has("exception")
+                drop = asked.has("drop")
+                unit.delay_s = slow.delay if slow is not None else 0.0
+                unit.exception = None if exception is None else (exception.code or 0x04)
+                if drop is not None:
+                    drops.append((d.unit, drop.every))
             await stack.enter_async_context(sim)
+            if drops:
+                await stack.enter_async_context(_dropping(sim, drops))
             if free_ports:
                 for d in devs:
                     d.host, d.port = "127.0.0.1", sim.port
             served.append(Served(f"127.0.0.1:{sim.port}", tuple(d.id for d in devs), sim))
         yield served
+
+
+TCP_FAULTS = ("silent", "slow", "garbage", "exception", "drop")
+"""What :func:`serve_modbus_tcp` does for a device (besides value faults): per unit."""
+
+
+@asynccontextmanager
+async def _dropping(
+    sim: ModbusTcpSimulator, drops: Sequence[tuple[int, float]]
+) -> AsyncIterator[None]:
+    """While the block runs, arm each unit's ``drop_connection`` every so many seconds."""
+
+    async def arm(unit: int, every: float) -> None:
+        while True:
+            sim.faults[unit].drop_connection = True
+            await asyncio.sleep(every)
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(arm(u, e), name=f"modbus-sim-drop-{u}") for u, e in drops]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()

@@ -19,6 +19,7 @@ import functools
 import os
 import select
 import socket
+import termios
 import threading
 import time
 import tty
@@ -126,6 +127,29 @@ def _write_paced(
     return True
 
 
+def _line_of(fd: int) -> tuple[int, str, int, float] | None:
+    """The line settings a pty was given by whoever opened it (termios)."""
+    try:
+        attrs = termios.tcgetattr(fd)
+    except termios.error:
+        return None
+    cflag, ispeed = attrs[2], attrs[4]
+    speeds = {getattr(termios, f"B{b}"): b for b in _BAUDS if hasattr(termios, f"B{b}")}
+    parity = "N" if not cflag & termios.PARENB else ("O" if cflag & termios.PARODD else "E")
+    size = {termios.CS5: 5, termios.CS6: 6, termios.CS7: 7, termios.CS8: 8}[cflag & termios.CSIZE]
+    return speeds.get(ispeed, 0), parity, size, 2.0 if cflag & termios.CSTOPB else 1.0
+
+
+def _same_line(got: tuple[int, str, int, float] | None, want: tuple[int, str, int, float]) -> bool:
+    """Whether the port is set as the simulated instruments are. A pty keeps the baud
+    rate and stop bits it is given but not the parity, nor 7 data bits: those cannot
+    be told apart here."""
+    return got is not None and (got[0], got[3]) == (want[0], float(want[3]))
+
+
+_BAUDS = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
 class SimLine:
     """A responder served on a pty pair by one thread (a context manager)."""
 
@@ -137,10 +161,16 @@ class SimLine:
         bits_per_char: float = 11,
         turnaround: float = 0.0,
         link: Path | None = None,
+        line: tuple[int, str, int, float] | None = None,
     ) -> None:
         self.responder = responder
         self.pacer = _Pacer(baudrate, bits_per_char, turnaround)
         self.link = link
+        self.line = line
+        """``(baudrate, parity, bytesize, stopbits)`` the instruments are set to: what the
+        driver sends at another baud rate or with other stop bits reaches them garbled, so
+        they do not answer (None: any settings; a pty does not keep parity or 7 data
+        bits, so those are not checked)."""
         self._master = -1
         self._slave = -1
         self._tty = ""
@@ -178,7 +208,14 @@ class SimLine:
             self.link.symlink_to(self._tty)
         self._wake_r, self._wake_w = os.pipe()
         self._stop = threading.Event()
-        master = self._master
+        master, slave = self._master, self._slave
+
+        def read() -> bytes:
+            data = os.read(master, 4096)
+            if data and self.line is not None and not _same_line(_line_of(slave), self.line):
+                return b"\xff"  # garbled: a character at the wrong baud rate or framing
+            return data
+
         self._thread = threading.Thread(
             target=_serve,
             args=(
@@ -187,7 +224,7 @@ class SimLine:
                 self._stop,
                 master,
                 self._wake_r,
-                lambda: os.read(master, 4096),
+                read,
                 lambda data: os.write(master, data),
             ),
             name=f"sim-{self._tty}",

@@ -33,8 +33,18 @@ from drivers.base import Value
 from drivers.modbus_codec import PointSpec, Table, encode, raw_from_engineering
 from drivers.modbus_serial import FUNCTION_CODES, ascii_frame, crc16, lrc, rtu_frame
 from drivers.toledo import encode_frame
-from simulators.factory import LineSim, ModbusDeviceLike, modbus_generators
+from simulators.factory import (
+    DeviceSim,
+    LineSim,
+    ModbusDeviceLike,
+    SimulatedDevice,
+    SimulatedPoint,
+    device_sim,
+    modbus_generators,
+    point_sim,
+)
 from simulators.pty import Emit
+from simulators.values import Generator, Sine
 
 __all__ = [
     "AsciiInstrumentSim",
@@ -164,6 +174,10 @@ class RtuBusSim:
         self.framing = framing
         self.late_by = late_by
         self.faults: dict[int, set[Fault]] = {}
+        self.late: dict[int, float] = {}
+        """Per unit: how late a ``LATE`` answer comes (default ``late_by``)."""
+        self.exceptions: dict[int, int] = {}
+        """Per unit: answer every request with this exception code."""
         self.requests: dict[int, int] = {}
         self._buf = b""
 
@@ -211,12 +225,13 @@ class RtuBusSim:
         address = unit
         if Fault.WRONG_SLAVE in faults:
             address = (unit % 247) + 1
-        reply = reply_pdu(slave, pdu)
+        code = self.exceptions.get(unit)
+        reply = reply_pdu(slave, pdu) if code is None else bytes((pdu[0] | 0x80, code))
         frame = rtu_frame(address, reply) if self.framing == "rtu" else ascii_frame(address, reply)
         if self.framing == "ascii" and Fault.BAD_CRC in faults:
             frame = frame[:-4] + (b"00" if frame[-4:-2] != b"00" else b"11") + b"\r\n"
             faults = faults - {Fault.BAD_CRC}
-        return damage(frame, faults, size, self.late_by)
+        return damage(frame, faults, size, self.late.get(unit, self.late_by))
 
     def stream(self) -> bytes:
         return b""
@@ -244,6 +259,8 @@ class MtSicsSim:
         self.serial_number, self.software = serial_number, software
         self.late_by = late_by
         self.faults: set[Fault] = set()
+        self.error: str | None = None
+        """An error reply (``EL``, ``ES``, ``ET``) given to every command instead."""
         self.commands: list[str] = []
         self._buf = b""
 
@@ -251,6 +268,8 @@ class MtSicsSim:
         return f"S {status} {self.weight:>10.{self.decimals}f} {self.unit}"
 
     def respond(self, command: str) -> str:
+        if self.error is not None:
+            return self.error
         match command:
             case "I4" | "@":
                 return f'I4 A "{self.serial_number}"'
@@ -340,6 +359,8 @@ class ToledoSim:
             frame = frame[:9]
         if Fault.NOISE in self.faults:
             frame = NOISE + b"\x02\x02" + frame
+        if Fault.GARBAGE in self.faults:
+            frame = (NOISE * (len(frame) // len(NOISE) + 1))[: len(frame)]
         self.sent += 1
         return frame
 
@@ -355,6 +376,10 @@ class Dlt645Sim:
     def __init__(self, meters: Mapping[str, Mapping[int, int]], *, late_by: float = 1.0) -> None:
         self.values = {a: dict(v) for a, v in meters.items()}
         self.faults: dict[str, set[Fault]] = {}
+        self.late: dict[str, float] = {}
+        """Per meter: how late a ``LATE`` answer comes (default ``late_by``)."""
+        self.error_codes: dict[str, int] = {}
+        """Per meter: the error byte of its ``NO_DATA`` abnormal replies (default 02H)."""
         self.late_by = late_by
         self.requests: dict[str, int] = {}
         self._buf = b""
@@ -369,12 +394,24 @@ class Dlt645Sim:
             start, end = found
             frame, self._buf = self._buf[start:end], self._buf[end:]
             request = dlt645.parse_frame(frame)
+            if request.control == dlt645.READ_ADDRESS and request.address == dlt645.BROADCAST:
+                out += self._answer_broadcast(end)
+                continue
             if request.control != dlt645.READ or request.address not in self.values:
                 continue
             out += self._answer(request, end)
         if len(self._buf) > 512:
             self._buf = b""
         return out
+
+    def _answer_broadcast(self, size: int) -> list[Emit]:
+        """Every meter answers a broadcast: one is heard, several collide (noise)."""
+        answering = [a for a in self.values if Fault.SILENT not in self.faults.get(a, set())]
+        if len(answering) > 1:
+            return [Emit(NOISE * 4, size)]
+        if not answering:
+            return []
+        return [Emit(b"\xfe\xfe\xfe\xfe" + dlt645.address_reply_frame(answering[0]), size)]
 
     def _answer(self, request: dlt645.Reply, size: int) -> list[Emit]:
         address = request.address
@@ -386,7 +423,8 @@ class Dlt645Sim:
         if Fault.WRONG_SLAVE in faults:
             reply_address = f"{(int(address) + 1) % 10**12:012d}"
         if Fault.NO_DATA in faults or item is None or di not in self.values[address]:
-            frame = dlt645.error_frame(reply_address, 0x02)
+            code = self.error_codes.get(address, 0x02) if Fault.NO_DATA in faults else 0x02
+            frame = dlt645.error_frame(reply_address, code)
         else:
             value = self.values[address][di]
             raw = dlt645.bcd_encode(abs(value), item.length)
@@ -396,7 +434,7 @@ class Dlt645Sim:
         frame = b"\xfe\xfe\xfe\xfe" + frame
         if Fault.BAD_CRC in faults:
             frame = frame[:-2] + bytes(((frame[-2] + 1) & 0xFF,)) + frame[-1:]
-        return damage(frame, faults - {Fault.BAD_CRC}, size, self.late_by)
+        return damage(frame, faults - {Fault.BAD_CRC}, size, self.late.get(address, self.late_by))
 
     def stream(self) -> bytes:
         return b""
@@ -452,12 +490,37 @@ class AsciiInstrumentSim:
 
 # -- line factories: the devices of one bus → its responder ---------------------------------
 
+SERIAL_FAULTS: dict[str, Fault] = {
+    "silent": Fault.SILENT,
+    "slow": Fault.LATE,
+    "garbage": Fault.GARBAGE,
+    "noise": Fault.NOISE,
+    "bad_checksum": Fault.BAD_CRC,
+    "truncated": Fault.TRUNCATED,
+    "wrong_address": Fault.WRONG_SLAVE,
+    "exception": Fault.NO_DATA,
+}
+"""The faults on request (:mod:`simulators.faults`) as the serial simulators' own."""
+
+
+def line_faults(dev: DeviceSim) -> tuple[set[Fault], float | None]:
+    """A device's faults as a serial simulator applies them, and how late ``slow`` is."""
+    slow = dev.has("slow")
+    faults = {SERIAL_FAULTS[f.kind] for f in dev.faults if f.kind in SERIAL_FAULTS}
+    return faults, None if slow is None else slow.delay
+
+
+_ADDRESSED = ("silent", "slow", "garbage", "noise", "bad_checksum", "truncated", "wrong_address",
+              "exception")  # fmt: skip
+
 
 def _modbus_line(devices: Sequence[ModbusDeviceLike], framing: Literal["rtu", "ascii"]) -> LineSim:
     slaves: dict[int, RtuSlave] = {}
     generators = []
+    sim = RtuBusSim(slaves, framing=framing)
     for d in devices:
-        points = modbus_generators(d)
+        dev = device_sim(d, _ADDRESSED)
+        points = modbus_generators(d, dev)
         slave = slaves[d.unit] = RtuSlave([spec for spec, _ in points])
         generators += [(slave, spec, gen) for spec, gen in points]
         # as the TCP simulator: addresses between points read as zero (a planner that
@@ -467,65 +530,137 @@ def _modbus_line(devices: Sequence[ModbusDeviceLike], framing: Literal["rtu", "a
             for a in range(max(cells, default=-1) + 1):
                 if not any(t is table and a in r for t, r in holes):
                     cells.setdefault(a, 0)
+        faults, late = line_faults(dev)
+        exception = dev.has("exception")
+        if exception is not None:
+            faults.discard(Fault.NO_DATA)
+            sim.exceptions[d.unit] = exception.code or 0x04  # server device failure
+        sim.faults[d.unit] = faults
+        if late is not None:
+            sim.late[d.unit] = late
 
     def update(t: float) -> None:
         for slave, spec, gen in generators:
             slave.set(spec.id, raw_from_engineering(spec, gen.value(t)))
 
+    sim.slaves = slaves  # the simulator keeps a copy of what it was made with
     update(0.0)
-    return RtuBusSim(slaves, framing=framing), update
+    return sim, update
 
 
 def modbus_rtu_line(devices: Sequence[ModbusDeviceLike]) -> LineSim:
-    """Modbus RTU slaves, one per device (by ``unit``); points follow their ``sim:``."""
+    """Modbus RTU slaves, one per device (by ``unit``); points follow their ``sim:``,
+    devices their faults."""
     return _modbus_line(devices, "rtu")
 
 
 def modbus_ascii_line(devices: Sequence[ModbusDeviceLike]) -> LineSim:
-    """Modbus ASCII slaves, one per device (by ``unit``); points follow their ``sim:``."""
+    """Modbus ASCII slaves, one per device (by ``unit``); points follow their ``sim:``,
+    devices their faults."""
     return _modbus_line(devices, "ascii")
 
 
-class _WithUnit(Protocol):
+class _ScalePointLike(SimulatedPoint, Protocol):
     @property
     def unit(self) -> str | None: ...
 
 
-class BalanceLike(Protocol):
+class _FieldPointLike(_ScalePointLike, Protocol):
+    @property
+    def field(self) -> str: ...
+
+
+class BalanceLike(SimulatedDevice, Protocol):
     """An ``mtsics`` device config as :func:`mtsics_line` reads it."""
 
     @property
-    def points(self) -> Sequence[_WithUnit]: ...
+    def points(self) -> Sequence[_ScalePointLike]: ...
+
+
+_BALANCE_FAULTS = ("silent", "slow", "garbage", "noise", "truncated", "exception")
 
 
 def mtsics_line(devices: Sequence[BalanceLike]) -> LineSim:
-    """A balance showing about 100 g (in the unit of the device's point, if set)."""
-    balance = MtSicsSim(weight=100.0, unit=devices[0].points[0].unit or "g")
+    """A balance showing about 100 g (in the unit of the device's point, if set), or its
+    point's ``sim:``; ``exception`` answers every command with ``EL`` (logical error)."""
+    device = devices[0]
+    point = device.points[0]
+    dev = device_sim(device, _BALANCE_FAULTS)
+    if point.sim is None and dev.value_fault is None:
+        weight: Generator = Sine(amplitude=0.05, period=6 * math.pi, mean=100.0)
+    else:
+        weight = point_sim(device, point, 100.0, with_device=dev).value
+    balance = MtSicsSim(weight=100.0, unit=point.unit or "g")
+    faults, late = line_faults(dev)
+    if Fault.NO_DATA in faults:
+        faults.discard(Fault.NO_DATA)
+        balance.error = "EL"
+    balance.faults = faults
+    if late is not None:
+        balance.late_by = late
 
     def update(t: float) -> None:
-        balance.weight = round(100.0 + 0.05 * math.sin(t / 3), 2)
+        value = weight.value(t)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            balance.weight = round(float(value), balance.decimals)
 
+    update(0.0)
     return balance, update
 
 
-class ScaleLike(Protocol):
+class ScaleLike(SimulatedDevice, Protocol):
     """A ``toledo_continuous`` device config as :func:`toledo_line` reads it."""
 
     @property
     def checksum(self) -> bool: ...
 
+    @property
+    def points(self) -> Sequence[_FieldPointLike]: ...
+
+
+_SCALE_FAULTS = ("silent", "slow", "garbage", "noise", "bad_checksum", "truncated")
+
 
 def toledo_line(devices: Sequence[ScaleLike]) -> LineSim:
-    """A scale streaming 12.34 kg."""
-    return ToledoSim(weight=12.34, checksum=devices[0].checksum), lambda t: None
+    """A scale streaming 12.34 kg (or its points' ``sim:``: weight and tare); ``slow``
+    sends a frame only every DELAY seconds."""
+    device = devices[0]
+    dev = device_sim(device, _SCALE_FAULTS)
+    scale = ToledoSim(weight=12.34, checksum=device.checksum)
+    faults, late = line_faults(dev)
+    scale.faults = faults - {Fault.LATE}
+    if late is not None:
+        scale.stream_period = max(late, 0.02)
+    values = {
+        p.field: point_sim(device, p, 12.34 if p.field == "weight" else 0.0, with_device=dev).value
+        for p in device.points
+    }
+
+    def update(t: float) -> None:
+        for name, gen in values.items():
+            value = gen.value(t)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                setattr(scale, name, float(value))
+
+    update(0.0)
+    return scale, update
 
 
-class _WithDi(Protocol):
+class _WithDi(SimulatedPoint, Protocol):
     @property
     def di(self) -> str: ...
 
+    @property
+    def decimals(self) -> int | None: ...
 
-class MeterLike(Protocol):
+    @property
+    def scale(self) -> float: ...
+
+    @property
+    def offset(self) -> float: ...
+
+
+class MeterLike(SimulatedDevice, Protocol):
     """A ``dlt645`` device config as :func:`dlt645_line` reads it."""
 
     @property
@@ -537,13 +672,40 @@ class MeterLike(Protocol):
 
 def dlt645_line(devices: Sequence[MeterLike]) -> LineSim:
     """One meter per device (by ``address``) with a growing energy count and plausible
-    voltage, current, power, power factor and frequency."""
+    voltage, current, power, power factor and frequency — or its points' ``sim:``
+    (engineering values); devices follow their faults (``exception,CODE``: abnormal
+    replies with that error byte, default 02H: no such data)."""
     meter = Dlt645Sim({d.address: {int(p.di, 16): 0 for p in d.points} for d in devices})
+    simulated: list[tuple[str, int, Generator, int, float, float]] = []
+    for d in devices:
+        dev = device_sim(d, _ADDRESSED)
+        for p in d.points:
+            if p.sim is None and dev.value_fault is None:
+                continue
+            di = int(p.di, 16)
+            item = dlt645.DATA_ITEMS.get(di)
+            decimals = p.decimals if p.decimals is not None else (item.decimals if item else 0)
+            default = _meter_value(di, 0.0) / 10**decimals * p.scale + p.offset
+            gen = point_sim(d, p, default, with_device=dev).value
+            simulated.append((d.address, di, gen, decimals, p.scale, p.offset))
+        faults, late = line_faults(dev)
+        exception = dev.has("exception")
+        if exception is not None and exception.code is not None:
+            meter.error_codes[d.address] = exception.code
+        meter.faults[d.address] = faults
+        if late is not None:
+            meter.late[d.address] = late
+    own = {(address, di) for address, di, *_ in simulated}
 
     def update(t: float) -> None:
-        for values in meter.values.values():
+        for address, values in meter.values.items():
             for di in values:
-                values[di] = _meter_value(di, t)
+                if (address, di) not in own:
+                    values[di] = _meter_value(di, t)
+        for address, di, gen, decimals, scale, offset in simulated:
+            value = gen.value(t)
+            if isinstance(value, int | float) and not isinstance(value, bool) and scale:
+                meter.values[address][di] = round((float(value) - offset) / scale * 10**decimals)
 
     update(0.0)
     return meter, update

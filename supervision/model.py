@@ -60,7 +60,7 @@ REASONS: Final = frozenset(
 )  # fmt: skip
 READING_KEYS: Final = frozenset(
     {"ts", "device", "point", "value", "raw", "unit", "quality", "reason", "flags", "U", "k",
-     "instrument", "certificate", "verdict"}
+     "instrument", "certificate", "verdict", "server_ts"}
 )  # fmt: skip
 ALARM_STATES: Final = frozenset(
     {"normal", "active_unacknowledged", "active_acknowledged", "returned_unacknowledged"}
@@ -117,6 +117,8 @@ class Row(NamedTuple):
     instrument: str | None
     certificate: str | None
     verdict: str | None
+    server_ts_us: int | None = None
+    """An OPC UA server's timestamp of the value (``server_ts``), when the reading has one."""
 
 
 class Item(NamedTuple):
@@ -318,6 +320,11 @@ class ReadingChecker:
         verdict = get("verdict")
         if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
             raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
+        server_ts = get("server_ts")
+        if server_ts is not None and (type(server_ts) is not int or not 0 <= server_ts <= MAX_TS_US):
+            raise SchemaError(
+                "schema", f"readings[{i}].server_ts must be an integer in 0..{MAX_TS_US} (µs)"
+            )
         u = get("U")
         k = get("k")
         if u is not None:
@@ -352,6 +359,7 @@ class ReadingChecker:
                 instrument,
                 certificate,
                 verdict,
+                server_ts,
             )
         )
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from drivers.base import utc_now_us
 from gateway import __version__
+from gateway.cli.loading import load_reported
 from gateway.common.exitcodes import ExitCode
 from gateway.common.logs import configure_logging
 from gateway.common.types import secret_values
-from gateway.config.loader import ConfigError, LoadedConfig, load_config, load_config_compact
+from gateway.config.loader import LoadedConfig, Problem
 from gateway.config.schema import Config
 
 log = logging.getLogger("metrogate")
@@ -30,19 +31,7 @@ def _load(
     compact: bool = False,
     parameters: Callable[[Config], bytes] | None = None,
 ) -> LoadedConfig | None:
-    try:
-        if compact:
-            loaded = load_config_compact(args.config, parameters=parameters)
-        else:
-            loaded = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{args.config}: {len(exc.problems)} problem(s); nothing started", file=sys.stderr)
-        return None
-    for warning in loaded.warnings:
-        print(warning, file=sys.stderr)
-    return loaded
+    return load_reported(args.config, compact=compact, parameters=parameters)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
@@ -76,7 +65,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(cfg.devices)} devices, {points} points, {len(cfg.instruments)} instruments"
         + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
-    return ExitCode.OK
+    if not args.online:
+        return ExitCode.OK
+    from gateway.config.models.registry import KINDS
+
+    found = asyncio.run(online_problems(loaded, per_device_s=args.online_timeout))
+    for problem in found:
+        print(problem, file=sys.stderr)
+    errors = [p for p in found if p.severity == "error"]
+    tried = sum(1 for d in cfg.devices if d.enabled and KINDS[d.driver].online is not None)
+    print(
+        f"{args.config}: online: {tried} device(s) tried, "
+        + (f"{len(errors)} problem(s)" if errors else "no problems")
+    )
+    return ExitCode.FAILED if errors else ExitCode.OK
+
+
+async def online_problems(loaded: LoadedConfig, *, per_device_s: float) -> list[Problem]:
+    """What trying each enabled device that can be tried before start finds (its kind's
+    ``online``), located in the file; each device bounded by ``per_device_s`` seconds."""
+    from gateway.config.models.registry import KINDS
+
+    found = []
+    for i, dev in enumerate(loaded.config.devices):
+        online = KINDS[dev.driver].online
+        if not dev.enabled or online is None:
+            continue
+        try:
+            async with asyncio.timeout(per_device_s):
+                findings = await online(dev, loaded.plans[dev.id])
+        except TimeoutError:
+            findings = [((), f"no result within {per_device_s:g}s (--online-timeout)", "error")]
+        for path, message, severity in findings:
+            found.append(loaded.locate(("devices", i, *path), f"online: {message}", severity))
+    return found
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -196,15 +218,26 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if loaded is None:
         return ExitCode.INVALID
     configure_logging("info")
-    from gateway.cli.simulate import run_simulators
+    from gateway.cli.simulate import SimConfigError, apply_requests, run_simulators, sim_problem
+
+    problem: list[str] = []
 
     async def serve(stop: asyncio.Event) -> None:
-        async with run_simulators(loaded.config, free_ports=args.free_ports) as sims:
-            for s in sims:
-                print(f"{s.kind} {s.endpoint} serves {', '.join(s.devices)}", flush=True)
-            await stop.wait()
+        try:
+            apply_requests(loaded.config, args.fault or [], args.value or [])
+            async with run_simulators(loaded.config, free_ports=args.free_ports) as sims:
+                for s in sims:
+                    print(f"{s.kind} {s.endpoint} serves {', '.join(s.devices)}", flush=True)
+                await stop.wait()
+        except SimConfigError as exc:
+            problem.append(str(sim_problem(loaded, exc) if exc.device else exc))
 
-    return run_until_signal(serve)
+    code = run_until_signal(serve)
+    if problem:
+        print(problem[0], file=sys.stderr)
+        print(f"{args.config}: nothing simulated", file=sys.stderr)
+        return ExitCode.INVALID
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -249,7 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"])
     p.set_defaults(func=cmd_run)
-    with_config("check", "validate a config; exit 0 ok, 2 invalid").set_defaults(func=cmd_check)
+    p = with_config("check", "validate a config; exit 0 ok, 2 invalid")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="also try the devices that can be tried before start (OPC UA servers: trust, "
+        "login, nodes, types); exit 1 when that finds problems",
+    )
+    p.add_argument(
+        "--online-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="bound of each device's online check (default 30 s)",
+    )
+    p.set_defaults(func=cmd_check)
     with_config("plan", "print the compiled read plan").set_defaults(func=cmd_plan)
     p = with_config("read", "poll each device (or one) once and print the readings")
     p.add_argument("--device", help="only this device id")
@@ -260,6 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--free-ports",
         action="store_true",
         help="bind free ports instead of the configured ones (printed)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="DEVICE[:POINT]=KIND[,PARAM]",
+        help="a fault on request, as sim: {fault: ...} of the device or point would ask "
+        "(silent, slow,S, garbage, exception[,CODE], drop[,S], noise, bad_checksum, "
+        "truncated, wrong_address, status,NAME, stuck, drift,RATE, step,OFFSET); repeatable",
+    )
+    p.add_argument(
+        "--value",
+        action="append",
+        metavar="DEVICE:POINT=VALUE",
+        help="show this constant value for a point; repeatable",
     )
     p.set_defaults(func=cmd_sim)
     p = sub.add_parser("demo", help="simulators + embedded broker + gateway + ingest, live view")
@@ -280,7 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _optional_commands(sub: Any) -> None:
     """Commands of the trust, supervision and operations parts."""
+    from gateway.cli import browse as cli_browse
     from gateway.cli import trust as cli_trust
+
+    cli_browse.add_browse_parser(sub)
+    from gateway.cli import scan as cli_scan
+
+    cli_scan.add_scan_parser(sub)
 
     cli_trust.add_keygen_parser(sub)
     cli_trust.add_verify_parser(sub)

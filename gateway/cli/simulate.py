@@ -19,13 +19,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config.loader import LoadedConfig, Problem
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.registry import KINDS, DriverKind
 from gateway.config.schema import Config
 from simulators.factory import LineSim, Served, SimConfigError
+from simulators.faults import parse_fault
 from simulators.pty import SimLine
 
-__all__ = ["RunningSim", "SimConfigError", "run_simulators", "simulator_factory"]
+__all__ = [
+    "RunningSim",
+    "SimConfigError",
+    "apply_requests",
+    "run_simulators",
+    "sim_problem",
+    "simulator_factory",
+]
 
 log = logging.getLogger("metrogate.simulate")
 
@@ -47,6 +56,88 @@ def simulator_factory(kind: DriverKind[Any, Any]) -> Callable[..., Any] | None:
     module, _, name = kind.simulator.partition(":")
     factory: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return factory
+
+
+def _target(config: Config, text: str, option: str) -> tuple[DeviceFields, Any | None, str]:
+    """``DEVICE[:POINT]=SPEC`` → the device, the point (or None) and SPEC."""
+    target, sep, spec = text.partition("=")
+    device_id, _, point_id = target.strip().partition(":")
+    if not sep or not device_id or not spec.strip():
+        raise SimConfigError(f"{option} {text!r}: write DEVICE[:POINT]=...")
+    device = next((d for d in config.devices if d.id == device_id), None)
+    if device is None:
+        raise SimConfigError(f"{option} {text!r}: no device {device_id!r}")
+    if not point_id:
+        return device, None, spec.strip()
+    points = list(getattr(device, "points", []) or [])
+    point = next((p for p in points if str(p.id) == point_id), None)
+    if point is None:
+        raise SimConfigError(f"{option} {text!r}: device {device_id} has no point {point_id!r}")
+    return device, point, spec.strip()
+
+
+def _scalar(text: str) -> Any:
+    """A ``--value`` as YAML would read it: a number, true/false, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def apply_requests(config: Config, faults: list[str], values: list[str]) -> None:
+    """``metrogate sim --fault DEVICE[:POINT]=KIND[,PARAM]`` and ``--value DEVICE:POINT=V``:
+    merged into the ``sim:`` of the config objects (in place) before the simulators are
+    built, so a fault from the command line is one from the file. Raises
+    :class:`SimConfigError` naming the option."""
+    for text in faults:
+        device, point, spec = _target(config, text, "--fault")
+        try:
+            parse_fault(spec)
+        except ValueError as exc:
+            raise SimConfigError(f"--fault {text!r}: {exc}") from None
+        holder = device if point is None else point
+        current = holder.sim
+        if point is None:
+            listed = (current or {}).get("fault") if isinstance(current, dict) else None
+            holder.sim = {"fault": [*_as_list(listed), spec]}
+        elif isinstance(current, dict) and "kind" not in current:
+            holder.sim = {**current, "fault": [*_as_list(current.get("fault")), spec]}
+        else:
+            holder.sim = {"value": current, "fault": [spec]}
+    for text in values:
+        device, point, spec = _target(config, text, "--value")
+        if point is None:
+            raise SimConfigError(f"--value {text!r}: a value is a point's: DEVICE:POINT=VALUE")
+        current = point.sim
+        if isinstance(current, dict) and "kind" not in current:
+            point.sim = {**current, "value": _scalar(spec)}
+        else:
+            point.sim = _scalar(spec)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def sim_problem(loaded: LoadedConfig, exc: SimConfigError) -> Problem:
+    """A simulator setting's problem located at its ``sim:`` in the file (or at the
+    device or point it is about, when the setting came from the command line)."""
+    path: tuple[str | int, ...] = ()
+    for i, dev in enumerate(loaded.config.devices):
+        if dev.id != exc.device:
+            continue
+        path = ("devices", i, "sim")
+        if exc.point is not None:
+            points = [str(p.id) for p in getattr(dev, "points", []) or []]
+            if exc.point in points:
+                path = ("devices", i, "points", points.index(exc.point), "sim")
+    return loaded.locate(path, str(exc))
 
 
 @asynccontextmanager

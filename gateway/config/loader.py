@@ -59,6 +59,16 @@ class LoadedConfig:
     """Each device's read plan by device id, compiled once while checking (its kind's
     ``plan``); the drivers are built with these. Plain data: it is pickled from the
     loading child like the rest."""
+    where: Where | None = None
+    """Where each node of the file stands, to locate what is found after loading
+    (``check --online``); None when loaded compactly for the daemon."""
+
+    def locate(self, path: PathKey, message: str, severity: str = "error") -> Problem:
+        """A finding at ``path`` (``("devices", 3, "url")``) as a located problem."""
+        f, line, col = (self.where or Where()).at(path)
+        if self.where is None:
+            f = str(self.path)
+        return Problem(f, line, col, dotted(path), message, severity)
 
 
 SHIPPED_PROFILES = Path(__file__).resolve().parent / "profiles"
@@ -172,12 +182,33 @@ def _move(where: Where, old: PathKey, new: PathKey) -> None:
         where.spots[new + k[n:]] = v
 
 
+def _anchor_device_paths(model: BaseModel, base: Path) -> None:
+    """Every path in a device's settings (an OPC UA certificate, key, trust list), taken
+    from ``base``: found by type, so no driver kind needs naming here."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            setattr(model, name, base / value)
+        elif isinstance(value, BaseModel):
+            _anchor_device_paths(value, base)
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                if isinstance(item, Path) and not item.is_absolute():
+                    value[k] = base / item
+                elif isinstance(item, BaseModel):
+                    _anchor_device_paths(item, base)
+
+
 def _anchor_paths(config: Config, base: Path) -> None:
     """Take the relative paths of ``config`` from ``base`` (the config file's directory).
 
-    ``gateway.state_dir``, ``outbox.path``, ``signing.key`` and ``mqtt.tls.ca/cert/key``
-    mean the same file whatever the working directory of the process that loads them.
+    ``gateway.state_dir``, ``outbox.path``, ``signing.key``, ``mqtt.tls.ca/cert/key``
+    and every path of a device (an OPC UA ``security.certificate``, ``private_key``,
+    ``trusted_servers``) mean the same file whatever the working directory of the
+    process that loads them.
     """
+    for device in config.devices:
+        _anchor_device_paths(device, base)
     tls = config.mqtt.tls
     keys: list[tuple[BaseModel, str]] = [
         (config.gateway, "state_dir"),
@@ -214,7 +245,7 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
         errors.sort(key=lambda e: (e.file, e.line, e.col))
         raise ConfigError(errors)
     digest = hashlib.sha256(cfg_path.read_bytes()).hexdigest()
-    return LoadedConfig(config, cfg_path, digest, warnings, plans=plans)
+    return LoadedConfig(config, cfg_path, digest, warnings, plans=plans, where=where)
 
 
 def share_equal_values(model: BaseModel) -> None:
@@ -272,7 +303,7 @@ def load_config_compact(
     """
 
     def load() -> LoadedConfig:
-        loaded = load_config(path, today=today)
+        loaded = replace(load_config(path, today=today), where=None)  # the daemon's is lean
         if parameters is None:
             return loaded
         return replace(loaded, parameters=parameters(loaded.config))

@@ -33,9 +33,13 @@ class Reading:
     instrument: str | None = None
     certificate: str | None = None
     verdict: str | None = None
+    server_ts_us: int | None = None
+    """When a server in between (OPC UA) last handled the value; ``ts_us`` is the source's."""
 
     @classmethod
     def from_sample(cls, device: str, sample: Sample, unit: str | None) -> Reading:
+        """The reading of one sample: its value, quality, the flags the instrument
+        reported with it (a meter's status bits) and the server timestamp, if any."""
         return cls(
             ts_us=sample.ts_us,
             device=device,
@@ -45,6 +49,8 @@ class Reading:
             unit=unit,
             quality=sample.quality,
             reason=sample.reason,
+            flags=list(sample.flags),
+            server_ts_us=sample.server_ts_us,
         )
 
     def degrade(self, quality: Quality, reason: Reason, flag: str | None = None) -> None:
@@ -86,4 +92,6 @@ def to_wire(r: Reading) -> dict[str, Any]:
         d["certificate"] = r.certificate
     if r.verdict is not None:
         d["verdict"] = r.verdict
+    if r.server_ts_us is not None:
+        d["server_ts"] = r.server_ts_us
     return d

@@ -5,8 +5,9 @@ The schema (docs/ingest.md):
 ``reading,site=S,gateway=G,device=D,point=P[,instrument=I][,unit=U] <fields> <ts ns>``
   fields: ``value`` (float) or ``value_bool`` / ``value_str``; ``raw`` likewise;
   ``quality``, ``reason``, ``flags`` (comma-joined), ``verdict``, ``certificate``
-  (strings); ``U``, ``k`` (floats); ``seq`` (integer, the batch). A reading with a
-  null value keeps its quality fields so a missed poll stays visible.
+  (strings); ``U``, ``k`` (floats); ``server_ts`` (integer µs, an OPC UA server's
+  timestamp of the value, when the reading has one); ``seq`` (integer, the batch). A
+  reading with a null value keeps its quality fields so a missed poll stays visible.
 ``alarm`` / ``event``: tags site, gateway and the item's identifying keys; fields the
   item's other scalars plus ``seq``.
 ``batch,site=S,gateway=G,kind=K seq=Ni,n=Ni,sealed=Ni,digest="…" <sealed µs·1000 + seq mod 1000>``
@@ -204,6 +205,8 @@ class LineEncoder:
                 f = _scalar_field("raw", raw)
                 if f is not None:
                     line += "," + f
+        if r.server_ts_us is not None:
+            line += f",server_ts={r.server_ts_us}i"
         return f"{line},{seq_field} {r.ts_us}000"
 
     def _checked_line(
@@ -220,8 +223,9 @@ class LineEncoder:
         if len(known) >= self._max:
             known.clear()
         # a checked reading has only contract keys and no null but value's: those it has
-        # besides raw are ts, value and the non-null fixed ones
-        known[key] = (self._fixed_part(site, gateway, row), len(r) - (r.get("raw") is not None))
+        # besides raw and server_ts are ts, value and the non-null fixed ones
+        varying = (r.get("raw") is not None) + (r.get("server_ts") is not None)
+        known[key] = (self._fixed_part(site, gateway, row), len(r) - varying)
         return line
 
     def reading_lines(
@@ -264,18 +268,28 @@ class LineEncoder:
                 hit = None
             ts = get("ts")
             raw: Any = get("raw")
+            server_ts = get("server_ts")
             # True == 1 in a key, not in the contract: a boolean U or k is checked in full
             if (
                 hit is None
-                or len(r) != hit[1] + (raw is not None)
+                or len(r) != hit[1] + (raw is not None) + (server_ts is not None)
                 or type(ts) is not int
                 or not 0 < ts <= MAX_TS_US
                 or type(u) is bool
                 or type(k) is bool
                 or "value" not in r
+                or (
+                    server_ts is not None
+                    and (type(server_ts) is not int or not 0 <= server_ts <= MAX_TS_US)
+                )
             ):
                 append(checked_line(known, site, gateway, seq_field, r, i))
                 continue
+            tail = (
+                f",{seq_field} {ts}000"
+                if server_ts is None
+                else f",server_ts={server_ts}i,{seq_field} {ts}000"
+            )
             v = r["value"]
             t = type(v)
             tr = type(raw)
@@ -286,7 +300,7 @@ class LineEncoder:
                 and -_INF < raw < _INF
             ):
                 # the common reading (a raw register count or a float), in one step
-                append(f"{hit[0]},value={v!r},raw={float(raw)!r},{seq_field} {ts}000")
+                append(f"{hit[0]},value={v!r},raw={float(raw)!r}{tail}")
                 continue
             line = hit[0]
             if t is float or t is int:
@@ -313,7 +327,7 @@ class LineEncoder:
                     raise SchemaError(
                         "schema", f"readings[{i}].raw must be a number, boolean or string"
                     )
-            append(f"{line},{seq_field} {ts}000")
+            append(line + tail)
         return lines
 
     def batch_lines(self, batch: Batch) -> list[str]:

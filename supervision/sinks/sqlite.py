@@ -1,7 +1,8 @@
 """An embedded SQLite store for small sites and the demo, behind the same interface.
 
 Tables: ``readings`` (gateway, device, point, ts_us) with the same content as the
-InfluxDB ``reading`` measurement; ``batches`` (gateway, seq) with the body's
+InfluxDB ``reading`` measurement (its ``server_ts_us`` column is added to a store made
+before it existed); ``batches`` (gateway, seq) with the body's
 ``digest``; ``items`` (alarm and event entries, (gateway, seq, idx));
 ``gateway_status`` (gateway: the latest status); ``security`` (security events,
 (gateway, kind, seq)). WAL mode, ``synchronous=FULL``: a write returns only once its
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS readings (
     site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
     instrument TEXT, unit TEXT, ts_us INTEGER NOT NULL,
     value, raw, quality TEXT NOT NULL, reason TEXT, flags TEXT,
-    U REAL, k REAL, verdict TEXT, certificate TEXT, seq INTEGER NOT NULL,
+    U REAL, k REAL, verdict TEXT, certificate TEXT, seq INTEGER NOT NULL, server_ts_us INTEGER,
     PRIMARY KEY (gateway, device, point, ts_us)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts_us);
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS security (
 ) WITHOUT ROWID;
 """
 
-_INSERT_READING = "INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_READING = "INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_BATCH = (
     "INSERT INTO batches (gateway, seq, site, kind, sealed_us, n, digest) VALUES (?,?,?,?,?,?,?)"
 )
@@ -128,7 +129,7 @@ class SqliteSink:
             (
                 s, g, r.device, r.point, r.instrument, r.unit, r.ts_us, r.value, r.raw,
                 r.quality, r.reason, ",".join(r.flags) if r.flags else None,
-                r.uncertainty, r.coverage, r.verdict, r.certificate, seq,
+                r.uncertainty, r.coverage, r.verdict, r.certificate, seq, r.server_ts_us,
             )
             for r in rows_of(batch, self._checker)
         ]  # fmt: skip
@@ -166,6 +167,9 @@ class SqliteSink:
             columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
             if "digest" not in columns:  # a store created before digests were kept
                 db.execute("ALTER TABLE batches ADD COLUMN digest TEXT")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+            if "server_ts_us" not in columns:  # a store made before readings had it
+                db.execute("ALTER TABLE readings ADD COLUMN server_ts_us INTEGER")
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.name, str(exc)) from None
         self._db = db

@@ -291,7 +291,7 @@ async def test_sensor_fault_bit_makes_values_uncertain() -> None:
             s = _by_point(await h.read())
     assert s["heat"].quality is Quality.UNCERTAIN and s["heat"].reason is Reason.SENSOR_FAILURE
     assert s["flow_fault"].value is True and s["flow_fault"].quality is Quality.GOOD
-    assert "flow_sensor_fault" in s["heat"].flags
+    assert "status:flow_sensor_fault" in s["heat"].flags
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,10 @@ def real_payloads(real: RealGateway) -> list[bytes]:
         make_reading(t + 3, "scale", "mass", None, raw=None, quality=Quality.BAD,
                      reason=Reason.NO_COMMUNICATION),
         make_reading(t + 4, "scale", "id", "SN-1", unit=None),
+        # what CJ/T 188 meters and OPC UA servers add: status flags, the server's time
+        make_reading(t + 5, "water-1", "volume", 12.5, unit="m3",
+                     flags=["valve_closed", "battery_low", "status:magnet_tamper"]),
+        make_reading(t + 6, "plc-1", "temp", 80.25, server_ts_us=t + 7),
     ]  # fmt: skip
     alarm = Alarm("tt-1/temp/high", device="tt-1", point="temp", rule="high",
                   severity=AlarmSeverity.HIGH)  # fmt: skip

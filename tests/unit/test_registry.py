@@ -40,6 +40,8 @@ def test_the_kinds() -> None:
         "toledo_continuous",
         "ascii",
         "dlt645",
+        "cjt188",
+        "opcua",
     ]
     for name, kind in KINDS.items():
         assert kind.name == name
@@ -234,13 +236,16 @@ def test_modbus_plan_problem_is_relative_to_the_device() -> None:
 # -- evidence points --------------------------------------------------------------------------
 
 
-def test_tamper_counters_are_the_dlt645_kinds_evidence() -> None:
+def test_tamper_counters_and_tamper_bits_are_evidence() -> None:
     cfg = load_config(EXAMPLES / "serial-line.yaml").config
     devices = {d.id: d for d in cfg.devices}
     meter = devices["kwh-102"]
     assert KINDS["dlt645"].evidence(meter) == {"cover_open_count"}
+    # a CJ/T 188 meter's manufacturer bit declared `tamper: true`, not its other bits
+    assert KINDS["cjt188"].evidence(devices["water-1"]) == {"magnet_tamper"}
+    assert KINDS["cjt188"].evidence(devices["heat-1"]) == frozenset()
     for dev in cfg.devices:
-        if dev.driver != "dlt645":
+        if dev.driver not in ("dlt645", "cjt188"):
             assert KINDS[dev.driver].evidence(dev) == frozenset()
 
     class Quiet:

@@ -8,7 +8,9 @@ checks, the poller, the audit trail) can rely on them being there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from gateway.config.models.metrology import DeviceMetrologyFields
 
@@ -16,7 +18,17 @@ __all__ = ["DeviceFields"]
 
 
 class DeviceFields(DeviceMetrologyFields):
-    """The fields of every device: its identity, its driver kind and its poll period."""
+    """The fields of every device: its identity, its driver kind and its poll period.
+
+    ``sim`` is read by simulators only (``metrogate sim`` and ``demo``: faults on
+    request, docs/simulator.md); the gateway never looks at it.
+    """
+
+    sim: Any = Field(
+        None,
+        description="Simulator faults of this device (metrogate sim): {fault: KIND[,PARAM]} "
+        "or a list; see docs/simulator.md.",
+    )
 
     if TYPE_CHECKING:  # declared (with descriptions) by each model, in its own order
         driver: str

@@ -23,11 +23,16 @@ declares in one place everything the rest of metrogate needs to know about that 
     needs the bus to itself), the address that tells its replies apart on the line,
     the wire time of one poll, and the family whose members may not mix on one line.
 ``evidence``
-    the points whose values belong in the audit trail (DL/T 645 tamper counters).
+    the points whose values belong in the audit trail (DL/T 645 tamper counters,
+    CJ/T 188 status bits declared as tamper evidence).
 ``simulator``
     ``"module:function"`` of its simulator factory (contracts in
     :mod:`simulators.factory`). Only the composition root, :mod:`gateway.cli.simulate`,
     resolves it: no gateway stage imports :mod:`simulators`.
+``online``, ``browse``
+    what ``metrogate check --online`` tries with the device itself before start (an
+    OPC UA server: trust, login, nodes, types), as located findings; what
+    ``metrogate browse`` lists of its server's address space.
 
 The registry lives in the config stage because the config schema is built from it,
 and the import rules put ``gateway.config`` below ``gateway.acquisition``. Nothing
@@ -40,7 +45,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -48,7 +53,10 @@ from pydantic import Field
 
 from drivers.ascii_generic import AsciiDriver, AsciiSpec
 from drivers.ascii_generic import plan_line as ascii_plan_line
-from drivers.base import Clock, Driver
+from drivers.base import Clock, DeviceRejected, Driver, DriverError, utc_now_us
+from drivers.cjt188 import Cjt188Driver, Cjt188Point, PointError, StatusBit, point_targets
+from drivers.cjt188 import family_of as cjt188_family
+from drivers.cjt188 import plan_lines as cjt188_plan_lines
 from drivers.dlt645 import TAMPER_DIS, Dlt645Driver, Dlt645Point
 from drivers.dlt645 import plan_lines as dlt645_plan_lines
 from drivers.modbus_codec import DataType
@@ -58,11 +66,27 @@ from drivers.modbus_serial import Framing, ModbusSerialDriver
 from drivers.modbus_tcp import ModbusTcpDriver
 from drivers.mtsics import MtSicsDriver
 from drivers.mtsics import plan_line as mtsics_plan_line
+from drivers.opcua import (
+    AuthenticationFailed,
+    BrowseEntry,
+    Deadband,
+    OpcUaDriver,
+    OpcUaPoint,
+    Security,
+    SecurityRejected,
+    SubscriptionRefused,
+    UntrustedServer,
+)
+from drivers.opcua import browse as opcua_browse
+from drivers.opcua import plan_lines as opcua_plan_lines
+from drivers.opcua_security import TrustList, check_key_pair, load_certificate
 from drivers.serial_line import LineSettings, SerialBus, wire_time
 from drivers.toledo import ToledoDriver
 from drivers.toledo import plan_line as toledo_plan_line
+from gateway.config.models.cjt188 import Cjt188Device
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.modbus import ModbusPoint, ModbusTcpDevice
+from gateway.config.models.opcua import OpcUaDevice
 from gateway.config.models.serial import (
     AsciiDevice,
     BusConfig,
@@ -199,6 +223,12 @@ class DriverKind(Generic[D, P]):
     """Ids of the points whose values go to the audit trail when they change."""
     simulator: str | None = None
     """``"module:function"`` of the simulator factory; None: not simulated."""
+    online: Callable[[D, P], Awaitable[list[Finding]]] | None = None
+    """``metrogate check --online``: try the device itself (bounded), return what is wrong
+    with its config, paths relative to the device; None: nothing to try before start."""
+    browse: Callable[[D, str | None], Awaitable[list[BrowseEntry]]] | None = None
+    """``metrogate browse``: the nodes below a path of the device's server, connecting
+    with the device's settings; None: the kind has no address space to browse."""
 
 
 def device_union() -> Any:
@@ -470,6 +500,253 @@ def _tamper_counters(device: Dlt645Device) -> frozenset[str]:
     return frozenset(p.id for p in device.points if int(p.di, 16) in TAMPER_DIS)
 
 
+# -- CJ/T 188 water, heat and gas meters -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cjt188Plan:
+    """What one poll of a meter reads: the current data (901FH), into these points."""
+
+    points: tuple[Cjt188Point, ...]
+    status_bits: tuple[StatusBit, ...]
+
+
+def _cjt188_plan(device: Cjt188Device) -> Cjt188Plan:
+    points = tuple(Cjt188Point(p.id, p.field, p.unit, p.scale, p.offset) for p in device.points)
+    bits = tuple(b.status_bit() for b in device.status_bits)
+    try:
+        point_targets(cjt188_family(device.meter_type), points, bits)
+    except PointError as exc:
+        raise PlanProblem(("points", exc.index, exc.key), str(exc)) from None
+    return Cjt188Plan(points, bits)
+
+
+def _describe_cjt188(device: Cjt188Device, plan: Cjt188Plan) -> list[str]:
+    return cjt188_plan_lines(device.address, device.meter_type, plan.points)
+
+
+def _build_cjt188(device: Cjt188Device, ctx: BuildContext[Cjt188Plan]) -> Driver:
+    return Cjt188Driver(
+        device.id,
+        ctx.serial_bus(),
+        device.address,
+        device.meter_type,
+        ctx.plan.points,
+        timeout=ctx.timeout(device.timeout),
+        di_order=device.di_order,
+        preamble=device.preamble,
+        status_bits=ctx.plan.status_bits,
+        clock=ctx.clock,
+    )
+
+
+def _cjt188_wire_time(device: Cjt188Device, plan: Cjt188Plan, line: LineSettings) -> float:
+    # request: preamble, 68 T A0..A6 C L DI0 DI1 SER CS 16; the reply: 2 FE, 13 bytes of
+    # frame around DI, SER and the current data (19 bytes, 43 for heat meters)
+    body = 43 if device.meter_type >> 4 == 2 else 19
+    return wire_time(16 + device.preamble, 2 + 13 + 3 + body, line)
+
+
+def _cjt188_address(device: Cjt188Device) -> BusAddress | None:
+    # the wildcard is no address: the kind's check keeps such a meter alone on its line
+    return None if device.wildcard else BusAddress("address", "meter address", device.address)
+
+
+def _cjt188_checks(devices: Sequence[tuple[int, Cjt188Device]]) -> Iterator[Finding]:
+    """A meter without points; a wildcard meter that is not the only meter on its line."""
+    by_bus: dict[str, list[tuple[int, Cjt188Device]]] = {}
+    for i, dev in devices:
+        if not dev.points:
+            yield ("devices", i, "points"), "a CJ/T 188 meter needs at least one point", "error"
+        if dev.enabled:
+            by_bus.setdefault(dev.bus, []).append((i, dev))
+    for bus, meters in by_bus.items():
+        wildcards = [(i, d) for i, d in meters if d.wildcard]
+        if not wildcards or len(meters) == 1:
+            continue
+        first = meters[0][0]
+        for i, _dev in wildcards:
+            other = first if i != first else meters[1][0]
+            yield (
+                ("devices", i, "address"),
+                f"the wildcard address answers for the one meter of a line, but bus {bus!r} "
+                f"has other CJ/T 188 meters (devices[{other}]): give this meter its address",
+                "error",
+            )
+
+
+def _cjt188_tamper(device: Cjt188Device) -> frozenset[str]:
+    fields = device.tamper_fields()
+    return frozenset(p.id for p in device.points if p.field in fields)
+
+
+# -- OPC UA servers ---------------------------------------------------------------------------
+
+OpcUaPlan = tuple[OpcUaPoint, ...]
+
+
+def _opcua_plan(device: OpcUaDevice) -> OpcUaPlan:
+    return tuple(
+        OpcUaPoint(
+            p.id,
+            node=p.node,
+            path=p.path,
+            kind=p.kind,
+            scale=p.scale,
+            offset=p.offset,
+            sampling_interval=p.sampling_interval,
+            queue_size=p.queue_size,
+            deadband=None if p.deadband is None else Deadband(p.deadband.kind, p.deadband.value),
+            unit=p.unit,
+            low=p.low,
+            high=p.high,
+        )
+        for p in device.points
+    )
+
+
+def _describe_opcua(device: OpcUaDevice, points: OpcUaPlan) -> list[str]:
+    return opcua_plan_lines(device.mode, device.publishing_interval, points)
+
+
+def _opcua_security(device: OpcUaDevice) -> Security:
+    sec = device.security
+    return Security(
+        mode=sec.mode,
+        policy=sec.policy,
+        certificate=sec.certificate,
+        private_key=sec.private_key,
+        trusted_servers=tuple(sec.trusted_servers),
+        trust_unknown_server=sec.accept_unknown_server,
+    )
+
+
+def _build_opcua(device: OpcUaDevice, ctx: BuildContext[OpcUaPlan]) -> OpcUaDriver:
+    return OpcUaDriver(
+        device.id,
+        device.url,
+        ctx.plan,
+        timeout=device.timeout,
+        mode=device.mode,
+        publishing_interval=device.publishing_interval,
+        security=_opcua_security(device),
+        username=device.username,
+        password=None if device.password is None else device.password.get_secret_value(),
+        clock=ctx.clock,
+    )
+
+
+_SUBSCRIBE_ONLY = ("sampling_interval", "queue_size", "deadband")
+
+
+def _opcua_files(i: int, dev: OpcUaDevice) -> Iterator[Finding]:
+    """The security files: certificate and key load and belong together, the trust list
+    loads and trusts something when the channel is secured."""
+    sec = dev.security
+    at = ("devices", i, "security")
+    if sec.certificate is not None and sec.private_key is not None:
+        try:
+            load_certificate(sec.certificate)
+        except (OSError, ValueError) as exc:
+            yield (*at, "certificate"), _file_problem(exc), "error"
+        else:
+            try:
+                check_key_pair(sec.certificate, sec.private_key)
+            except (OSError, ValueError) as exc:
+                yield (*at, "private_key"), _file_problem(exc), "error"
+    for k, location in enumerate(sec.trusted_servers):
+        if not location.exists():
+            yield (*at, "trusted_servers", k), f"{location}: no such file or folder", "error"
+            continue
+        try:
+            TrustList([location])
+        except (OSError, ValueError) as exc:
+            yield (*at, "trusted_servers", k), _file_problem(exc), "error"
+    if sec.accept_unknown_server:
+        yield (
+            (*at, "accept_unknown_server"),
+            "any server certificate is accepted: use this while commissioning only, then "
+            "put the server's certificate in trusted_servers",
+            "warning",
+        )
+    elif sec.secured and not sec.trusted_servers:
+        yield (
+            (*at, "trusted_servers"),
+            f"security mode {sec.mode} trusts no server: add the server's certificate "
+            "(metrogate scan --opcua URL shows its fingerprint)",
+            "error",
+        )
+
+
+def _file_problem(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def _opcua_checks(devices: Sequence[tuple[int, OpcUaDevice]]) -> Iterator[Finding]:
+    """A server without points; subscription settings on a polled device; the security
+    files (each located at its key)."""
+    for i, dev in devices:
+        if not dev.points:
+            yield ("devices", i, "points"), "an OPC UA device needs at least one point", "error"
+        if dev.mode == "poll":
+            for j, p in enumerate(dev.points):
+                for key in _SUBSCRIBE_ONLY:
+                    if key in p.model_fields_set:
+                        yield (
+                            ("devices", i, "points", j, key),
+                            f"{key} applies to mode: subscribe; this device polls",
+                            "warning",
+                        )
+        yield from _opcua_files(i, dev)
+
+
+async def _opcua_online(device: OpcUaDevice, points: OpcUaPlan) -> list[Finding]:
+    """Connect as the daemon would: trust, login, every node found and of a usable type,
+    the subscription and its monitored items (subscribe mode); then disconnect."""
+    driver = _build_opcua(device, BuildContext(points, utc_now_us))
+    found: list[Finding] = []
+    problems = []
+    try:
+        async with driver:
+            try:
+                await driver.read()
+            finally:
+                problems = driver.problems()  # while the session is there
+    except UntrustedServer as exc:
+        found.append((("security", "trusted_servers"), str(exc), "error"))
+    except SecurityRejected as exc:
+        found.append((("security", "mode"), str(exc), "error"))
+    except AuthenticationFailed as exc:
+        found.append((("username",), str(exc), "error"))
+    except SubscriptionRefused as exc:
+        found.append((("mode",), str(exc), "error"))
+    except DeviceRejected as exc:
+        if not problems:  # else the points say what is wrong
+            found.append((("url",), str(exc), "error"))
+    except DriverError as exc:
+        found.append((("url",), str(exc), "error"))
+    index = {p.id: j for j, p in enumerate(device.points)}
+    for problem in problems:
+        j = index[problem.point]
+        key = "node" if device.points[j].node is not None else "path"
+        found.append((("points", j, key), str(problem), "error"))
+    return found
+
+
+async def _opcua_browse(device: OpcUaDevice, path: str | None) -> list[BrowseEntry]:
+    return await opcua_browse(
+        device.url,
+        path,
+        security=_opcua_security(device),
+        username=device.username,
+        password=None if device.password is None else device.password.get_secret_value(),
+        request_timeout=max(device.timeout, 2.0),
+        device_id=device.id,
+    )
+
+
 # -- the table -----------------------------------------------------------------------------
 
 KINDS: dict[str, DriverKind[Any, Any]] = {
@@ -545,6 +822,30 @@ KINDS: dict[str, DriverKind[Any, Any]] = {
         serial=SerialNeeds(_dlt645_wire_time, address=_meter_address),
         evidence=_tamper_counters,
         simulator="simulators.serial_instruments:dlt645_line",
+    ),
+    "cjt188": DriverKind(
+        name="cjt188",
+        title="CJ/T 188",
+        model=Cjt188Device,
+        plan=_cjt188_plan,
+        describe=_describe_cjt188,
+        build=_build_cjt188,
+        checks=_cjt188_checks,
+        serial=SerialNeeds(_cjt188_wire_time, address=_cjt188_address),
+        evidence=_cjt188_tamper,
+        simulator="simulators.cjt188:cjt188_line",
+    ),
+    "opcua": DriverKind(
+        name="opcua",
+        title="OPC UA",
+        model=OpcUaDevice,
+        plan=_opcua_plan,
+        describe=_describe_opcua,
+        build=_build_opcua,
+        checks=_opcua_checks,
+        simulator="simulators.opcua_server:serve_opcua",
+        online=_opcua_online,
+        browse=_opcua_browse,
     ),
 }
 """Every driver kind, by its ``driver:`` name; the order is the schema's."""

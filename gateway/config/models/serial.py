@@ -12,7 +12,7 @@ objects (unknown bus, two claims on one port, a poll the line cannot carry) are 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
@@ -160,6 +160,9 @@ class ScalePoint(PointMetrologyFields):
     field: Literal["weight", "tare"] = "weight"
     unit: str | None = Field(None, description="Expected unit; another unit reads as bad.")
     description: str | None = None
+    sim: Any = Field(
+        None, description="Simulator value for this point (metrogate sim): see docs/simulator.md."
+    )
 
 
 class MtSicsDevice(SerialDevice):
@@ -219,6 +222,9 @@ class AsciiPoint(PointMetrologyFields):
     scale: float = 1.0
     offset: float = 0.0
     description: str | None = None
+    sim: Any = Field(
+        None, description="Simulator value for this point (metrogate sim): see docs/simulator.md."
+    )
 
 
 class AsciiDevice(SerialDevice):
@@ -276,6 +282,9 @@ class Dlt645PointConfig(PointMetrologyFields):
     offset: float = 0.0
     unit: str | None = None
     description: str | None = None
+    sim: Any = Field(
+        None, description="Simulator value for this point (metrogate sim): see docs/simulator.md."
+    )
 
     @model_validator(mode="after")
     def _layout(self) -> Dlt645PointConfig:

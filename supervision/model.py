@@ -321,7 +321,9 @@ class ReadingChecker:
         if verdict is not None and (type(verdict) is not str or verdict not in VERDICTS):
             raise SchemaError("schema", f"readings[{i}].verdict {verdict!r} is unknown")
         server_ts = get("server_ts")
-        if server_ts is not None and (type(server_ts) is not int or not 0 <= server_ts <= MAX_TS_US):
+        if server_ts is not None and (
+            type(server_ts) is not int or not 0 <= server_ts <= MAX_TS_US
+        ):
             raise SchemaError(
                 "schema", f"readings[{i}].server_ts must be an integer in 0..{MAX_TS_US} (µs)"
             )

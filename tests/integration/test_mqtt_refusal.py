@@ -65,14 +65,22 @@ async def test_refused_batches_stay_counted_reported_once_and_go_out_once_allowe
             async with collecting(broker, loaded) as col, running(loaded) as gw:
                 assert gw.publisher is not None and gw.outbox is not None
                 pub, outbox = gw.publisher, gw.outbox
+
+                def stored_data() -> list[int]:
+                    return [b.seq for b in outbox.take(100_000) if b.kind == "data"]
+
+                # a refused batch is offered again after the back-off, so refusals count
+                # retries too: wait for twenty of them and twenty distinct batches kept
                 await eventually(
-                    lambda: pub.stats.refused.get(("data", "not_authorized"), 0) >= 20,
-                    "twenty refusals",
+                    lambda: (
+                        pub.stats.refused.get(("data", "not_authorized"), 0) >= 20
+                        and len(stored_data()) >= 20
+                    ),
+                    "twenty refusals and twenty data batches kept",
                     within=30,
                 )
                 # nothing refused was deleted: every data batch sealed is still there
-                data_seqs = [b.seq for b in outbox.take(100_000) if b.kind == "data"]
-                assert len(data_seqs) >= 20
+                data_seqs = stored_data()
                 assert outbox.stats().dropped_batches == 0
                 assert "data" not in {b["type"] for b in col.bodies.values()}
                 # events are not refused, and the episode is reported once, not per batch

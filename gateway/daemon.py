@@ -28,6 +28,7 @@ from gateway.common.opsserver import OpsServer
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import DropReport, Outbox
 from gateway.delivery.publisher import Publisher
+from gateway.delivery.writer import OutboxWriter
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
 from gateway.ops.health import gateway_ops_server
@@ -62,6 +63,7 @@ class Gateway:
         self.metrology: dict[str, DeviceMetrology] = {}
         self.publisher: Publisher | None = None
         self.outbox: Outbox | None = None
+        self.writer: OutboxWriter | None = None  # every put goes through it (never raises)
         self.started_us = clock()
         self.ready = asyncio.Event()
         self._pending_events: list[dict[str, Any]] = []
@@ -84,9 +86,9 @@ class Gateway:
         self._pending_events.append(self._eventlog.append(type_, data, source=source))
 
     def _flush_events(self) -> None:
-        if self._pending_events and self.outbox is not None:
+        if self._pending_events and self.writer is not None:
             events, self._pending_events = self._pending_events, []
-            self.outbox.put("event", events)
+            self.writer.put("event", events)
 
     def _on_drop(self, report: DropReport) -> None:
         data = asdict(report) if hasattr(report, "__dataclass_fields__") else dict(vars(report))
@@ -118,6 +120,7 @@ class Gateway:
             ) as eventlog,
         ):
             self.outbox, self._eventlog = outbox, eventlog
+            self.writer = writer = OutboxWriter(outbox, clock_us=self.clock)
             self._startup_events()
             self._flush_events()
             release_free_memory()
@@ -194,6 +197,8 @@ class Gateway:
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
                     self._flush_events()
+                    writer.retry()
+                    writer.abandon()
 
     async def _devices(self) -> None:
         """The device tasks; rebuilt with reopened drivers when a reload is applied."""
@@ -211,7 +216,7 @@ class Gateway:
                     self._reload_devices.clear()
                     for t in tasks:
                         t.cancel()
-            self._save_rule_state()
+            await self.rules.save_all(list(self.metrology.values()))
 
     async def _apply_reload(self, result: Reloaded) -> None:
         """A valid, changed configuration: new device tasks with it (see gateway.ops.reload).
@@ -272,8 +277,8 @@ class Gateway:
             self._pending_events.append(entry)
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
-        assert self.outbox is not None
-        self.outbox.put(kind, records)
+        assert self.writer is not None
+        self.writer.put(kind, records)
 
     def _startup_events(self) -> None:
         assert self._eventlog is not None
@@ -325,29 +330,47 @@ class Gateway:
             self.rules.save(metro)
 
     async def _housekeeping(self) -> None:
-        """Once a second: clock checks, calibration warnings, queued events."""
+        """Once a second: clock checks, calibration warnings, queued events, outbox retries.
+
+        A tick that fails is logged (its traceback once per kind of failure) and the
+        next one runs: housekeeping must not end the gateway either.
+        """
         last_rules_save = time.monotonic()
         trimmed = False
+        reported: set[str] = set()
         while True:
-            for event in self.clock_monitor.check():
-                kind = "clock_jump" if isinstance(event, ClockJump) else "clock_sync"
-                self.record_event(kind, event.event_data(), source="clock")
-            now = self.clock()
-            for metro in self.metrology.values():
-                for entry in metro.events(now):
-                    self.record_event(str(entry["event"]), entry, source="calibration")
-                alarms = metro.tick(now)
-                if alarms:
-                    self._emit("alarm", alarms)
-                    self._alarms_changed(metro.device)
-            if self.outbox is not None:
-                self.outbox.enforce_bounds()  # ages batches out while nothing new comes
-            self._flush_events()
-            if time.monotonic() - last_rules_save > 60:
-                self._save_rule_state()
-                last_rules_save = time.monotonic()
-                release_free_memory()
-            elif not trimmed and self.publisher is not None and self.publisher.stats.published:
-                release_free_memory()  # the start-up batches are out: their memory too
-                trimmed = True
+            try:
+                last_rules_save, trimmed = await self._tick(last_rules_save, trimmed)
+            except Exception as exc:
+                kind = type(exc).__qualname__
+                if kind not in reported:
+                    reported.add(kind)
+                    log.error("housekeeping failed: %s", exc, exc_info=exc)
+                else:
+                    log.debug("housekeeping failed again: %s", exc)
             await asyncio.sleep(1.0)
+
+    async def _tick(self, last_rules_save: float, trimmed: bool) -> tuple[float, bool]:
+        for event in self.clock_monitor.check():
+            kind = "clock_jump" if isinstance(event, ClockJump) else "clock_sync"
+            self.record_event(kind, event.event_data(), source="clock")
+        now = self.clock()
+        for metro in self.metrology.values():
+            for entry in metro.events(now):
+                self.record_event(str(entry["event"]), entry, source="calibration")
+            alarms = metro.tick(now)
+            if alarms:
+                self._emit("alarm", alarms)
+                self._alarms_changed(metro.device)
+        if self.writer is not None:
+            self.writer.retry()
+            self.writer.enforce_bounds()  # ages batches out while nothing new comes
+        self._flush_events()
+        if time.monotonic() - last_rules_save > 60:
+            last_rules_save = time.monotonic()
+            await self.rules.save_all(list(self.metrology.values()))
+            release_free_memory()
+        elif not trimmed and self.publisher is not None and self.publisher.stats.published:
+            release_free_memory()  # the start-up batches are out: their memory too
+            trimmed = True
+        return last_rules_save, trimmed

@@ -6,9 +6,10 @@ no web framework. Bind it to loopback (the default ``127.0.0.1:9108``): it has n
 authentication.
 
 ``/health`` answers 200 with ``"status": "ok"`` when every device polls, the broker
-is connected, the clock is synchronised and nothing was dropped from the outbox
-since start; otherwise 503 with ``"status": "degraded"`` and the reasons in
-``"problems"`` (docs/operations.md lists every field). ``/metrics`` is always 200.
+is connected, the clock is synchronised, the outbox can be written and nothing was
+dropped from it or lost on the way into it since start; otherwise 503 with
+``"status": "degraded"`` and the reasons in ``"problems"`` (docs/operations.md lists
+every field). ``/metrics`` is always 200.
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ def gateway_health(
                 "last_error": h.last_error,
                 "last_duration_s": h.last_duration_s,
                 "poll_s": float(getattr(poller.device, "poll", 0) or 0),
+                "exceptions": dict(h.exceptions),
+                "lost": h.lost,
             }
         )
+        if h.lost:
+            problems.append(f"device {dev_id}: {h.lost} reading(s) could not be stored")
     doc: dict[str, Any] = {
         "status": "ok",
         "problems": problems,
@@ -149,6 +154,23 @@ def _outbox(
         )
     if s.dropped_batches > dropped_at_start:
         problems.append(f"outbox dropped {s.dropped_batches - dropped_at_start} batch(es)")
+    writer = gw.writer
+    if writer is not None:
+        w = writer.stats
+        out.update(
+            writable=not w.failing,
+            write_failures=w.failures,
+            write_error=w.last_error,
+            held_records=w.held_records,
+            lost_records=dict(w.lost),
+        )
+        if w.failing:
+            problems.append(
+                f"outbox not writable since {iso_us(w.failing_since_us)}: {w.last_error};"
+                f" {w.held_records} record(s) held in memory"
+            )
+        if w.lost_records:
+            problems.append(f"outbox: {w.lost_records} record(s) lost while it was not writable")
     return out
 
 

@@ -15,6 +15,7 @@ from gateway.audit.software_id import SoftwareId
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import OutboxStats
 from gateway.delivery.publisher import PublisherStats
+from gateway.delivery.writer import WriterStats
 
 if TYPE_CHECKING:  # the runtime imports every driver; the ops code needs only its types
     from gateway.acquisition.poller import DeviceHealth
@@ -30,6 +31,11 @@ class PollerView(Protocol):
 
 class OutboxView(Protocol):
     def stats(self) -> OutboxStats: ...
+
+
+class WriterView(Protocol):
+    @property
+    def stats(self) -> WriterStats: ...
 
 
 class PublisherView(Protocol):
@@ -64,6 +70,9 @@ class GatewayView(RatesView, Protocol):
 
     @property
     def publisher(self) -> PublisherView | None: ...
+
+    @property
+    def writer(self) -> WriterView | None: ...
 
     @property
     def clock_monitor(self) -> ClockView: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from typing import Any
@@ -42,9 +43,17 @@ from gateway.wire.signing import Signer
 
 log = logging.getLogger("metrogate.runtime")
 
+BuildDrivers = Callable[..., Awaitable[dict[str, Driver]]]
+"""``build(loaded, stack, *, clock) -> {device id: driver}``: how the device tasks get
+their drivers (:func:`gateway.acquisition.build.build_drivers`, entered on ``stack``)."""
+
 
 class Gateway:
-    """The daemon: everything ``metrogate run`` does, as one async call."""
+    """The daemon: everything ``metrogate run`` does, as one async call.
+
+    ``build`` makes the drivers of the device tasks (the default opens every enabled
+    device's driver by its kind; tests pass a wrapper around it).
+    """
 
     def __init__(
         self,
@@ -53,8 +62,10 @@ class Gateway:
         clock: Clock = utc_now_us,
         clock_monitor: ClockMonitor | None = None,
         software: SoftwareId | None = None,
+        build: BuildDrivers = build_drivers,
     ) -> None:
         self.loaded = loaded
+        self._build = build
         self.config = loaded.config
         self.clock = clock
         self.clock_monitor = clock_monitor or ClockMonitor()
@@ -204,7 +215,7 @@ class Gateway:
         """The device tasks; rebuilt with reopened drivers when a reload is applied."""
         while True:
             async with AsyncExitStack() as stack:
-                drivers = await build_drivers(self.loaded, stack, clock=self.clock)
+                drivers = await self._build(self.loaded, stack, clock=self.clock)
                 self.pollers, self.metrology = {}, {}
                 self._build_pollers(drivers)
                 self._devices_up.set()

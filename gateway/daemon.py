@@ -26,6 +26,7 @@ from gateway.audit.eventlog import EventLog, EventLogFull
 from gateway.audit.parameters import legal_parameters, parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
 from gateway.common.opsserver import OpsServer
+from gateway.common.stall import StallMonitor
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import DropReport, Outbox
 from gateway.delivery.publisher import Publisher
@@ -85,6 +86,7 @@ class Gateway:
         self._reload_devices = asyncio.Event()
         self.rules = RuleStore(self.config.gateway.state_dir / "rules")
         self.desk: AlarmDesk | None = None  # operator commands, once the publisher exists
+        self.stalls = StallMonitor()  # how long the event loop blocks (/metrics)
 
     @property
     def base_topic(self) -> str:
@@ -159,10 +161,11 @@ class Gateway:
                 notifier = Notifier.from_env()
                 try:
                     async with asyncio.TaskGroup() as tg:
+                        stalls = tg.create_task(self.stalls.run(), name="loop-stall")
                         publisher = tg.create_task(self.publisher.run(), name="publisher")
                         devices = tg.create_task(self._devices(), name="devices")
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
-                        tasks = [publisher, devices, housekeeping]
+                        tasks = [stalls, publisher, devices, housekeeping]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again

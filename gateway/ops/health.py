@@ -100,6 +100,10 @@ def gateway_health(
             "state": str(gw.clock_monitor.state),
             "synchronised": gw.clock_monitor.synchronised,
         },
+        "loop": {
+            "max_stall_s": round(gw.stalls.stats.max_s, 4),
+            "stalls": gw.stalls.stats.stalls,
+        },
     }
     if not gw.clock_monitor.synchronised:
         problems.append("clock not synchronised")

@@ -66,6 +66,9 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_mqtt_published_total": "Batches the broker acknowledged (PUBACK).",
     "metrogate_mqtt_failures_total": "Broker connection failures and losses.",
     "metrogate_clock_synchronised": "1 when the kernel reports the clock synchronised.",
+    "metrogate_loop_stall_max_seconds": "Longest event-loop stall since start (20 ms timer).",
+    "metrogate_loop_lag_seconds": "How late the event loop ran its last 20 ms timer.",
+    "metrogate_loop_stalls_total": "Event-loop stalls of 50 ms or more.",
 }
 
 
@@ -183,6 +186,14 @@ class GatewayCollector(Collector):
         clock = _gauge("metrogate_clock_synchronised")
         clock.add_metric([], 1.0 if gw.clock_monitor.synchronised else 0.0)
         yield clock
+        loop = gw.stalls.stats
+        worst = _gauge("metrogate_loop_stall_max_seconds")
+        worst.add_metric([], loop.max_s)
+        lag = _gauge("metrogate_loop_lag_seconds")
+        lag.add_metric([], loop.last_s)
+        stalls = _counter("metrogate_loop_stalls_total")
+        stalls.add_metric([], loop.stalls)
+        yield from (worst, lag, stalls)
 
     def _devices(self) -> Iterator[Metric]:
         dev = ["device"]

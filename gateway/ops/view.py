@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.acquisition.clock import SyncState
 from gateway.audit.software_id import SoftwareId
+from gateway.common.stall import StallStats
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import OutboxStats
 from gateway.delivery.publisher import PublisherStats
@@ -36,6 +37,11 @@ class OutboxView(Protocol):
 class WriterView(Protocol):
     @property
     def stats(self) -> WriterStats: ...
+
+
+class StallView(Protocol):
+    @property
+    def stats(self) -> StallStats: ...
 
 
 class PublisherView(Protocol):
@@ -73,6 +79,9 @@ class GatewayView(RatesView, Protocol):
 
     @property
     def writer(self) -> WriterView | None: ...
+
+    @property
+    def stalls(self) -> StallView: ...
 
     @property
     def clock_monitor(self) -> ClockView: ...

@@ -23,7 +23,7 @@ from gateway.acquisition.clock import ClockJump, ClockMonitor
 from gateway.acquisition.poller import DevicePoller
 from gateway.acquisition.rulestate import RuleStore
 from gateway.audit.eventlog import EventLog, EventLogFull
-from gateway.audit.parameters import legal_parameters, parameters_json
+from gateway.audit.parameters import parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
 from gateway.common.opsserver import OpsServer
 from gateway.common.stall import StallMonitor
@@ -34,7 +34,11 @@ from gateway.delivery.writer import OutboxWriter
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
 from gateway.ops.health import gateway_ops_server
-from gateway.ops.memory import release_free_memory
+from gateway.ops.memory import (
+    freeze_long_lived,
+    release_free_memory,
+    release_free_memory_async,
+)
 from gateway.ops.reload import Reloaded, watch_sighup
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.watchdog import Watchdog
@@ -137,6 +141,7 @@ class Gateway:
             self._startup_events()
             self._flush_events()
             release_free_memory()
+            freeze_long_lived()  # the config, the event log's state: they live as long as we do
             async with AsyncExitStack() as stack:
                 self.publisher = Publisher(
                     cfg.mqtt,
@@ -220,7 +225,7 @@ class Gateway:
             async with AsyncExitStack() as stack:
                 drivers = await self._build(self.loaded, stack, clock=self.clock)
                 self.pollers, self.metrology = {}, {}
-                self._build_pollers(drivers)
+                await self._build_pollers(drivers)
                 self._devices_up.set()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
@@ -231,6 +236,11 @@ class Gateway:
                     for t in tasks:
                         t.cancel()
             await self.rules.save_all(list(self.metrology.values()))
+            # the replaced devices, drivers and configuration are garbage now: collected
+            # once here, and the collector kept off the new configuration from now on
+            del drivers, tasks, tg, stack
+            self.pollers, self.metrology = {}, {}
+            freeze_long_lived()
 
     async def _apply_reload(self, result: Reloaded) -> None:
         """A valid, changed configuration: new device tasks with it (see gateway.ops.reload).
@@ -239,9 +249,14 @@ class Gateway:
         when the event log is full they are refused and the running config is kept.
         """
         assert self._eventlog is not None
+        # computed in the loading child, as at start-up (not here, on the event loop)
+        current = result.loaded.parameters
+        if current is None:
+            current = parameters_json(result.loaded.config)
         try:
-            entries = self._eventlog.reconcile_parameters(
-                legal_parameters(result.loaded.config), source=str(result.loaded.path)
+            # comparing a big site's parameter sets takes a while: the log is thread-safe
+            entries = await asyncio.to_thread(
+                self._eventlog.reconcile_parameters, current, source=str(result.loaded.path)
             )
         except EventLogFull:
             log.error("reload refused: the event log is full, parameter changes are refused")
@@ -255,12 +270,20 @@ class Gateway:
         self.loaded, self.config = result.loaded, result.loaded.config
         self._reload_devices.set()
 
-    def _build_pollers(self, drivers: dict[str, Driver]) -> None:
+    async def _build_pollers(self, drivers: dict[str, Driver]) -> None:
+        """One poller per driver; the loop runs between two devices (a big site's
+        metrology and saved rule states take a while to build at a reload).
+
+        The first polls are spread evenly over each device's period (device ``i`` of
+        ``n`` starts ``i / n`` of its period late, at most a second): devices on one
+        grid would otherwise all be due at the same instant, and the event loop
+        would run every device's poll before anything else, each period.
+        """
         cfg = self.config
         instruments = {i.id: i for i in cfg.instruments}
-        for dev in cfg.devices:
-            if dev.id not in drivers:
-                continue
+        enabled = [dev for dev in cfg.devices if dev.id in drivers]
+        for i, dev in enumerate(enabled):
+            await asyncio.sleep(0)
             points = [(str(p.id), p, getattr(p, "unit", None)) for p in getattr(dev, "points", [])]
             metro = DeviceMetrology(dev.id, points, dev, instruments, self.clock)
             self.rules.restore(metro)
@@ -276,6 +299,7 @@ class Gateway:
                 on_alarm_change=self._alarms_changed,
                 on_identity=self._identity_seen,
                 on_tamper=self._tamper_seen,
+                phase=i / len(enabled) * min(float(dev.poll), 1.0),
             )
 
     def _identity_seen(self, device: str, identity: dict[str, str]) -> None:
@@ -383,8 +407,8 @@ class Gateway:
         if time.monotonic() - last_rules_save > 60:
             last_rules_save = time.monotonic()
             await self.rules.save_all(list(self.metrology.values()))
-            release_free_memory()
+            await release_free_memory_async()
         elif not trimmed and self.publisher is not None and self.publisher.stats.published:
-            release_free_memory()  # the start-up batches are out: their memory too
+            await release_free_memory_async()  # the start-up batches are out: their memory too
             trimmed = True
         return last_rules_save, trimmed

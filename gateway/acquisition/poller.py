@@ -115,6 +115,7 @@ class DevicePoller:
         on_identity: Callable[[str, dict[str, str]], None] | None = None,
         on_tamper: Callable[[str, dict[str, int]], None] | None = None,
         rng: random.Random | None = None,
+        phase: float = 0.0,
     ) -> None:
         self.device = device
         self.driver = driver
@@ -127,6 +128,8 @@ class DevicePoller:
         self.on_alarm_change = on_alarm_change
         self.on_identity = on_identity
         self.on_tamper = on_tamper
+        self.phase = phase
+        """Seconds after start of the first poll (the daemon spreads devices over a period)."""
         self.tamper_points = KINDS[device.driver].evidence(device)
         self._identity: dict[str, str] = {}
         self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
@@ -145,7 +148,10 @@ class DevicePoller:
     async def run(self) -> None:
         """Poll forever (until cancelled); no failure of a poll ends this task."""
         period = float(self.device.poll)
-        scheduled = self.monotonic()
+        scheduled = self.monotonic() + self.phase
+        if self.phase > 0:
+            self.health.progress_monotonic = self.monotonic()
+            await self.sleep(self.phase)
         while True:
             started = self.monotonic()
             self.health.progress_monotonic = started
@@ -223,6 +229,7 @@ class DevicePoller:
             except Exception as exc:
                 failure.append(self._exception("store", exc))
         self._settle(*(failure[0] if failure else (None, None)))
+        failure.clear()  # an exception's traceback holds this frame: no cycle through it
         return readings
 
     def _bad(self, reason: Reason) -> list[Reading]:
@@ -301,8 +308,8 @@ class DevicePoller:
             if h.state != "failing":
                 h.state = "failing"
                 # an unexpected exception was logged, with its traceback, where it was caught
-                if isinstance(cause, DriverError):
-                    log.error("device %s failing: %s", dev_id, cause)
+                if isinstance(cause, DriverError):  # as text: a kept record keeps no frames
+                    log.error("device %s failing: %s", dev_id, str(cause))
             else:
                 log.debug("device %s still failing: %s", dev_id, problem)
             return

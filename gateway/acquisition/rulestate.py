@@ -54,7 +54,10 @@ class RuleStore:
 
     async def save_all(self, metros: Iterable[DeviceMetrology]) -> None:
         """Write every state: snapshots here, encoding and files in a worker thread."""
-        snapshots = [(m.device, m.to_state()) for m in metros]
+        snapshots = []
+        for metro in metros:
+            snapshots.append((metro.device, metro.to_state()))
+            await asyncio.sleep(0)  # one device at a time: the loop runs in between
         if snapshots:
             await asyncio.to_thread(self._write_all, snapshots)
 

@@ -216,7 +216,7 @@ class Gateway:
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
                     self._flush_events()
-                    writer.retry()
+                    writer.retry(now=True)
                     writer.abandon()
 
     async def _devices(self) -> None:

@@ -120,11 +120,12 @@ class OutboxWriter:
         except Exception as exc:  # not curable by retrying: these records are lost now
             self._give_up(kind, records, exc)
 
-    def retry(self) -> bool:
-        """Write what is held, if a retry is due; True when nothing is held any more."""
+    def retry(self, *, now: bool = False) -> bool:
+        """Write what is held, if a retry is due (or ``now``: the last chance at shutdown);
+        True when nothing is held any more."""
         if not self.stats.failing:
             return True
-        if self._backoff.remaining() > 0:
+        if self._backoff.remaining() > 0 and not now:
             return False
         while self._held:
             kind, records = self._merged()

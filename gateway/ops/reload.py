@@ -149,7 +149,10 @@ async def watch_sighup(
 ) -> None:
     """Until cancelled: on each SIGHUP reload, and ``apply`` a valid, changed configuration.
 
-    Signals arriving during a reload coalesce into one more reload afterwards.
+    Signals arriving during a reload coalesce into one more reload afterwards. A
+    reload that fails in any way (an event that cannot be recorded, a failing
+    ``apply``) is logged with its traceback and leaves the running configuration:
+    this task runs beside every device and must not end.
     """
     loop = asyncio.get_running_loop()
     hup = asyncio.Event()
@@ -162,11 +165,12 @@ async def watch_sighup(
                 notifier.reloading()
             try:
                 result = await reload_config(current(), record_event)
-            except ReloadRefused:
-                pass  # logged and recorded; the running configuration stays
-            else:
                 if result.changed:
                     await apply(result)
+            except ReloadRefused:
+                pass  # logged and recorded; the running configuration stays
+            except Exception as exc:  # (the audit trail not writable, ...): never the end
+                log.error("reload failed: %s; keeping the running configuration", exc, exc_info=exc)
             finally:
                 if notifier is not None:
                     notifier.ready()

@@ -153,3 +153,34 @@ async def test_a_load_past_its_time_is_refused(tmp_path: Path) -> None:
         await reload_config(current, events, load=load)
     assert refused.value.problems == [f"{current.path}: loading took longer than 300.0 s"]
     assert events.recorded[0][0] == "config_reload_refused"
+
+
+async def test_a_reload_that_fails_in_any_way_leaves_the_watcher_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = one_device_config(tmp_path)
+    text = running.path.read_text()
+    applied: list[Reloaded] = []
+    calls: list[str] = []
+
+    def failing_log(type_: str, data: dict[str, Any]) -> None:
+        calls.append(type_)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")  # the audit trail cannot be written
+
+    async def apply(result: Reloaded) -> None:
+        applied.append(result)
+
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(watch_sighup(lambda: running, failing_log, apply), name="sighup")
+        await asyncio.sleep(0)  # let it install the handler
+        running.path.write_text(text.replace("poll: 1s", "poll: 2s"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: calls == ["config_reloaded"], "the first reload", within=5)
+        await eventually(
+            lambda: any("reload failed" in r.getMessage() for r in caplog.records), "logged"
+        )
+        assert not task.done() and applied == []
+        os.kill(os.getpid(), signal.SIGHUP)  # the next one goes through
+        await eventually(lambda: bool(applied), "the second reload applied", within=5)
+        task.cancel()

@@ -38,6 +38,7 @@ from gateway.ops.memory import (
     freeze_long_lived,
     release_free_memory,
     release_free_memory_async,
+    thaw,
 )
 from gateway.ops.reload import Reloaded, watch_sighup
 from gateway.ops.sdnotify import Notifier
@@ -218,6 +219,7 @@ class Gateway:
                     self._flush_events()
                     writer.retry(now=True)
                     writer.abandon()
+                    thaw()
 
     async def _devices(self) -> None:
         """The device tasks; rebuilt with reopened drivers when a reload is applied."""

@@ -51,3 +51,9 @@ def freeze_long_lived(*, collect: bool = True) -> None:
     if collect:
         gc.collect()
     gc.freeze()
+
+
+def thaw() -> None:
+    """Undo :func:`freeze_long_lived` (when the gateway stops inside a longer-lived
+    process: the demo, tests), so what it froze is collected normally again."""
+    gc.unfreeze()

@@ -5,9 +5,13 @@ stream unasked), how a reply line ends (``terminator``) and how to read it: a
 regular expression with the named groups ``value`` (required), ``unit`` and
 ``status`` (optional), and a table from status text to quality and reason.
 
-:func:`parse_line` is pure. A line that does not match, a value that is not a
-number, a status missing from the table (``unknown_status`` applies) or a unit
-other than the configured one never yields a good value.
+:func:`parse_line` is pure and total: any line gives a sample, never an exception.
+A line that does not match, a value that is not a number, a status missing from the
+table (``unknown_status`` applies) or a unit other than the configured one never
+yields a good value. A pattern may make ``value`` optional, for instruments that
+send a status alone (``OL`` for an overload): such a line takes its status's
+quality and reason, with no value — bad / device_failure when the status would
+call it good, or when the pattern has no ``status`` group.
 """
 
 from __future__ import annotations
@@ -54,23 +58,30 @@ def parse_line(spec: AsciiSpec, line: str, ts: int) -> Sample:
     m = spec.pattern.search(line)
     if m is None:
         return Sample(spec.point, None, None, Quality.BAD, Reason.DEVICE_FAILURE, ts)
-    try:
-        raw = float(m.group("value").replace(" ", ""))
-    except ValueError:
-        return Sample(spec.point, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
-    if not math.isfinite(raw):
-        return Sample(spec.point, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
     quality: Quality = Quality.GOOD
     reason: Reason | None = None
     if "status" in spec.pattern.groupindex:
         status = (m.group("status") or "").strip()
         quality, reason = spec.status_map.get(status, spec.unknown_status)
+    text = m.group("value")
+    if text is None:  # the pattern let the value out: a status-only line (``OL``)
+        if quality is Quality.GOOD or reason is None:
+            quality, reason = Quality.BAD, Reason.DEVICE_FAILURE
+        return Sample(spec.point, None, None, quality, reason, ts)
+    try:
+        raw = float(text.replace(" ", ""))
+    except ValueError:
+        return Sample(spec.point, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
+    if not math.isfinite(raw):
+        return Sample(spec.point, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
     has_unit = spec.unit is not None and "unit" in spec.pattern.groupindex
     if has_unit and (m.group("unit") or "").strip() != spec.unit:
         return Sample(spec.point, None, None, Quality.BAD, Reason.CONFIG_ERROR, ts)
     if quality is Quality.BAD:
         return Sample(spec.point, None, None, quality, reason, ts)
     value = raw * spec.scale + spec.offset
+    if not math.isfinite(value):  # scaled past the float range
+        return Sample(spec.point, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
     return Sample(spec.point, value, raw, quality, reason, ts)
 
 

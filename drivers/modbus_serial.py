@@ -175,8 +175,11 @@ def parse_read_reply(req: Request, body: bytes) -> list[int] | list[bool] | int:
     """Registers or bits of a read reply, or the exception code (an ``int``).
 
     ``body`` is address + PDU without checksum. Raises :class:`FrameRejected` when the
-    byte count does not match what was asked for.
+    byte count does not match what was asked for, or the reply is too short to carry
+    one (an ASCII frame's LRC can be right over just an address and a function code).
     """
+    if len(body) < 3:
+        raise FrameRejected(f"a reply of {len(body)} bytes carries no data")
     fc = body[1]
     if fc & 0x80:
         return body[2]

@@ -451,13 +451,20 @@ async def pump(
     """Feed a streaming instrument's bytes to ``feed(data, monotonic_time)`` until cancelled.
 
     A lost or unopenable port is reported to ``on_error`` and retried after
-    ``retry_after`` seconds, so an unplugged adapter heals when it comes back.
+    ``retry_after`` seconds, so an unplugged adapter heals when it comes back. Any
+    other failure of the line is reported and retried the same way: this task runs
+    beside the device's poller, and its end would end every task beside it.
     """
     while True:
         try:
             data = await bus.receive(device, chunk_timeout)
         except DeviceUnreachable as exc:
             on_error(exc)
+            await asyncio.sleep(retry_after)
+            continue
+        except Exception as exc:
+            log.error("%s on %s: reading the stream failed", device, bus.endpoint, exc_info=exc)
+            on_error(DeviceUnreachable(device, bus.endpoint, f"stream failed: {exc!r}"))
             await asyncio.sleep(retry_after)
             continue
         if data:
@@ -469,14 +476,19 @@ class StreamListener:
 
     While entered, a task of its own feeds every chunk from the line to
     :meth:`_feed` (:func:`pump`); a lost port is kept in ``_error`` until bytes flow
-    again. Subclasses set ``device_id`` and ``_bus``, implement ``_feed``, and may
-    override :meth:`_streams` for a driver that only sometimes listens.
+    again. A ``_feed`` that raises (bytes its parser did not foresee) is kept there
+    too, as a :class:`drivers.base.ProtocolError`, and the stream goes on: the
+    traceback is logged once, until a chunk parses again. Subclasses set
+    ``device_id``, ``endpoint`` and ``_bus``, implement ``_feed``, and may override
+    :meth:`_streams` for a driver that only sometimes listens.
     """
 
     device_id: str
+    endpoint: str
     _bus: SerialBus
-    _error: DeviceUnreachable | None = None
+    _error: DeviceUnreachable | ProtocolError | None = None
     _task: asyncio.Task[None] | None = None
+    _feed_failing: bool = False
 
     def _streams(self) -> bool:
         return True
@@ -486,7 +498,20 @@ class StreamListener:
 
     def _on_data(self, data: bytes, when: float) -> None:
         self._error = None
-        self._feed(data, when)
+        try:
+            self._feed(data, when)
+        except Exception as exc:
+            if not self._feed_failing:
+                log.error("%s at %s: cannot parse the stream", self.device_id, self.endpoint,
+                          exc_info=exc)  # fmt: skip
+            self._feed_failing = True
+            self._error = ProtocolError(
+                self.device_id, self.endpoint, f"cannot parse the stream: {exc!r}"
+            )
+        else:
+            if self._feed_failing:
+                log.info("%s at %s: the stream parses again", self.device_id, self.endpoint)
+            self._feed_failing = False
 
     def _lost(self, exc: DeviceUnreachable) -> None:
         self._error = exc

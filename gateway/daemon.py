@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from typing import Any
@@ -22,17 +23,24 @@ from gateway.acquisition.clock import ClockJump, ClockMonitor
 from gateway.acquisition.poller import DevicePoller
 from gateway.acquisition.rulestate import RuleStore
 from gateway.audit.eventlog import EventLog, EventLogFull, EventLogWriteError
-from gateway.audit.parameters import legal_parameters, parameters_json
+from gateway.audit.parameters import parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
 from gateway.common.opsserver import OpsServer
+from gateway.common.stall import StallMonitor
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.events import EventFeed
 from gateway.delivery.outbox import DropReport, Outbox, OutboxError
 from gateway.delivery.publisher import Publisher
+from gateway.delivery.writer import OutboxWriter
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
 from gateway.ops.health import gateway_ops_server
-from gateway.ops.memory import release_free_memory
+from gateway.ops.memory import (
+    freeze_long_lived,
+    release_free_memory,
+    release_free_memory_async,
+    thaw,
+)
 from gateway.ops.reload import Reloaded, watch_sighup
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.watchdog import Watchdog
@@ -42,9 +50,17 @@ from gateway.wire.signing import Signer
 
 log = logging.getLogger("metrogate.runtime")
 
+BuildDrivers = Callable[..., Awaitable[dict[str, Driver]]]
+"""``build(loaded, stack, *, clock) -> {device id: driver}``: how the device tasks get
+their drivers (:func:`gateway.acquisition.build.build_drivers`, entered on ``stack``)."""
+
 
 class Gateway:
-    """The daemon: everything ``metrogate run`` does, as one async call."""
+    """The daemon: everything ``metrogate run`` does, as one async call.
+
+    ``build`` makes the drivers of the device tasks (the default opens every enabled
+    device's driver by its kind; tests pass a wrapper around it).
+    """
 
     def __init__(
         self,
@@ -54,8 +70,10 @@ class Gateway:
         clock_monitor: ClockMonitor | None = None,
         software: SoftwareId | None = None,
         eventlog_max_entries: int = 100_000,
+        build: BuildDrivers = build_drivers,
     ) -> None:
         self.loaded = loaded
+        self._build = build
         self.config = loaded.config
         self.clock = clock
         self.clock_monitor = clock_monitor or ClockMonitor()
@@ -65,6 +83,7 @@ class Gateway:
         self.metrology: dict[str, DeviceMetrology] = {}
         self.publisher: Publisher | None = None
         self.outbox: Outbox | None = None
+        self.writer: OutboxWriter | None = None  # every put goes through it (never raises)
         self.started_us = clock()
         self.ready = asyncio.Event()
         self.events: EventFeed | None = None  # the audit trail, bound to the outbox
@@ -75,6 +94,7 @@ class Gateway:
         self._reload_devices = asyncio.Event()
         self.rules = RuleStore(self.config.gateway.state_dir / "rules")
         self.desk: AlarmDesk | None = None  # operator commands, once the publisher exists
+        self.stalls = StallMonitor()  # how long the event loop blocks (/metrics)
 
     @property
     def base_topic(self) -> str:
@@ -138,9 +158,11 @@ class Gateway:
             self.outbox, self._eventlog = outbox, eventlog
             self.events = EventFeed(eventlog, outbox)
             self.events.recover()  # what a killed run logged but did not seal
+            self.writer = writer = OutboxWriter(outbox, clock_us=self.clock)
             self._startup_events()
             self._flush_events()
             release_free_memory()
+            freeze_long_lived()  # the config, the event log's state: they live as long as we do
             async with AsyncExitStack() as stack:
                 self.publisher = Publisher(
                     cfg.mqtt,
@@ -169,12 +191,13 @@ class Gateway:
                 notifier = Notifier.from_env()
                 try:
                     async with asyncio.TaskGroup() as tg:
+                        stalls = tg.create_task(self.stalls.run(), name="loop-stall")
                         publisher = tg.create_task(self.publisher.run(), name="publisher")
                         devices = tg.create_task(self._devices(), name="devices")
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
                         reserve = tg.create_task(outbox.keep_reserved(), name="outbox-seq")
-                        writer = tg.create_task(self.events.run(), name="eventlog-writer")
-                        tasks = [publisher, devices, housekeeping, reserve, writer]
+                        trail = tg.create_task(self.events.run(), name="eventlog-writer")
+                        tasks = [stalls, publisher, devices, housekeeping, reserve, trail]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again
@@ -220,14 +243,17 @@ class Gateway:
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
                     self._flush_events()
+                    writer.retry(now=True)
+                    writer.abandon()
+                    thaw()
 
     async def _devices(self) -> None:
         """The device tasks; rebuilt with reopened drivers when a reload is applied."""
         while True:
             async with AsyncExitStack() as stack:
-                drivers = await build_drivers(self.loaded, stack, clock=self.clock)
+                drivers = await self._build(self.loaded, stack, clock=self.clock)
                 self.pollers, self.metrology = {}, {}
-                self._build_pollers(drivers)
+                await self._build_pollers(drivers)
                 self._devices_up.set()
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
@@ -237,7 +263,12 @@ class Gateway:
                     self._reload_devices.clear()
                     for t in tasks:
                         t.cancel()
-            self._save_rule_state()
+            await self.rules.save_all(list(self.metrology.values()))
+            # the replaced devices, drivers and configuration are garbage now: collected
+            # once here, and the collector kept off the new configuration from now on
+            del drivers, tasks, tg, stack
+            self.pollers, self.metrology = {}, {}
+            freeze_long_lived()
 
     async def _apply_reload(self, result: Reloaded) -> None:
         """A valid, changed configuration: new device tasks with it (see gateway.ops.reload).
@@ -246,9 +277,14 @@ class Gateway:
         when the event log is full they are refused and the running config is kept.
         """
         assert self._eventlog is not None and self.events is not None
+        # computed in the loading child, as at start-up (not here, on the event loop)
+        current = result.loaded.parameters
+        if current is None:
+            current = parameters_json(result.loaded.config)
         try:
-            self._eventlog.reconcile_parameters(
-                legal_parameters(result.loaded.config), source=str(result.loaded.path)
+            # comparing a big site's parameter sets takes a while: the log is thread-safe
+            await asyncio.to_thread(
+                self._eventlog.reconcile_parameters, current, source=str(result.loaded.path)
             )
         except EventLogFull:
             log.error("reload refused: the event log is full, parameter changes are refused")
@@ -265,12 +301,20 @@ class Gateway:
         self.loaded, self.config = result.loaded, result.loaded.config
         self._reload_devices.set()
 
-    def _build_pollers(self, drivers: dict[str, Driver]) -> None:
+    async def _build_pollers(self, drivers: dict[str, Driver]) -> None:
+        """One poller per driver; the loop runs between two devices (a big site's
+        metrology and saved rule states take a while to build at a reload).
+
+        The first polls are spread evenly over each device's period (device ``i`` of
+        ``n`` starts ``i / n`` of its period late, at most a second): devices on one
+        grid would otherwise all be due at the same instant, and the event loop
+        would run every device's poll before anything else, each period.
+        """
         cfg = self.config
         instruments = {i.id: i for i in cfg.instruments}
-        for dev in cfg.devices:
-            if dev.id not in drivers:
-                continue
+        enabled = [dev for dev in cfg.devices if dev.id in drivers]
+        for i, dev in enumerate(enabled):
+            await asyncio.sleep(0)
             points = [(str(p.id), p, getattr(p, "unit", None)) for p in getattr(dev, "points", [])]
             metro = DeviceMetrology(dev.id, points, dev, instruments, self.clock)
             self.rules.restore(metro)
@@ -286,6 +330,7 @@ class Gateway:
                 on_alarm_change=self._alarms_changed,
                 on_identity=self._identity_seen,
                 on_tamper=self._tamper_seen,
+                phase=i / len(enabled) * min(float(dev.poll), 1.0),
             )
 
     def _identity_seen(self, device: str, identity: dict[str, str]) -> None:
@@ -299,8 +344,8 @@ class Gateway:
         self.events.stage(lambda: log_.record_tamper_counters(device, counters, source=device))
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
-        assert self.outbox is not None
-        self.outbox.put(kind, records)
+        assert self.writer is not None
+        self.writer.put(kind, records)
 
     def _startup_events(self) -> None:
         assert self._eventlog is not None and self.events is not None
@@ -352,28 +397,46 @@ class Gateway:
             self.rules.save(metro)
 
     async def _housekeeping(self) -> None:
-        """Once a second: clock checks, calibration warnings, queued events."""
+        """Once a second: clock checks, calibration warnings, queued events, outbox retries.
+
+        A tick that fails is logged (its traceback once per kind of failure) and the
+        next one runs: housekeeping must not end the gateway either.
+        """
         last_rules_save = time.monotonic()
         trimmed = False
+        reported: set[str] = set()
         while True:
-            for event in self.clock_monitor.check():
-                kind = "clock_jump" if isinstance(event, ClockJump) else "clock_sync"
-                self.record_event(kind, event.event_data(), source="clock")
-            now = self.clock()
-            for metro in self.metrology.values():
-                for entry in metro.events(now):
-                    self.record_event(str(entry["event"]), entry, source="calibration")
-                alarms = metro.tick(now)
-                if alarms:
-                    self._emit("alarm", alarms)
-                    self._alarms_changed(metro.device)
-            if self.outbox is not None:
-                self.outbox.enforce_bounds()  # ages batches out while nothing new comes
-            if time.monotonic() - last_rules_save > 60:
-                self._save_rule_state()
-                last_rules_save = time.monotonic()
-                release_free_memory()
-            elif not trimmed and self.publisher is not None and self.publisher.stats.published:
-                release_free_memory()  # the start-up batches are out: their memory too
-                trimmed = True
+            try:
+                last_rules_save, trimmed = await self._tick(last_rules_save, trimmed)
+            except Exception as exc:
+                kind = type(exc).__qualname__
+                if kind not in reported:
+                    reported.add(kind)
+                    log.error("housekeeping failed: %s", exc, exc_info=exc)
+                else:
+                    log.debug("housekeeping failed again: %s", exc)
             await asyncio.sleep(1.0)
+
+    async def _tick(self, last_rules_save: float, trimmed: bool) -> tuple[float, bool]:
+        for event in self.clock_monitor.check():
+            kind = "clock_jump" if isinstance(event, ClockJump) else "clock_sync"
+            self.record_event(kind, event.event_data(), source="clock")
+        now = self.clock()
+        for metro in self.metrology.values():
+            for entry in metro.events(now):
+                self.record_event(str(entry["event"]), entry, source="calibration")
+            alarms = metro.tick(now)
+            if alarms:
+                self._emit("alarm", alarms)
+                self._alarms_changed(metro.device)
+        if self.writer is not None:
+            self.writer.retry()
+            self.writer.enforce_bounds()  # ages batches out while nothing new comes
+        if time.monotonic() - last_rules_save > 60:
+            last_rules_save = time.monotonic()
+            await self.rules.save_all(list(self.metrology.values()))
+            await release_free_memory_async()
+        elif not trimmed and self.publisher is not None and self.publisher.stats.published:
+            await release_free_memory_async()  # the start-up batches are out: their memory too
+            trimmed = True
+        return last_rules_save, trimmed

@@ -7,6 +7,30 @@ waiting on the network; a failing device backs off with jitter and never delays
 another device. Instrument identity and tamper counters (the points the device's
 driver kind declares as evidence) go to the audit trail through the
 ``on_identity``/``on_tamper`` callbacks when they change.
+
+Containment. Whatever goes wrong in one poll costs that device's poll only, never
+the gateway (the task must not end: its TaskGroup would take every device down).
+Each stage is guarded: ``read`` (the driver), ``decode`` (samples → readings),
+``evidence`` (the audit callbacks), ``judge`` (calibration and rules) and ``store``
+(``emit``). A :class:`~drivers.base.DriverError` is the expected failure of a
+device; any other exception is unexpected (a reply no parser foresaw, a bug) and is
+contained the same way:
+
+* read or decode fails: the poll yields one bad reading per configured point, with
+  the error's reason (``device_failure`` for an unexpected exception), and the
+  device backs off;
+* judging fails: the poll's readings go out bad with ``config_error`` (its
+  calibration or rules could not be applied; the raw values are kept) and no alarm
+  changes are sent for that poll;
+* storing fails: the readings are counted in ``DeviceHealth.lost``;
+* an audit callback fails: the readings go out; the identity or counters are
+  offered again next poll.
+
+A failing device is logged once, as an error (with the traceback of an unexpected
+exception, once per distinct stage and exception type), then at debug level while
+it keeps failing, and one "recovered" line when a poll goes through every stage
+again. ``DeviceHealth`` carries the state, the last error and unexpected
+exceptions by stage, for ``/health`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -21,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.backoff import Backoff
-from drivers.base import Clock, Driver, DriverError, Quality, utc_now_us
+from drivers.base import Clock, Driver, DriverError, Quality, Reason, utc_now_us
 from drivers.cancel import reraise_pending_cancel
 from gateway.acquisition.clock import flag_if_unsynchronised
 from gateway.config.models.registry import KINDS
@@ -67,6 +91,10 @@ class DeviceHealth:
     last_duration_s: float | None = None
     progress_monotonic: float = field(default_factory=time.monotonic)
     quality: dict[str, int] = field(default_factory=dict)  # readings by quality, for metrics
+    exceptions: dict[str, int] = field(default_factory=dict)
+    """Unexpected exceptions contained, by stage (read, decode, evidence, judge, store)."""
+    lost: int = 0
+    """Readings that could not be handed to the outbox (the store stage failed)."""
 
 
 class DevicePoller:
@@ -87,6 +115,7 @@ class DevicePoller:
         on_identity: Callable[[str, dict[str, str]], None] | None = None,
         on_tamper: Callable[[str, dict[str, int]], None] | None = None,
         rng: random.Random | None = None,
+        phase: float = 0.0,
     ) -> None:
         self.device = device
         self.driver = driver
@@ -99,9 +128,13 @@ class DevicePoller:
         self.on_alarm_change = on_alarm_change
         self.on_identity = on_identity
         self.on_tamper = on_tamper
+        self.phase = phase
+        """Seconds after start of the first poll (the daemon spreads devices over a period)."""
         self.tamper_points = KINDS[device.driver].evidence(device)
         self._identity: dict[str, str] = {}
         self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
+        self._reported: set[tuple[str, str]] = set()  # (stage, exception type) logged this episode
+        self._failed_polls = 0
         self.units = {str(p.id): getattr(p, "unit", None) for p in getattr(device, "points", [])}
         self.health = DeviceHealth(device.id, device.driver, driver.endpoint)
         self.health.requests_per_poll = len(driver.describe_plan())
@@ -113,13 +146,20 @@ class DevicePoller:
         )
 
     async def run(self) -> None:
-        """Poll forever (until cancelled)."""
+        """Poll forever (until cancelled); no failure of a poll ends this task."""
         period = float(self.device.poll)
-        scheduled = self.monotonic()
+        scheduled = self.monotonic() + self.phase
+        if self.phase > 0:
+            self.health.progress_monotonic = self.monotonic()
+            await self.sleep(self.phase)
         while True:
             started = self.monotonic()
             self.health.progress_monotonic = started
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # poll_once contains its stages; this is the last guard
+                self._read_failed()
+                self._settle(*self._exception("poll", exc))
             reraise_pending_cancel()
             self.health.last_duration_s = self.monotonic() - started
             now = self.monotonic()
@@ -132,27 +172,76 @@ class DevicePoller:
             await self.sleep(max(0.0, scheduled - self.monotonic()))
 
     async def poll_once(self) -> list[Reading]:
-        """One poll, whatever happens to it; returns the readings put into the outbox."""
+        """One poll, whatever happens to it; returns the readings put into the outbox.
+
+        Never raises but :class:`asyncio.CancelledError` (see the module docstring).
+        """
         dev = self.device
+        failure: list[tuple[str, BaseException]] = []  # the first is the poll's problem
         try:
             samples = await self.driver.read()
         except DriverError as exc:
-            self._failed(exc)
-            now = self.clock()
-            readings = [
-                Reading(now, dev.id, pid, None, None, unit, Quality.BAD, exc.reason)
-                for pid, unit in self.units.items()
-            ]
+            failure.append((exc.message, exc))
+            self._read_failed()
+            readings = self._bad(exc.reason)
+        except Exception as exc:
+            failure.append(self._exception("read", exc))
+            self._read_failed()
+            readings = self._bad(Reason.DEVICE_FAILURE)
         else:
-            self._succeeded()
-            readings = [Reading.from_sample(dev.id, s, self.units.get(s.point)) for s in samples]
-            self._evidence(readings)
+            try:
+                readings = [
+                    Reading.from_sample(dev.id, s, self.units.get(s.point)) for s in samples
+                ]
+            except Exception as exc:  # a driver handed over something that is not a sample
+                failure.append(self._exception("decode", exc))
+                self._read_failed()
+                readings = self._bad(Reason.DEVICE_FAILURE)
+            else:
+                self._backoff.reset()
+                try:
+                    self._evidence(readings)
+                except Exception as exc:
+                    failure.append(self._exception("evidence", exc))
         if not self.synchronised():
             for r in readings:
                 flag_if_unsynchronised(r, False)
-        alarms = self.metrology.process(readings, self.clock())
+        try:
+            alarms = self.metrology.process(readings, self.clock())
+        except Exception as exc:
+            failure.append(self._exception("judge", exc))
+            alarms = []
+            for r in readings:  # half-judged values are no evidence: keep only the raw value
+                r.value = r.uncertainty = r.coverage = r.verdict = None
+                r.degrade(Quality.BAD, Reason.CONFIG_ERROR)
         self.health.polls += 1
         self.health.readings += len(readings)
+        try:
+            self._store_readings(readings)
+        except Exception as exc:
+            failure.append(self._exception("store", exc))
+            self.health.lost += len(readings)
+        if alarms:
+            try:
+                self.emit("alarm", alarms)
+                if self.on_alarm_change is not None:
+                    self.on_alarm_change(dev.id)
+            except Exception as exc:
+                failure.append(self._exception("store", exc))
+        self._settle(*(failure[0] if failure else (None, None)))
+        failure.clear()  # an exception's traceback holds this frame: no cycle through it
+        return readings
+
+    def _bad(self, reason: Reason) -> list[Reading]:
+        """One bad reading per configured point: what a poll that read nothing yields."""
+        now = self.clock()
+        dev_id = self.device.id
+        return [
+            Reading(now, dev_id, pid, None, None, unit, Quality.BAD, reason)
+            for pid, unit in self.units.items()
+        ]
+
+    def _store_readings(self, readings: list[Reading]) -> None:
         if readings:
             by_quality = self.health.quality
             wire = []
@@ -160,11 +249,6 @@ class DevicePoller:
                 by_quality[r.quality.value] = by_quality.get(r.quality.value, 0) + 1
                 wire.append(to_wire(r))
             self.emit("data", wire)
-        if alarms:
-            self.emit("alarm", alarms)
-            if self.on_alarm_change is not None:
-                self.on_alarm_change(dev.id)
-        return readings
 
     def _evidence(self, readings: list[Reading]) -> None:
         """Instrument identity and tamper counters go to the audit trail when they change.
@@ -176,8 +260,8 @@ class DevicePoller:
         """
         identity = self.driver.identity()
         if identity and identity != self._identity and self.on_identity is not None:
-            self._identity = dict(identity)
             self.on_identity(self.device.id, dict(identity))
+            self._identity = dict(identity)  # only once handed over: a failed call is retried
         if self.tamper_points and self.on_tamper is not None:
             counters = dict(self._tamper)
             for r in readings:
@@ -188,24 +272,56 @@ class DevicePoller:
                 ):
                     counters[r.point] = int(r.value)
             if counters != self._tamper:
-                self._tamper = counters
                 self.on_tamper(self.device.id, dict(counters))
+                self._tamper = counters
 
-    def _failed(self, exc: DriverError) -> None:
+    def _read_failed(self) -> None:
+        """Nothing usable was read: count it and back off."""
         self._backoff.next_delay()
         self.health.failures += 1
-        self.health.last_error = exc.message
-        if self.health.state != "failing":
-            log.error("device %s failing: %s", self.device.id, exc)
-            self.health.state = "failing"
-        else:
-            log.debug("device %s still failing: %s", self.device.id, exc)
 
-    def _succeeded(self) -> None:
-        if self.health.state == "failing":
-            log.info(
-                "device %s recovered after %d failed polls", self.device.id, self._backoff.failures
+    def _exception(self, stage: str, exc: Exception) -> tuple[str, Exception]:
+        """Count an unexpected exception, log its traceback once per kind and episode;
+        returns the poll's problem as ``(text, exception)``."""
+        counts = self.health.exceptions
+        counts[stage] = counts.get(stage, 0) + 1
+        key = (stage, type(exc).__qualname__)
+        if key not in self._reported:
+            self._reported.add(key)
+            log.error(
+                "device %s at %s: unexpected %s in %s; contained to this device",
+                self.device.id,
+                self.driver.endpoint,
+                type(exc).__name__,
+                stage,
+                exc_info=exc,
             )
-        self.health.state = "ok"
-        self._backoff.reset()
-        self.health.last_ok_us = self.clock()
+        return f"{stage}: {_describe(exc)}", exc
+
+    def _settle(self, problem: str | None, cause: BaseException | None) -> None:
+        """The poll's outcome: the state, and one log line per change of it."""
+        h = self.health
+        dev_id = self.device.id
+        if problem is not None:
+            h.last_error = problem
+            self._failed_polls += 1
+            if h.state != "failing":
+                h.state = "failing"
+                # an unexpected exception was logged, with its traceback, where it was caught
+                if isinstance(cause, DriverError):  # as text: a kept record keeps no frames
+                    log.error("device %s failing: %s", dev_id, str(cause))
+            else:
+                log.debug("device %s still failing: %s", dev_id, problem)
+            return
+        if h.state == "failing":
+            log.info("device %s recovered after %d failed polls", dev_id, self._failed_polls)
+            self._reported.clear()
+        h.state = "ok"
+        self._failed_polls = 0
+        h.last_ok_us = self.clock()
+
+
+def _describe(exc: BaseException) -> str:
+    """``TypeName: message`` of an unexpected exception (for ``last_error``)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

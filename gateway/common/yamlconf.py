@@ -10,6 +10,14 @@ default), ``${file:PATH}`` takes the content of a file (trailing newline
 stripped); a relative PATH is taken from the directory of the YAML file that holds
 the reference, not from the working directory. Substituted values are never
 echoed in messages.
+
+Bounds. A file is refused before it can cost the process much: larger than
+:data:`MAX_FILE_BYTES`; nested deeper than :data:`MAX_DEPTH` levels (checked while
+scanning, before the parser's own recursion or its quadratic look-ahead over deep
+flow collections could begin); or whose aliases would expand into more than
+:data:`MAX_ALIAS_NODES` nodes (a few hundred bytes of nested aliases — the "billion
+laughs" — otherwise grow into billions of nodes while the document is converted).
+Each refusal is an ordinary located :class:`Problem`.
 """
 
 from __future__ import annotations
@@ -30,6 +38,13 @@ PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
 _ENV = re.compile(r"\$\{([^}]*)\}")
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""Largest configuration file read (a 5,000-point site is well under 1 MiB)."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and sequences (a gateway config needs fewer than 10)."""
+MAX_ALIAS_NODES = 100_000
+"""Most nodes that aliases (``*name``) may add to a document by repeating what they name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,47 +124,122 @@ def _substitute(text: str, problems: list[str], base: Path) -> str:
     return _ENV.sub(one, text)
 
 
+class _Walk:
+    """One document's conversion: what aliases have added so far, and where they began."""
+
+    def __init__(self, file: str, where: Where, errors: list[Problem]) -> None:
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+        self.mapping, self.sequence = CommentedMap, CommentedSeq
+        self.file = file
+        self.where = where
+        self.errors = errors
+        self.seen: set[int] = set()  # containers converted once (the tree keeps them alive)
+        self.expanded = 0
+
+    def refuse(self, path: PathKey, message: str) -> ConfigError:
+        f, line, col = self.where.at(path)
+        problems = [*self.errors, Problem(f, line, col, dotted(path), message)]
+        return ConfigError(sorted(problems, key=lambda e: (e.file, e.line, e.col)))
+
+    def count(self, alias: PathKey | None) -> None:
+        if alias is None:
+            return
+        self.expanded += 1
+        if self.expanded > MAX_ALIAS_NODES:
+            raise self.refuse(alias, f"aliases expand beyond {MAX_ALIAS_NODES} nodes")
+
+    def convert(self, node: Any, path: PathKey, alias: PathKey | None) -> Any:
+        """``alias``: where the alias being expanded was written (None outside one)."""
+        where, file = self.where, self.file
+        is_map, is_seq = isinstance(node, self.mapping), isinstance(node, self.sequence)
+        if is_map or is_seq:
+            if alias is None and id(node) in self.seen:
+                alias = path  # a second visit: an alias repeats this node here
+            if len(path) > MAX_DEPTH:
+                if alias is None:
+                    raise self.refuse(path, f"nested deeper than {MAX_DEPTH} levels")
+                raise self.refuse(alias, f"aliases nest deeper than {MAX_DEPTH} levels")
+            self.seen.add(id(node))
+            self.count(alias)
+        if is_map:
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                try:
+                    line, col = node.lc.key(key)
+                except KeyError:  # merged in by ``<<: *name``: located where the merge is
+                    line, col = node.lc.line, node.lc.col
+                where.spots[(*path, str(key))] = (file, line + 1, col + 1)
+                out[str(key)] = self.convert(value, (*path, str(key)), alias)
+            return out
+        if is_seq:
+            items = []
+            for i, value in enumerate(node):
+                line, col = node.lc.item(i)
+                where.spots[(*path, i)] = (file, line + 1, col + 1)
+                items.append(self.convert(value, (*path, i), alias))
+            return items
+        self.count(alias)
+        if isinstance(node, str):
+            found: list[str] = []
+            text = _substitute(str(node), found, Path(file).parent)
+            if text != node:
+                where.substituted.add(path)
+            for message in found:
+                f, line, col = where.at(path)
+                self.errors.append(Problem(f, line, col, dotted(path), message))
+            return text
+        return node
+
+
 def plain(node: Any, path: PathKey, file: str, where: Where, errors: list[Problem]) -> Any:
     """ruamel node → plain Python data, recording positions and substituting ${...}.
 
     ``file`` is the path of the YAML file the node was read from: it locates
     problems, and relative ``${file:PATH}`` references are taken from its directory.
+    Raises :class:`ConfigError` (with ``errors`` so far) when the tree, aliases
+    expanded, is deeper than :data:`MAX_DEPTH` or aliases add more than
+    :data:`MAX_ALIAS_NODES` nodes: the conversion stops there, so it stays cheap.
     """
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    return _Walk(file, where, errors).convert(node, path, None)
 
-    if isinstance(node, CommentedMap):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            line, col = node.lc.key(key)
-            where.spots[(*path, str(key))] = (file, line + 1, col + 1)
-            out[str(key)] = plain(value, (*path, str(key)), file, where, errors)
-        return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for i, value in enumerate(node):
-            line, col = node.lc.item(i)
-            where.spots[(*path, i)] = (file, line + 1, col + 1)
-            items.append(plain(value, (*path, i), file, where, errors))
-        return items
-    if isinstance(node, str):
-        found: list[str] = []
-        text = _substitute(str(node), found, Path(file).parent)
-        if text != node:
-            where.substituted.add(path)
-        for message in found:
-            f, line, col = where.at(path)
-            errors.append(Problem(f, line, col, dotted(path), message))
-        return text
-    return node
+
+def _depth_bounded_scanner() -> type[Any]:
+    """ruamel's round-trip scanner, refusing nesting deeper than :data:`MAX_DEPTH`."""
+    from ruamel.yaml.scanner import RoundTripScanner, ScannerError
+
+    class BoundedScanner(RoundTripScanner):
+        def _refuse(self) -> None:
+            mark = self.reader.get_mark()
+            raise ScannerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+
+        def fetch_flow_collection_start(self, token_class: Any, to_push: str) -> None:
+            if len(self.flow_context) >= MAX_DEPTH:
+                self._refuse()
+            super().fetch_flow_collection_start(token_class, to_push)
+
+        def add_indent(self, column: int) -> bool:
+            if len(self.indents) >= MAX_DEPTH:
+                self._refuse()
+            return bool(super().add_indent(column))
+
+    return BoundedScanner
 
 
 def read_yaml(path: Path, errors: list[Problem]) -> Any:
     # imported here: the daemon parses in a child process and never needs the parser itself
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.reader import ReaderError
 
     yaml = YAML(typ="rt")
+    yaml.Scanner = _depth_bounded_scanner()
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            message = f"the file is {size} bytes; at most {MAX_FILE_BYTES} are read"
+            errors.append(Problem(str(path), 1, 1, "", message))
+            return None
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         errors.append(Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}"))
@@ -164,6 +254,11 @@ def read_yaml(path: Path, errors: list[Problem]) -> Any:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(s for s in (exc.context, exc.problem) if s)
         errors.append(Problem(str(path), line, col, "", f"YAML: {what}"))
+        return None
+    except ReaderError as exc:  # a character YAML does not allow (control characters)
+        before = text[: max(0, int(exc.position))]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        errors.append(Problem(str(path), line, col, "", f"YAML: {exc.reason}"))
         return None
 
 

@@ -9,9 +9,13 @@ process for the daemon. Nothing is started before this passes.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
+import select
+import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -290,6 +294,8 @@ def load_config_compact(
     *,
     today: Any = None,
     parameters: Callable[[Config], bytes] | None = None,
+    timeout: float | None = None,
+    nice: int = 0,
 ) -> LoadedConfig:
     """:func:`load_config` in a short-lived child process (where ``fork`` exists).
 
@@ -300,6 +306,15 @@ def load_config_compact(
     (:func:`share_equal_values`) — ~4 MB for the same config. ``parameters``, when
     given, is applied to the config in the child too (its transient objects stay
     there); the result comes back as :attr:`LoadedConfig.parameters`.
+
+    The parent only waits on the pipe, so a reload can call this from a worker
+    thread (``asyncio.to_thread``) while the event loop goes on. ``timeout`` bounds
+    the child: past it the child is killed and :class:`TimeoutError` raised.
+    ``nice`` lowers the child's CPU priority (a reload is background work: where
+    cores are scarce, the running daemon goes first). The result is unpickled with
+    the cyclic garbage collector paused: its collections among hundreds of thousands
+    of new objects would only cost time (and, in a worker thread, hold the GIL the
+    event loop waits for).
     """
 
     def load() -> LoadedConfig:
@@ -318,6 +333,9 @@ def load_config_compact(
         code = 0
         try:
             os.close(read_fd)
+            _detach_signals()
+            if nice:
+                os.nice(nice)
             try:
                 loaded = load()
                 share_equal_values(loaded.config)
@@ -331,13 +349,53 @@ def load_config_compact(
         finally:
             os._exit(code)
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        payload = _read_all(read_fd, None if timeout is None else time.monotonic() + timeout)
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        raise TimeoutError(f"{path}: loading took longer than {timeout} s") from None
+    finally:
+        os.close(read_fd)
+        _, status = os.waitpid(pid, 0)
     if status != 0 or not payload:
         return load()  # the child failed oddly: do it here
-    result = pickle.loads(payload)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        result = pickle.loads(payload)
+    finally:
+        if collecting:
+            gc.enable()
     if isinstance(result, ConfigError):
         raise result
     assert isinstance(result, LoadedConfig)
     return result
+
+
+def _detach_signals() -> None:
+    """In the loading child: signals no longer reach the parent's event loop.
+
+    The child inherits the asyncio signal handlers and their wake-up pipe, which is
+    the parent's; a signal meant for the child (systemd stops the whole unit) must
+    end the child, not wake the parent's loop a second time.
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass  # not the main thread of the interpreter: nothing was installed here
+
+
+def _read_all(fd: int, deadline: float | None) -> bytes:
+    """Everything until end of file from ``fd``; TimeoutError past ``deadline``."""
+    chunks: list[bytes] = []
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

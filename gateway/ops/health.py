@@ -7,9 +7,10 @@ authentication.
 
 ``/health`` answers 200 with ``"status": "ok"`` when every device polls, the broker
 is connected and accepts what is published, the clock is synchronised, the event
-log is written and has room, and nothing was dropped from the outbox since start;
-otherwise 503 with ``"status": "degraded"`` and the reasons in
-``"problems"`` (docs/operations.md lists every field). ``/metrics`` is always 200.
+log is written and has room, the outbox can be written, and nothing was dropped from
+the outbox or lost on the way into it since start; otherwise 503 with ``"status":
+"degraded"`` and the reasons in ``"problems"`` (docs/operations.md lists every field).
+``/metrics`` is always 200.
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ def gateway_health(
                 "last_error": h.last_error,
                 "last_duration_s": h.last_duration_s,
                 "poll_s": float(getattr(poller.device, "poll", 0) or 0),
+                "exceptions": dict(h.exceptions),
+                "lost": h.lost,
             }
         )
+        if h.lost:
+            problems.append(f"device {dev_id}: {h.lost} reading(s) could not be stored")
     doc: dict[str, Any] = {
         "status": "ok",
         "problems": problems,
@@ -96,6 +101,10 @@ def gateway_health(
         "clock": {
             "state": str(gw.clock_monitor.state),
             "synchronised": gw.clock_monitor.synchronised,
+        },
+        "loop": {
+            "max_stall_s": round(gw.stalls.stats.max_s, 4),
+            "stalls": gw.stalls.stats.stalls,
         },
     }
     if not gw.clock_monitor.synchronised:
@@ -151,6 +160,23 @@ def _outbox(
         )
     if s.dropped_batches > dropped_at_start:
         problems.append(f"outbox dropped {s.dropped_batches - dropped_at_start} batch(es)")
+    writer = gw.writer
+    if writer is not None:
+        w = writer.stats
+        out.update(
+            writable=not w.failing,
+            write_failures=w.failures,
+            write_error=w.last_error,
+            held_records=w.held_records,
+            lost_records=dict(w.lost),
+        )
+        if w.failing:
+            problems.append(
+                f"outbox not writable since {iso_us(w.failing_since_us)}: {w.last_error};"
+                f" {w.held_records} record(s) held in memory"
+            )
+        if w.lost_records:
+            problems.append(f"outbox: {w.lost_records} record(s) lost while it was not writable")
     return out
 
 

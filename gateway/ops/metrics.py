@@ -41,6 +41,10 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_device_last_ok_timestamp_seconds": "Unix time of the last good poll.",
     "metrogate_device_state": "1 for the device's current state (starting, ok, failing).",
     "metrogate_device_requests_per_poll": "Protocol requests one poll of the device makes.",
+    "metrogate_device_exceptions_total": (
+        "Unexpected exceptions contained to the device, by stage of the poll."
+    ),
+    "metrogate_device_readings_lost_total": "Readings of the device that could not be stored.",
     "metrogate_requests_per_cycle": "Protocol requests of one poll of every device.",
     "metrogate_bus_utilisation_ratio": "Share of time a serial bus is busy (from poll times).",
     "metrogate_outbox_batches": "Sealed batches waiting in the outbox.",
@@ -53,6 +57,10 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_outbox_capacity_seconds": "How long an empty outbox holds data at the current rate.",
     "metrogate_outbox_remaining_seconds": "Time until the outbox drops data at the current rate.",
     "metrogate_batches_signed_total": "Batches sealed and signed (the last sequence number).",
+    "metrogate_outbox_writable": "1 while the outbox accepts writes.",
+    "metrogate_outbox_write_failures_total": "Writes the outbox refused (disk full, I/O error).",
+    "metrogate_outbox_held_records": "Records held in memory until the outbox accepts them.",
+    "metrogate_outbox_lost_records_total": "Records given up while the outbox was not writable.",
     "metrogate_mqtt_connected": "1 while connected to the broker.",
     "metrogate_mqtt_connects_total": "Successful broker connections.",
     "metrogate_mqtt_published_total": "Batches the broker accepted (PUBACK, success code).",
@@ -63,6 +71,9 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_eventlog_max_entries": "The event log's capacity in entries.",
     "metrogate_eventlog_refused_total": "Events not written because the event log is full.",
     "metrogate_eventlog_write_ok": "0 while the event log cannot be written, else 1.",
+    "metrogate_loop_stall_max_seconds": "Longest event-loop stall since start (20 ms timer).",
+    "metrogate_loop_lag_seconds": "How late the event loop ran its last 20 ms timer.",
+    "metrogate_loop_stalls_total": "Event-loop stalls of 50 ms or more.",
 }
 
 
@@ -181,6 +192,14 @@ class GatewayCollector(Collector):
         clock = _gauge("metrogate_clock_synchronised")
         clock.add_metric([], 1.0 if gw.clock_monitor.synchronised else 0.0)
         yield clock
+        loop = gw.stalls.stats
+        worst = _gauge("metrogate_loop_stall_max_seconds")
+        worst.add_metric([], loop.max_s)
+        lag = _gauge("metrogate_loop_lag_seconds")
+        lag.add_metric([], loop.last_s)
+        stalls = _counter("metrogate_loop_stalls_total")
+        stalls.add_metric([], loop.stalls)
+        yield from (worst, lag, stalls)
 
     def _devices(self) -> Iterator[Metric]:
         dev = ["device"]
@@ -192,6 +211,8 @@ class GatewayCollector(Collector):
         last_ok = _gauge("metrogate_device_last_ok_timestamp_seconds", dev)
         state = _gauge("metrogate_device_state", ["device", "state"])
         requests = _gauge("metrogate_device_requests_per_poll", dev)
+        exceptions = _counter("metrogate_device_exceptions_total", ["device", "stage"])
+        lost = _counter("metrogate_device_readings_lost_total", dev)
         cycle = _gauge("metrogate_requests_per_cycle")
         bus = _gauge("metrogate_bus_utilisation_ratio", ["bus"])
         busy: dict[str, float] = {}
@@ -215,6 +236,9 @@ class GatewayCollector(Collector):
             for s in DEVICE_STATES:
                 state.add_metric([dev_id, s], 1.0 if h.state == s else 0.0)
             requests.add_metric([dev_id], h.requests_per_poll)
+            for stage, n in sorted(getattr(h, "exceptions", {}).items()):
+                exceptions.add_metric([dev_id, stage], n)
+            lost.add_metric([dev_id], getattr(h, "lost", 0))
             total_requests += h.requests_per_poll
             bus_id = getattr(poller.device, "bus", None)
             period = float(getattr(poller.device, "poll", 0) or 0)
@@ -225,7 +249,7 @@ class GatewayCollector(Collector):
         for bus_id, share in sorted(busy.items()):
             bus.add_metric([bus_id], min(1.0, share))
         yield from (readings, polls, failures, missed, duration, last_ok, state, requests)
-        yield from (cycle, bus)
+        yield from (exceptions, lost, cycle, bus)
 
     def _outbox(self, max_bytes: int) -> Iterator[Metric]:
         outbox = self.gateway.outbox
@@ -254,6 +278,7 @@ class GatewayCollector(Collector):
             c = _counter(name)
             c.add_metric([], value)
             yield c
+        yield from self._writer()
         if self.meter is not None:
             capacity, remaining = self.meter.forecast(max_bytes, s.bytes)
             for name, seconds in (
@@ -264,6 +289,22 @@ class GatewayCollector(Collector):
                     g = _gauge(name)
                     g.add_metric([], seconds)
                     yield g
+
+    def _writer(self) -> Iterator[Metric]:
+        writer = self.gateway.writer
+        if writer is None:
+            return
+        w = writer.stats
+        writable = _gauge("metrogate_outbox_writable")
+        writable.add_metric([], 0.0 if w.failing else 1.0)
+        held = _gauge("metrogate_outbox_held_records")
+        held.add_metric([], w.held_records)
+        failures = _counter("metrogate_outbox_write_failures_total")
+        failures.add_metric([], w.failures)
+        lost = _counter("metrogate_outbox_lost_records_total", ["kind"])
+        for kind in ("data", "alarm", "event"):
+            lost.add_metric([kind], w.lost.get(kind, 0))
+        yield from (writable, held, failures, lost)
 
     def _publisher(self) -> Iterator[Metric]:
         publisher = self.gateway.publisher

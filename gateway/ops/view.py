@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.acquisition.clock import SyncState
 from gateway.audit.software_id import SoftwareId
+from gateway.common.stall import StallStats
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import OutboxStats
 from gateway.delivery.publisher import PublisherStats
+from gateway.delivery.writer import WriterStats
 
 if TYPE_CHECKING:  # the runtime imports every driver; the ops code needs only its types
     from gateway.acquisition.poller import DeviceHealth
@@ -30,6 +32,16 @@ class PollerView(Protocol):
 
 class OutboxView(Protocol):
     def stats(self) -> OutboxStats: ...
+
+
+class WriterView(Protocol):
+    @property
+    def stats(self) -> WriterStats: ...
+
+
+class StallView(Protocol):
+    @property
+    def stats(self) -> StallStats: ...
 
 
 class PublisherView(Protocol):
@@ -95,6 +107,12 @@ class GatewayView(RatesView, Protocol):
 
     @property
     def events(self) -> EventsView | None: ...
+
+    @property
+    def writer(self) -> WriterView | None: ...
+
+    @property
+    def stalls(self) -> StallView: ...
 
     @property
     def clock_monitor(self) -> ClockView: ...

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from drivers.ascii_generic import AsciiDriver, AsciiSpec, parse_line
-from drivers.base import DeviceTimeout, Quality, Reason
+from drivers.base import DeviceTimeout, ProtocolError, Quality, Reason
 from drivers.serial_line import LineSettings, SerialBus
 from gateway.config.models.registry import device_union
 from gateway.config.models.serial import AsciiDevice
 from simulators.pty import SimLine
 from simulators.serial_instruments import AsciiInstrumentSim, Fault
+from tests.eventually import eventually
 
 PATTERN = re.compile(r"^(?P<status>ST|US|OL),(?P<value>[-+ 0-9.]+)\s*(?P<unit>\w+)$")
 SPEC = AsciiSpec(
@@ -74,6 +76,73 @@ async def test_streaming_instrument_with_noise() -> None:
                 if len(seen) == 2:
                     break
     assert seen == {21.5, 21.6}
+
+
+OPTIONAL_VALUE = AsciiSpec(
+    pattern=re.compile(r"^(?P<status>ST|OL),?(?P<value>[-+ 0-9.]+)?\s*(?P<unit>\w+)?$"),
+    request=b"R\r\n",
+    status_map={"ST": (Quality.GOOD, None), "OL": (Quality.UNCERTAIN, Reason.UNITS_EXCEEDED)},
+    point="mass",
+    unit="kg",
+)
+
+
+def test_a_line_without_value_takes_its_status() -> None:
+    ol = parse_line(OPTIONAL_VALUE, "OL", 1)  # was: AttributeError on the missing group
+    assert (ol.value, ol.quality, ol.reason) == (None, Quality.UNCERTAIN, Reason.UNITS_EXCEEDED)
+    st = parse_line(OPTIONAL_VALUE, "ST", 1)  # "good" without a value is no good reading
+    assert (st.value, st.quality, st.reason) == (None, Quality.BAD, Reason.DEVICE_FAILURE)
+    bare = AsciiSpec(pattern=re.compile(r"^(?P<value>\d+)?$"))
+    assert parse_line(bare, "", 1).reason is Reason.DEVICE_FAILURE
+    assert parse_line(bare, "", 1).quality is Quality.BAD
+
+
+async def test_an_instrument_answering_a_status_alone() -> None:
+    sim = AsciiInstrumentSim({"R": "OL"})
+    with SimLine(sim) as line:
+        bus = SerialBus(LineSettings(line.path, 9600))
+        async with bus, AsciiDriver("a", bus, OPTIONAL_VALUE, timeout=0.3) as drv:
+            [overload] = await drv.read()
+            sim.replies["R"] = "ST,+0012.50 kg"
+            [good] = await drv.read()
+    assert (overload.value, overload.reason) == (None, Reason.UNITS_EXCEEDED)
+    assert (good.value, good.quality) == (12.5, Quality.GOOD)
+
+
+class FragileStream(AsciiDriver):
+    """A streaming driver whose parser fails on every chunk while ``broken`` is set."""
+
+    broken = False
+
+    def _feed(self, data: bytes, when: float) -> None:
+        if self.broken:
+            raise RuntimeError("a parser bug")
+        super()._feed(data, when)
+
+
+async def test_a_failing_stream_parser_fails_the_poll_not_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="drivers.serial_line")
+    spec = AsciiSpec(pattern=re.compile(r"(?P<value>-?\d+\.\d+)"), point="t")
+    sim = AsciiInstrumentSim({}, period=0.01, stream_lines=["T=21.50"])
+    with SimLine(sim, baudrate=9600) as line:
+        bus = SerialBus(LineSettings(line.path, 9600))
+        async with bus, FragileStream("s", bus, spec, timeout=0.3) as drv:
+            await eventually(lambda: drv._latest is not None, "a first line", within=5)
+            drv.broken = True
+            await drv.read()  # what arrived before
+            await eventually(lambda: drv._error is not None, "a chunk that fails", within=5)
+            with pytest.raises(ProtocolError, match="cannot parse the stream"):
+                await drv.read()
+            assert drv._task is not None and not drv._task.done()  # the stream goes on
+            drv.broken = False
+            await eventually(lambda: drv._latest is not None, "a line again", within=5)
+            [sample] = await drv.read()
+    assert sample.value == 21.5
+    failures = [r for r in caplog.records if "cannot parse the stream" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # logged once, traceback
+    assert any("parses again" in r.getMessage() for r in caplog.records)
 
 
 def test_config_model() -> None:

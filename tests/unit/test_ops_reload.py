@@ -6,13 +6,21 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.audit.parameters import parameters_json
 from gateway.config.loader import LoadedConfig
-from gateway.ops.reload import Reloaded, ReloadRefused, reload_config, watch_sighup
+from gateway.ops.reload import (
+    Reloaded,
+    ReloadRefused,
+    load_for_reload,
+    reload_config,
+    watch_sighup,
+)
 from gateway.ops.sdnotify import Notifier
 from tests.eventually import eventually
 from tests.unit.ops_support import NotifySocket, one_device_config
@@ -26,7 +34,7 @@ class Events:
         self.recorded.append((type_, data))
 
 
-def test_bad_config_is_refused_with_every_problem(
+async def test_bad_config_is_refused_with_every_problem(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     current = one_device_config(tmp_path)
@@ -38,7 +46,7 @@ def test_bad_config_is_refused_with_every_problem(
     )
     events = Events()
     with caplog.at_level(logging.ERROR), pytest.raises(ReloadRefused) as refused:
-        reload_config(current, events)
+        await reload_config(current, events)
     assert len(refused.value.problems) == 2
     assert any("scael" in p for p in refused.value.problems)
     assert all(p.startswith(str(current.path)) for p in refused.value.problems)  # file:line:col
@@ -48,25 +56,25 @@ def test_bad_config_is_refused_with_every_problem(
     assert sum("reload refused" in r.message for r in caplog.records) == 2
 
 
-def test_missing_file_is_refused(tmp_path: Path) -> None:
+async def test_missing_file_is_refused(tmp_path: Path) -> None:
     current = one_device_config(tmp_path)
     current.path.unlink()
     events = Events()
     with pytest.raises(ReloadRefused):
-        reload_config(current, events)
+        await reload_config(current, events)
     assert events.recorded[0][0] == "config_reload_refused"
 
 
-def test_valid_change_is_returned_and_sections_needing_restart_named(tmp_path: Path) -> None:
+async def test_valid_change_is_returned_and_sections_needing_restart_named(tmp_path: Path) -> None:
     current = one_device_config(tmp_path)
     events = Events()
-    same = reload_config(current, events)
+    same = await reload_config(current, events)
     assert not same.changed and events.recorded == []
     current.path.write_text(
         current.path.read_text().replace("poll: 1s", "poll: 2s")
         + "mqtt: {url: 'mqtt://192.0.2.1:1883'}\n"
     )
-    result = reload_config(current, events)
+    result = await reload_config(current, events)
     assert result.changed and result.loaded.config.devices[0].poll == 2.0
     assert result.restart_required == ("mqtt",)
     assert events.recorded[0][0] == "config_reloaded"
@@ -115,3 +123,64 @@ async def test_sighup_with_bad_config_keeps_the_running_one(tmp_path: Path) -> N
         assert signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, signal.default_int_handler)
     finally:
         notify.close()
+
+
+async def test_the_file_is_loaded_off_the_event_loop_as_at_start_up(tmp_path: Path) -> None:
+    current = one_device_config(tmp_path)
+    current.path.write_text(current.path.read_text().replace("poll: 1s", "poll: 2s"))
+    threads: list[int] = []
+
+    def load(path: Path) -> LoadedConfig:
+        threads.append(threading.get_ident())
+        return load_for_reload(path)
+
+    result = await reload_config(current, Events(), load=load)
+    assert threads and threads[0] != threading.get_ident(), "not on the event loop's thread"
+    # as at start-up: loaded in the child, the audit trail's parameter set computed there
+    assert result.loaded.parameters == parameters_json(result.loaded.config)
+    default = await reload_config(current, Events())
+    assert default.loaded.parameters == result.loaded.parameters
+
+
+async def test_a_load_past_its_time_is_refused(tmp_path: Path) -> None:
+    current = one_device_config(tmp_path)
+    events = Events()
+
+    def load(path: Path) -> LoadedConfig:
+        raise TimeoutError(f"{path}: loading took longer than 300.0 s")
+
+    with pytest.raises(ReloadRefused) as refused:
+        await reload_config(current, events, load=load)
+    assert refused.value.problems == [f"{current.path}: loading took longer than 300.0 s"]
+    assert events.recorded[0][0] == "config_reload_refused"
+
+
+async def test_a_reload_that_fails_in_any_way_leaves_the_watcher_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = one_device_config(tmp_path)
+    text = running.path.read_text()
+    applied: list[Reloaded] = []
+    calls: list[str] = []
+
+    def failing_log(type_: str, data: dict[str, Any]) -> None:
+        calls.append(type_)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")  # the audit trail cannot be written
+
+    async def apply(result: Reloaded) -> None:
+        applied.append(result)
+
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(watch_sighup(lambda: running, failing_log, apply), name="sighup")
+        await asyncio.sleep(0)  # let it install the handler
+        running.path.write_text(text.replace("poll: 1s", "poll: 2s"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: calls == ["config_reloaded"], "the first reload", within=5)
+        await eventually(
+            lambda: any("reload failed" in r.getMessage() for r in caplog.records), "logged"
+        )
+        assert not task.done() and applied == []
+        os.kill(os.getpid(), signal.SIGHUP)  # the next one goes through
+        await eventually(lambda: bool(applied), "the second reload applied", within=5)
+        task.cancel()

@@ -139,6 +139,7 @@ PINNED = [
     "gateway/delivery/events.py",
     "gateway/delivery/outbox.py",
     "gateway/delivery/publisher.py",
+    "gateway/delivery/writer.py",
     "gateway/metrology/__init__.py",
     "gateway/metrology/alarms.py",
     "gateway/metrology/calibration.py",

@@ -33,7 +33,7 @@ from gateway.delivery.outbox import DropReport, Outbox, OutboxError
 from gateway.delivery.publisher import Publisher
 from gateway.delivery.writer import OutboxWriter
 from gateway.metrology.pipeline import DeviceMetrology
-from gateway.operator import AlarmDesk
+from gateway.operator import AlarmDesk, CommandGuard, Operator
 from gateway.ops.health import gateway_ops_server
 from gateway.ops.memory import (
     freeze_long_lived,
@@ -187,6 +187,14 @@ class Gateway:
                     retain=self.publisher.set_retained,
                     signer=signer,
                     clock=self.clock,
+                    guard=CommandGuard(
+                        gateway=cfg.gateway.id,
+                        site=cfg.gateway.site,
+                        operators=[Operator.from_config(o) for o in cfg.operators],
+                        settings=cfg.commands,
+                        clock=self.clock,
+                        record_event=self.record_event,
+                    ),
                 )
                 notifier = Notifier.from_env()
                 try:
@@ -239,6 +247,7 @@ class Gateway:
                             t.cancel()
                 finally:
                     self._save_rule_state()
+                    self.desk.tick_final(self.clock())
                     self.record_event(
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
@@ -429,6 +438,8 @@ class Gateway:
             if alarms:
                 self._emit("alarm", alarms)
                 self._alarms_changed(metro.device)
+        if self.desk is not None:
+            self.desk.tick(now)  # the summary of refused commands, at most once a period
         if self.writer is not None:
             self.writer.retry()
             self.writer.enforce_bounds()  # ages batches out while nothing new comes

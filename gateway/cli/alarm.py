@@ -3,7 +3,9 @@
 The command talks to the gateway the way a supervision platform would: it reads the
 retained, signed set of active alarms on ``{base}/alarms`` and publishes commands on
 ``{base}/cmd/ack`` and ``{base}/cmd/shelve`` (docs/wire.md), using the broker
-settings of the gateway's own config file.
+settings of the gateway's own config file. Commands are signed with the operator's
+private key (``metrogate keygen --name ID``); the gateway carries out only those
+signed by an operator it is configured with (``operators:``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ import aiomqtt
 from gateway.common.exitcodes import ExitCode
 from gateway.config.loader import ConfigError, load_config
 from gateway.delivery.publisher import mqtt_client
+from gateway.wire.commands import CommandError, build_command
 from gateway.wire.encoding import topic_base
+from gateway.wire.keys import KeyStoreError, load_signer
 from gateway.wire.signing import split_payload
 
 
@@ -42,9 +47,9 @@ async def _active(cfg: Any, base: str, wait_s: float) -> list[dict[str, Any]] | 
     return None
 
 
-async def _command(cfg: Any, base: str, name: str, body: dict[str, Any]) -> None:
+async def _command(cfg: Any, base: str, name: str, payload: bytes) -> None:
     async with mqtt_client(cfg.mqtt, f"metrogate-alarm-{os.getpid()}") as client:
-        await client.publish(f"{base}/cmd/{name}", json.dumps(body).encode(), qos=1)
+        await client.publish(f"{base}/cmd/{name}", payload, qos=1)
 
 
 def cmd_alarm(args: argparse.Namespace) -> int:
@@ -72,11 +77,30 @@ def cmd_alarm(args: argparse.Namespace) -> int:
         if not args.alarm:
             print("name the alarm: device/point/rule (see `metrogate alarm list`)", file=sys.stderr)
             return ExitCode.INVALID
-        body: dict[str, Any] = {"alarm": args.alarm, "user": args.user}
-        if args.action == "shelve":
-            body["duration"] = args.duration
-        asyncio.run(_command(cfg, base, args.action, body))
-        print(f"{args.action} sent for {args.alarm} to {base}/cmd/{args.action}")
+        if args.key is None:
+            print("sign the command: --key OPERATOR.key (metrogate keygen --name ID)",
+                  file=sys.stderr)  # fmt: skip
+            return ExitCode.INVALID
+        try:
+            signer = load_signer(args.key)
+            payload = build_command(
+                signer,
+                action=args.action,
+                gateway=cfg.gateway.id,
+                site=cfg.gateway.site,
+                alarm=args.alarm,
+                operator=args.operator,
+                ts_us=time.time_ns() // 1000,
+                duration_s=args.duration if args.action == "shelve" else None,
+            )
+        except (KeyStoreError, CommandError) as exc:
+            print(f"metrogate alarm: {exc}", file=sys.stderr)
+            return ExitCode.INVALID
+        asyncio.run(_command(cfg, base, args.action, payload))
+        print(
+            f"{args.action} for {args.alarm} signed by {args.operator} (key {signer.kid}), "
+            f"sent to {base}/cmd/{args.action}"
+        )
         return ExitCode.OK
     except aiomqtt.MqttError as exc:
         print(f"broker {cfg.mqtt.url}: {exc}", file=sys.stderr)
@@ -93,8 +117,12 @@ def add_alarm_parser(sub: Any) -> None:
     p.add_argument("alarm", nargs="?", help="alarm id: device/point/rule")
     p.add_argument("-c", "--config", required=True, type=Path, help="the gateway's config file")
     p.add_argument(
-        "--user", default=getpass.getuser(), help="who acts (recorded in the audit trail)"
+        "--operator",
+        "--user",
+        default=getpass.getuser(),
+        help="operator id, as configured at the gateway (recorded in the audit trail)",
     )
+    p.add_argument("--key", type=Path, help="ack/shelve: the operator's private key file")
     p.add_argument("--duration", type=float, default=3600.0, help="shelve for this many seconds")
     p.add_argument("--timeout", type=float, default=5.0, help="list: wait this long for the set")
     p.set_defaults(func=cmd_alarm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from gateway.audit.eventlog import counter_path_for
 from gateway.audit.software_id import compute_software_id
 from gateway.audit.verify import looks_like_event_log, verify_event_log
 from gateway.common.exitcodes import ExitCode
-from gateway.wire.keys import KeyStoreError, generate_keypair, load_key_registry
+from gateway.wire.keys import (
+    KeyStoreError,
+    generate_keypair,
+    load_key_registry,
+    load_public_key,
+    public_key_base64,
+)
 from gateway.wire.verify import SequenceTracker, read_capture, verify_capture
 
 __all__ = [
@@ -33,23 +40,40 @@ __all__ = [
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    """Create ``gateway.key`` (0600) and ``gateway.pub`` in ``args.dir``."""
+    """Create ``NAME.key`` (0600) and ``NAME.pub`` in ``args.dir`` (NAME: ``gateway``)."""
     try:
-        pair = generate_keypair(Path(args.dir), overwrite=args.force)
+        pair = generate_keypair(Path(args.dir), overwrite=args.force, name=args.name)
     except KeyStoreError as exc:
         print(f"metrogate keygen: {exc}", file=sys.stderr)
         return ExitCode.INVALID
-    print(f"private key: {pair.private_path} (mode 0600, keep it on this gateway)")
-    print(f"public key:  {pair.public_path} (give it to the supervision platform)")
+    operator = args.name != "gateway"
+    keep = "keep it with the operator" if operator else "keep it on this gateway"
+    give = "configure it in the gateway's operators:" if operator else "give it to the platform"
+    print(f"private key: {pair.private_path} (mode 0600, {keep})")
+    print(f"public key:  {pair.public_path} ({give})")
+    if operator:
+        print(f"public key (base64): {public_key_base64(load_public_key(pair.public_path))}")
     print(f"key id:      {pair.kid}")
     return ExitCode.OK
 
 
+def _key_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", text) or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"not a key name: {text!r}")
+    return text
+
+
 def add_keygen_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "keygen", help="create this gateway's Ed25519 signing key pair"
+        "keygen", help="create a gateway's (or an operator's) Ed25519 signing key pair"
     )
-    p.add_argument("--dir", default=".", help="directory for gateway.key/gateway.pub")
+    p.add_argument("--dir", default=".", help="directory for NAME.key/NAME.pub")
+    p.add_argument(
+        "--name",
+        default="gateway",
+        type=_key_name,
+        help="file name: gateway (default) or an operator id for an operator's key",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing key pair")
     p.set_defaults(func=cmd_keygen)
     return p

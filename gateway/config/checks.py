@@ -18,6 +18,7 @@ from gateway.config.models.metrology import calibration_warnings, cross_check
 from gateway.config.models.registry import KINDS, Finding, PlanProblem, SerialNeeds
 from gateway.config.models.serial import BusConfig
 from gateway.config.schema import Config
+from gateway.wire.keys import KeyStoreError, public_key_from_text
 
 __all__ = ["Finding", "compile_plans", "cross_checks", "serial_line_checks"]
 
@@ -97,7 +98,22 @@ def cross_checks(
     for path, message in calibration_warnings(config.instruments, today or date.today()):
         found.append((path, message, "warning"))
     found += [(p, m, "error") for p, m in serial_line_checks(config.buses, config.devices, plans)]
+    found += _operators(config)
     return found
+
+
+def _operators(config: Config) -> Iterator[Finding]:
+    """Operator ids unique, each public key readable as an Ed25519 key."""
+    seen: dict[str, int] = {}
+    for i, op in enumerate(config.operators):
+        if op.id in seen:
+            again = f"operator id {op.id!r} is also operators[{seen[op.id]}]"
+            yield (("operators", i, "id"), again, "error")
+        seen.setdefault(op.id, i)
+        try:
+            public_key_from_text(op.public_key)
+        except KeyStoreError as exc:
+            yield (("operators", i, "public_key"), str(exc), "error")
 
 
 def serial_line_checks(

@@ -35,6 +35,7 @@ from gateway.common.yamlconf import (
     validate,
 )
 from gateway.config.schema import Config
+from gateway.wire.keys import resolve_key_text
 
 __all__ = [
     "SHIPPED_PROFILES",
@@ -237,6 +238,8 @@ def load_config(path: str | Path, *, today: Any = None) -> LoadedConfig:
     _expand_profiles(data, cfg_path, where, errors)
     config = validate(Config, data, where, errors)
     _anchor_paths(config, cfg_path.resolve().parent)
+    for op in config.operators:
+        op.public_key = resolve_key_text(op.public_key, cfg_path.resolve().parent)
     warnings: list[Problem] = []
     plans, findings = compile_plans(config.devices)
     findings += cross_checks(config, plans, today=today)

@@ -103,6 +103,52 @@ class SigningConfig(Strict):
     )
 
 
+def _ack_only() -> list[Literal["ack", "shelve"]]:
+    return ["ack"]
+
+
+class OperatorConfig(Strict):
+    """One person or system allowed to act on alarms with signed commands (docs/wire.md)."""
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.@-]{1,64}$",
+        description="Operator id: named in every command it signs and in the event log.",
+    )
+    public_key: str = Field(
+        min_length=1,
+        description="Ed25519 public key: the raw 32 bytes in base64, or the path of a PEM "
+        "public key file (`metrogate keygen --name ID`), relative to the config file.",
+    )
+    roles: list[Literal["ack", "shelve"]] = Field(
+        default_factory=_ack_only,
+        min_length=1,
+        description="What the operator may do: ack, shelve.",
+    )
+
+
+class CommandsConfig(Strict):
+    """How the gateway checks operator commands (gateway/operator.py)."""
+
+    window: Duration = Field(
+        30.0,
+        gt=0,
+        description="A command's timestamp must be within ± this of the gateway's clock.",
+    )
+    nonce_cache: int = Field(
+        4096,
+        ge=16,
+        le=1_000_000,
+        description="Nonces remembered to refuse replays (those older than the window are "
+        "forgotten first; a full cache of recent nonces refuses new commands).",
+    )
+    refusal_summary: Duration = Field(
+        60.0,
+        gt=0,
+        description="Refused commands are counted and written to the event log as one "
+        "summary entry at most this often.",
+    )
+
+
 if TYPE_CHECKING:
     # mypy cannot follow a union built at run time: statically a device is what every
     # kind's model has in common
@@ -125,6 +171,8 @@ class Config(Strict):
     signing: SigningConfig = SigningConfig()
     log: LogConfig = LogConfig()
     ops: OpsConfig = OpsConfig()
+    operators: list[OperatorConfig] = Field(default_factory=list)
+    commands: CommandsConfig = CommandsConfig()
     instruments: list[InstrumentConfig] = Field(default_factory=list)
     buses: list[BusConfig] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)

@@ -9,6 +9,7 @@ lets anyone forge evidence in the gateway's name.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import stat
@@ -47,7 +48,10 @@ __all__ = [
     "load_public_key",
     "load_public_keys",
     "load_signer",
+    "public_key_base64",
+    "public_key_from_text",
     "registered_key_files",
+    "resolve_key_text",
 ]
 
 
@@ -113,16 +117,17 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dfd)
 
 
-def generate_keypair(directory: Path, *, overwrite: bool = False) -> KeyPair:
+def generate_keypair(directory: Path, *, overwrite: bool = False, name: str = "gateway") -> KeyPair:
     """Create a fresh Ed25519 key pair in ``directory`` (created 0700 if missing).
 
-    Writes ``gateway.key`` (mode 0600) and ``gateway.pub`` (mode 0644), each
-    atomically. Raises :class:`KeyExistsError` if ``gateway.key`` exists and
-    ``overwrite`` is false: replacing a key changes the gateway's identity.
+    Writes ``{name}.key`` (mode 0600) and ``{name}.pub`` (mode 0644), each
+    atomically; ``name`` is ``gateway`` for a gateway's key and the operator id for
+    an operator's. Raises :class:`KeyExistsError` if the private key exists and
+    ``overwrite`` is false: replacing a key changes the owner's identity.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private_path = directory / PRIVATE_KEY_NAME
-    public_path = directory / PUBLIC_KEY_NAME
+    private_path = directory / f"{name}.key"
+    public_path = directory / f"{name}.pub"
     if private_path.exists() and not overwrite:
         raise KeyExistsError(private_path, "a private key already exists (use --force to replace)")
     key = Ed25519PrivateKey.generate()
@@ -177,6 +182,41 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(path, f"not an Ed25519 key ({type(key).__name__})")
     return key
+
+
+def _raw_base64_key(text: str) -> bytes | None:
+    s = text.strip()
+    if len(s) != 44 or not s.endswith("="):
+        return None
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def resolve_key_text(text: str, base: Path) -> str:
+    """``text`` as given when it is a base64 key, else its path made absolute from ``base``."""
+    if _raw_base64_key(text) is not None:
+        return text.strip()
+    path = Path(text.strip())
+    return str(path if path.is_absolute() else base / path)
+
+
+def public_key_from_text(text: str) -> Ed25519PublicKey:
+    """A public key given in config: raw 32 bytes in base64, or a PEM file's path.
+
+    Raises :class:`KeyFileError` when it is neither.
+    """
+    raw = _raw_base64_key(text)
+    if raw is not None:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    return load_public_key(Path(text.strip()))
+
+
+def public_key_base64(key: Ed25519PublicKey) -> str:
+    """The raw 32-byte public key in base64 (the form ``operators[].public_key`` takes)."""
+    return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")
 
 
 def load_public_keys(paths_or_dir: Path | Iterable[Path]) -> dict[str, Ed25519PublicKey]:

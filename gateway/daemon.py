@@ -101,6 +101,10 @@ class Gateway:
         cfg = self.config
         return topic_base(cfg.mqtt.prefix, cfg.gateway.site, cfg.gateway.id)
 
+    def command_counts(self) -> dict[str, int]:
+        """Operator commands so far by outcome (the ops endpoint's ``metrogate_commands_total``)."""
+        return self.desk.counts() if self.desk is not None else {}
+
     def record_event(self, type_: str, data: dict[str, Any], *, source: str = "gateway") -> None:
         """Append to the audit trail; the entry is published once durable (EventFeed).
 

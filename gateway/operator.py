@@ -223,6 +223,7 @@ class AlarmDesk:
             clock=clock,
             record_event=record_event,
         )
+        self.outcomes: Counter[str] = Counter()  # accepted / unchanged (refusals: the guard)
         self.gateway = gateway
         self.site = site
         self.metrology = metrology
@@ -252,8 +253,10 @@ class AlarmDesk:
             guard.refuse(exc, name)
             return None
         if not records:
+            self.outcomes["unchanged"] += 1
             log.info("command %s %s by %s changed nothing", name, cmd.alarm, op.id)
             return records
+        self.outcomes["accepted"] += 1
         data: dict[str, Any] = {
             "alarm": cmd.alarm,
             "operator": op.id,
@@ -281,6 +284,10 @@ class AlarmDesk:
         except AlarmError as exc:
             kind = "unknown_alarm" if isinstance(exc, UnknownAlarm) else "invalid"
             raise CommandRefused(kind, str(exc)) from None
+
+    def counts(self) -> dict[str, int]:
+        """Commands so far by outcome: accepted, unchanged, and each refusal reason."""
+        return {**self.outcomes, **self.guard.refused}
 
     def tick(self, now: int) -> None:
         """Housekeeping: pending refusal counts reach the event log."""

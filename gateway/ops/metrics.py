@@ -74,6 +74,8 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_loop_stall_max_seconds": "Longest event-loop stall since start (20 ms timer).",
     "metrogate_loop_lag_seconds": "How late the event loop ran its last 20 ms timer.",
     "metrogate_loop_stalls_total": "Event-loop stalls of 50 ms or more.",
+    "metrogate_commands_total": "Operator commands, by outcome (accepted, unchanged, or the "
+    "reason of a refusal).",
 }
 
 
@@ -200,6 +202,10 @@ class GatewayCollector(Collector):
         stalls = _counter("metrogate_loop_stalls_total")
         stalls.add_metric([], loop.stalls)
         yield from (worst, lag, stalls)
+        commands = _counter("metrogate_commands_total", ["outcome"])
+        for outcome, n in sorted(gw.command_counts().items()):
+            commands.add_metric([outcome], n)
+        yield commands
 
     def _devices(self) -> Iterator[Metric]:
         dev = ["device"]

@@ -128,3 +128,8 @@ class GatewayView(RatesView, Protocol):
 
     @property
     def base_topic(self) -> str: ...
+
+    def command_counts(self) -> Mapping[str, int]:
+        """Operator commands so far by outcome: ``accepted``, ``unchanged`` and each refusal
+        reason (docs/wire.md)."""
+        ...

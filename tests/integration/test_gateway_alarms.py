@@ -23,6 +23,7 @@ from simulators.modbus_device import ModbusTcpSimulator
 from tests.eventually import eventually
 from tests.integration.gwtest import line_config
 from tests.integration.test_gateway_e2e import collecting, running, sim_units
+from tests.integration.test_ops_gateway import scrape
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services
@@ -130,7 +131,7 @@ async def test_a_captured_command_replayed_is_refused(mosquitto: Mosquitto, tmp_
     async with ModbusTcpSimulator(sim_units(1, 2)) as sim:
         loaded = alarm_config(tmp_path, mosquitto.port, sim.port)
         signer = load_signer(tmp_path / "ops" / "inspector.key")
-        async with collecting(mosquitto, loaded) as col, running(loaded):
+        async with collecting(mosquitto, loaded) as col, running(loaded) as gateway:
             await eventually(
                 lambda: any(a["alarm"] == ALARM for s in col.alarm_sets for a in s["alarms"]),
                 "alarm raised",
@@ -149,6 +150,10 @@ async def test_a_captured_command_replayed_is_refused(mosquitto: Mosquitto, tmp_
                 )
                 await client.publish(f"{col.base}/cmd/ack", payload, qos=1)
             await eventually(lambda: refused_entries(tmp_path), "replay refused", within=10)
+            assert gateway.ops is not None
+            metrics = await scrape(f"http://127.0.0.1:{gateway.ops.port}")
+    assert metrics[("metrogate_commands_total", (("outcome", "accepted"),))] == 1
+    assert metrics[("metrogate_commands_total", (("outcome", "replayed"),))] == 1
     (summary,) = refused_entries(tmp_path)
     assert summary["data"]["counts"] == {"replayed": 1} and summary["source"] == "operator"
     assert [e["type"] for e in log_entries(tmp_path)].count("alarm_ack") == 1

@@ -148,6 +148,7 @@ PINNED = [
     "gateway/metrology/rules.py",
     "gateway/metrology/spc.py",
     "gateway/wire/__init__.py",
+    "gateway/wire/commands.py",
     "gateway/wire/encoding.py",
     "gateway/wire/keys.py",
     "gateway/wire/reading.py",

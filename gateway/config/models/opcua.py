@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from drivers.opcua import parse_node_id, relative_path
 from gateway.common.types import Duration, Ident, Strict
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import PointMetrologyFields
@@ -82,6 +81,8 @@ class OpcUaPointConfig(PointMetrologyFields):
     @classmethod
     def _node(cls, v: str | None) -> str | None:
         if v is not None:
+            from drivers.opcua import parse_node_id  # asyncua: only where OPC UA is configured
+
             try:
                 parse_node_id(v)
             except ValueError:
@@ -96,6 +97,8 @@ class OpcUaPointConfig(PointMetrologyFields):
         if v is not None:
             if not v.strip().strip("/"):
                 raise ValueError("an empty browse path: write browse names, e.g. 2:Line1/2:Temp")
+            from drivers.opcua import relative_path
+
             try:
                 relative_path(v)
             except ValueError:

@@ -47,7 +47,7 @@ import functools
 import operator
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import Field
 
@@ -66,19 +66,6 @@ from drivers.modbus_serial import Framing, ModbusSerialDriver
 from drivers.modbus_tcp import ModbusTcpDriver
 from drivers.mtsics import MtSicsDriver
 from drivers.mtsics import plan_line as mtsics_plan_line
-from drivers.opcua import (
-    AuthenticationFailed,
-    BrowseEntry,
-    Deadband,
-    OpcUaDriver,
-    OpcUaPoint,
-    Security,
-    SecurityRejected,
-    SubscriptionRefused,
-    UntrustedServer,
-)
-from drivers.opcua import browse as opcua_browse
-from drivers.opcua import plan_lines as opcua_plan_lines
 from drivers.opcua_security import TrustList, check_key_pair, load_certificate
 from drivers.serial_line import LineSettings, SerialBus, wire_time
 from drivers.toledo import ToledoDriver
@@ -99,6 +86,9 @@ from gateway.config.models.serial import (
     SerialDevice,
     ToledoDevice,
 )
+
+if TYPE_CHECKING:  # asyncua is imported only where an OPC UA device is configured
+    from drivers.opcua import BrowseEntry, OpcUaDriver, OpcUaPoint, Security
 
 __all__ = [
     "KINDS",
@@ -582,10 +572,12 @@ def _cjt188_tamper(device: Cjt188Device) -> frozenset[str]:
 
 # -- OPC UA servers ---------------------------------------------------------------------------
 
-OpcUaPlan = tuple[OpcUaPoint, ...]
+OpcUaPlan = tuple["OpcUaPoint", ...]
 
 
 def _opcua_plan(device: OpcUaDevice) -> OpcUaPlan:
+    from drivers.opcua import Deadband, OpcUaPoint
+
     return tuple(
         OpcUaPoint(
             p.id,
@@ -606,10 +598,14 @@ def _opcua_plan(device: OpcUaDevice) -> OpcUaPlan:
 
 
 def _describe_opcua(device: OpcUaDevice, points: OpcUaPlan) -> list[str]:
-    return opcua_plan_lines(device.mode, device.publishing_interval, points)
+    from drivers.opcua import plan_lines
+
+    return plan_lines(device.mode, device.publishing_interval, points)
 
 
 def _opcua_security(device: OpcUaDevice) -> Security:
+    from drivers.opcua import Security
+
     sec = device.security
     return Security(
         mode=sec.mode,
@@ -622,6 +618,8 @@ def _opcua_security(device: OpcUaDevice) -> Security:
 
 
 def _build_opcua(device: OpcUaDevice, ctx: BuildContext[OpcUaPlan]) -> OpcUaDriver:
+    from drivers.opcua import OpcUaDriver
+
     return OpcUaDriver(
         device.id,
         device.url,
@@ -705,6 +703,13 @@ def _opcua_checks(devices: Sequence[tuple[int, OpcUaDevice]]) -> Iterator[Findin
 async def _opcua_online(device: OpcUaDevice, points: OpcUaPlan) -> list[Finding]:
     """Connect as the daemon would: trust, login, every node found and of a usable type,
     the subscription and its monitored items (subscribe mode); then disconnect."""
+    from drivers.opcua import (
+        AuthenticationFailed,
+        SecurityRejected,
+        SubscriptionRefused,
+        UntrustedServer,
+    )
+
     driver = _build_opcua(device, BuildContext(points, utc_now_us))
     found: list[Finding] = []
     problems = []
@@ -736,7 +741,9 @@ async def _opcua_online(device: OpcUaDevice, points: OpcUaPlan) -> list[Finding]
 
 
 async def _opcua_browse(device: OpcUaDevice, path: str | None) -> list[BrowseEntry]:
-    return await opcua_browse(
+    from drivers.opcua import browse
+
+    return await browse(
         device.url,
         path,
         security=_opcua_security(device),

@@ -35,14 +35,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from drivers import cjt188, dlt645
 from drivers.base import DeviceTimeout, DeviceUnreachable, DriverError
 from drivers.modbus_serial import rtu_finder, rtu_frame
-from drivers.opcua import BrowseEntry, EndpointInfo, browse, discover
 from drivers.serial_line import FrameError, LineSettings, SerialBus, wire_time
 from gateway.common.exitcodes import ExitCode
+
+if TYPE_CHECKING:  # asyncua is imported only when OPC UA is scanned
+    from drivers.opcua import BrowseEntry, EndpointInfo
 
 __all__ = [
     "SETTINGS",
@@ -331,6 +333,8 @@ async def _points_of(url: str, reply_s: float, budget: Budget) -> list[BrowseEnt
         path = paths.pop(0)
         budget.take()
         try:
+            from drivers.opcua import browse
+
             entries = await browse(url, path, request_timeout=reply_s, device_id="scan")
         except DriverError:
             break
@@ -347,6 +351,8 @@ async def _points_of(url: str, reply_s: float, budget: Budget) -> list[BrowseEnt
 async def scan_opcua(url: str, reply_s: float, budget: Budget, out: ScanResult) -> None:
     budget.take()
     try:
+        from drivers.opcua import discover
+
         endpoints = await discover(url, request_timeout=reply_s, device_id="scan")
     except DriverError as exc:
         out.notes.append(f"opcua {url}: {exc.message}")

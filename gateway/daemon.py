@@ -318,7 +318,7 @@ class Gateway:
         """One poller per driver; the loop runs between two devices (a big site's
         metrology and saved rule states take a while to build at a reload).
 
-        Every device starts on the same grid (phase 0). Spreading the first polls over
+        Every device starts on the same grid. Spreading the first polls over
         the period (device ``i`` of ``n`` ``i / n`` late) was measured to more than
         double the gateway's CPU per reading (10 × 10 points at 100 ms: 0.057 → 0.126
         CPU-s per 1,000 readings, bench/bench_e2e.py): polls that end together are

@@ -115,7 +115,6 @@ class DevicePoller:
         on_identity: Callable[[str, dict[str, str]], None] | None = None,
         on_tamper: Callable[[str, dict[str, int]], None] | None = None,
         rng: random.Random | None = None,
-        phase: float = 0.0,
     ) -> None:
         self.device = device
         self.driver = driver
@@ -128,8 +127,6 @@ class DevicePoller:
         self.on_alarm_change = on_alarm_change
         self.on_identity = on_identity
         self.on_tamper = on_tamper
-        self.phase = phase
-        """Seconds after start of the first poll (the daemon spreads devices over a period)."""
         self.tamper_points = KINDS[device.driver].evidence(device)
         self._identity: dict[str, str] = {}
         self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
@@ -148,10 +145,7 @@ class DevicePoller:
     async def run(self) -> None:
         """Poll forever (until cancelled); no failure of a poll ends this task."""
         period = float(self.device.poll)
-        scheduled = self.monotonic() + self.phase
-        if self.phase > 0:
-            self.health.progress_monotonic = self.monotonic()
-            await self.sleep(self.phase)
+        scheduled = self.monotonic()
         while True:
             started = self.monotonic()
             self.health.progress_monotonic = started

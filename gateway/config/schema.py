@@ -59,7 +59,10 @@ class MqttConfig(Strict):
     keepalive: Duration = 30.0
     inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK.")
     drain_rate: float | None = Field(
-        None, gt=0, description="Messages/s at most while a backlog drains (default: no limit)."
+        None,
+        gt=0,
+        description="Backlog batches/s at most (data sealed before the current connection); "
+        "alarms, events and live data are never paced (default: no limit).",
     )
     publish_timeout: Duration = Field(10.0, description="PUBACK wait before reconnecting.")
     backoff_max: Duration = Field(60.0, description="Longest wait between reconnect attempts.")

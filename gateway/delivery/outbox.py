@@ -33,6 +33,13 @@ counters grow, and ``on_drop`` is told after the commit — a drop is never sile
 Age is judged by the injected clock; a gateway without RTC that seals batches
 before its clock is set may see them age out once the clock jumps forward.
 
+Lanes. Alarm and event batches are *urgent*: :meth:`Outbox.take_urgent` reads them
+alone (through a partial index, however long the data backlog), and
+:meth:`Outbox.take_data` reads data batches between two sequence numbers, so the
+publisher can send alarms and events first, then live data, then the backlog
+(:mod:`gateway.delivery.lanes`). :meth:`Outbox.take` still reads every kind in
+sequence order.
+
 Integrity. A file that exists but fails ``PRAGMA quick_check`` or whose bookkeeping
 is inconsistent raises :class:`OutboxCorrupt` at open; it is never recreated
 silently (that would restart sequence numbers). A new file is built under a
@@ -103,6 +110,11 @@ CREATE TABLE batches (
     payload   BLOB    NOT NULL
 );
 """
+# Alarm and event batches alone, in seq order: the urgent lane is read without scanning
+# the data backlog. Created at open where missing, so files made before it work on.
+_URGENT_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS batches_urgent ON batches (seq) WHERE kind != 'data'"
+)
 
 
 SINGLE_RECORD_LIMIT: Final = 16 * 1024 * 1024
@@ -219,6 +231,9 @@ class Outbox:
         self._dropped_batches = 0
         self._dropped_records = 0
         self._oldest: tuple[int, int] | None = None  # (seq, sealed_us), None = unknown/empty
+        # highest seq ever stored per lane (0: none), so readers know when to look again
+        self._last_urgent = 0
+        self._last_data = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._in_on_drop = False
 
@@ -270,6 +285,7 @@ class Outbox:
             # Statement by statement: executescript() would commit the open transaction.
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 conn.execute(stmt)
+            conn.execute(_URGENT_INDEX)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -351,6 +367,17 @@ class Outbox:
         self._dropped_batches = meta["dropped_batches"]
         self._dropped_records = meta["dropped_records"]
         self._oldest = None
+        try:
+            conn.execute(_URGENT_INDEX)
+            (last_urgent,) = conn.execute(
+                "SELECT max(seq) FROM batches WHERE kind != 'data'"
+            ).fetchone()
+            (last_data,) = conn.execute(
+                "SELECT max(seq) FROM batches WHERE kind = 'data'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        self._last_urgent, self._last_data = last_urgent or 0, last_data or 0
 
     # -- producer side ------------------------------------------------------------
 
@@ -391,6 +418,10 @@ class Outbox:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
             drops, freed = self._drop_in_txn(conn, self._bytes + new_bytes, sealed_us)
         self._next_seq = next_seq
+        if kind == "data":
+            self._last_data = rows[-1][0]
+        else:
+            self._last_urgent = rows[-1][0]
         self._batches += len(rows)
         self._records += new_records
         self._bytes += new_bytes
@@ -558,6 +589,66 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
         return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
+
+    def take_urgent(self, limit: int, after_seq: int = 0) -> list[Sealed]:
+        """Up to ``limit`` alarm and event batches with ``seq > after_seq``, oldest first."""
+        return self._select(
+            "WHERE kind != 'data' AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+
+    def take_data(
+        self, limit: int, after_seq: int = 0, before_seq: int | None = None
+    ) -> list[Sealed]:
+        """Up to ``limit`` data batches with ``after_seq < seq < before_seq``, oldest first."""
+        below = self._next_seq if before_seq is None else before_seq
+        return self._select(
+            "WHERE seq > ? AND seq < ? AND kind = 'data' ORDER BY seq LIMIT ?",
+            (after_seq, below, limit),
+        )
+
+    def _select(self, where: str, args: tuple[int, ...]) -> list[Sealed]:
+        conn = self._require_open()
+        if args[-1] < 1:
+            return []
+        try:
+            rows = conn.execute(
+                "SELECT seq, kind, payload, records, sealed_us FROM batches " + where, args
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
+        return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next sealed batch gets."""
+        return self._next_seq
+
+    @property
+    def last_urgent_seq(self) -> int:
+        """The highest seq ever stored in an alarm or event batch here (0: none yet)."""
+        return self._last_urgent
+
+    @property
+    def last_data_seq(self) -> int:
+        """The highest seq ever stored in a data batch here (0: none yet)."""
+        return self._last_data
+
+    @property
+    def dropped_batches(self) -> int:
+        """Batches dropped unsent since the file was created; grows with every drop."""
+        return self._dropped_batches
+
+    def next_put(self) -> asyncio.Future[None]:
+        """A future that completes at the next :meth:`put` (or when the outbox closes).
+
+        For a consumer that waits on more than the outbox (``asyncio.wait`` on several
+        futures); cancelling it is harmless.
+        """
+        self._require_open()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)  # a cancelled one leaves too
+        return waiter
 
     def settle(self, seqs: Iterable[int]) -> None:
         """Delete the given batches (the broker acknowledged them), in one transaction.

@@ -1,11 +1,14 @@
 """MQTT publisher: outbox → broker, QoS 1, deleting a batch only after its PUBACK.
 
 One long-lived task (:meth:`Publisher.run`) connects, publishes the retained birth
-message, then pumps the outbox oldest-first with up to ``mqtt.inflight`` messages
-awaiting PUBACK at once. Any broker trouble (refused connection, lost connection,
-a PUBACK that does not come within ``publish_timeout``) ends the connection; the
-publisher waits a capped, jittered back-off and reconnects forever, resending every
-batch not yet settled — byte-identical, since batches are sealed in the outbox.
+message, then pumps the outbox with up to ``mqtt.inflight`` messages awaiting PUBACK
+at once, in the order of :mod:`gateway.delivery.lanes`: alarm and event batches
+first, then data sealed since this connection, then the backlog (oldest first,
+paced by ``mqtt.drain_rate``, in at most half the window). Any broker trouble
+(refused connection, lost connection, a PUBACK that does not come within
+``publish_timeout``) ends the connection; the publisher waits a capped, jittered
+back-off and reconnects forever, resending every batch not yet settled —
+byte-identical, since batches are sealed in the outbox.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import json
 import logging
 import random
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ import aiomqtt
 from drivers.backoff import Backoff
 from drivers.base import utc_now_us
 from gateway.config.schema import MqttConfig
+from gateway.delivery.lanes import Lane, Lanes
 from gateway.delivery.outbox import Outbox, Sealed
 
 log = logging.getLogger("metrogate.publisher")
@@ -103,6 +106,9 @@ class Publisher:
         self.on_command = on_command
         self.stats = PublisherStats()
         self._acked: list[int] = []
+        self._live_from = 1  # the outbox's next seq when the connection came up
+        self.lanes: Lanes | None = None
+        """The current connection's lanes (what it handed out so far), for observation."""
         self._retained: dict[str, bytes] = {}
         self._retained_changed = asyncio.Event()
         self._rng = rng
@@ -141,6 +147,7 @@ class Publisher:
             await asyncio.sleep(backoff.next_delay())
 
     def _on_connect(self) -> None:
+        self._live_from = self.outbox.next_seq  # what is sealed from now on is live
         self.stats.connected = True
         self.stats.connects += 1
         self.stats.connected_since_us = utc_now_us()
@@ -208,27 +215,33 @@ class Publisher:
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         window = asyncio.Semaphore(self.cfg.inflight)
-        connected_us = utc_now_us()
-        cursor = 0
-        next_slot = time.monotonic()
+        lanes = Lanes(
+            self.outbox,
+            live_from=self._live_from,
+            drain_rate=self.cfg.drain_rate,
+            backlog_window=max(1, self.cfg.inflight // 2),
+        )
+        self.lanes = lanes
         async with asyncio.TaskGroup() as tg:
             while True:
-                rows = self.outbox.take(self.cfg.inflight, after_seq=cursor)
-                if not rows:
+                await window.acquire()  # choose the batch only once it can go: urgent first
+                picked = lanes.next()
+                while picked is None:
                     self.flush_acked()
-                    await self.outbox.wait_for_new(cursor, timeout=0.05 if self._acked else 1.0)
-                    continue
-                for row in rows:
-                    if self.cfg.drain_rate and row.sealed_us < connected_us:
-                        # backlog: pace it so the uplink and the CPU keep serving live polls
-                        next_slot = max(next_slot + 1.0 / self.cfg.drain_rate, time.monotonic())
-                        await asyncio.sleep(next_slot - time.monotonic())
-                    await window.acquire()
-                    cursor = row.seq
-                    tg.create_task(self._publish(client, row, window), name=f"publish-{row.seq}")
+                    await lanes.wait(0.05 if self._acked else 1.0)
+                    picked = lanes.next()
+                lane, row = picked
+                tg.create_task(
+                    self._publish(client, row, window, lanes, lane), name=f"publish-{row.seq}"
+                )
 
     async def _publish(
-        self, client: aiomqtt.Client, row: Sealed, window: asyncio.Semaphore
+        self,
+        client: aiomqtt.Client,
+        row: Sealed,
+        window: asyncio.Semaphore,
+        lanes: Lanes,
+        lane: Lane,
     ) -> None:
         try:
             await client.publish(f"{self.base}/{row.kind}", row.payload, qos=1)
@@ -237,6 +250,7 @@ class Publisher:
             if len(self._acked) >= SETTLE_EVERY:
                 self.flush_acked()
         finally:
+            lanes.sent(lane)
             window.release()
 
     def flush_acked(self) -> None:

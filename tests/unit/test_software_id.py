@@ -132,6 +132,7 @@ PINNED = [
     "gateway/config/models/registry.py",
     "gateway/config/models/serial.py",
     "gateway/delivery/__init__.py",
+    "gateway/delivery/lanes.py",
     "gateway/delivery/outbox.py",
     "gateway/delivery/publisher.py",
     "gateway/metrology/__init__.py",

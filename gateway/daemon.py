@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from typing import Any
@@ -21,7 +22,7 @@ from gateway.acquisition.build import build_drivers
 from gateway.acquisition.clock import ClockJump, ClockMonitor
 from gateway.acquisition.poller import DevicePoller
 from gateway.acquisition.rulestate import RuleStore
-from gateway.audit.eventlog import EventLog, EventLogFull
+from gateway.audit.eventlog import EventLog, EventLogFull, EventType
 from gateway.audit.parameters import legal_parameters, parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
 from gateway.common.opsserver import OpsServer
@@ -40,6 +41,11 @@ from gateway.wire.keys import ensure_signer
 from gateway.wire.signing import Signer
 
 log = logging.getLogger("metrogate.runtime")
+
+PAUSE_AT = 0.95
+"""``outbox.overflow: stop_noncritical``: non-critical devices stop at this outbox fill…"""
+RESUME_AT = 0.90
+"""…and poll again once it is down to this."""
 
 
 class Gateway:
@@ -72,6 +78,8 @@ class Gateway:
         self._reload_devices = asyncio.Event()
         self.rules = RuleStore(self.config.gateway.state_dir / "rules")
         self.desk: AlarmDesk | None = None  # operator commands, once the publisher exists
+        self.noncritical_paused = False  # stop_noncritical: the outbox is nearly full
+        self._drops: dict[tuple[str, bool], DropReport] = {}  # since the last report
 
     @property
     def base_topic(self) -> str:
@@ -89,9 +97,31 @@ class Gateway:
             self.outbox.put("event", events)
 
     def _on_drop(self, report: DropReport) -> None:
-        data = asdict(report) if hasattr(report, "__dataclass_fields__") else dict(vars(report))
-        log.warning("outbox full: dropped %s", data)
-        self.record_event("outbox_drop", data, source="outbox")
+        """Collect what the outbox dropped; :meth:`_report_drops` writes it down.
+
+        A full outbox drops at every put: one event per drop would fill it with drop
+        events. So the drops of one housekeeping tick (1 s) become one ``outbox_drop``
+        event (and one warning) per reason, with their total and sequence range.
+        """
+        key = (report.reason, report.urgent)
+        seen = self._drops.get(key)
+        if seen is not None:
+            report = DropReport(
+                seen.batches + report.batches,
+                seen.records + report.records,
+                min(seen.first_seq, report.first_seq),
+                max(seen.last_seq, report.last_seq),
+                report.reason,
+                report.urgent,
+            )
+        self._drops[key] = report
+
+    def _report_drops(self) -> None:
+        drops, self._drops = self._drops, {}
+        for report in sorted(drops.values(), key=lambda r: r.first_seq):
+            data = asdict(report)
+            log.warning("outbox full: dropped %s", data)
+            self.record_event(EventType.OUTBOX_DROP, data, source="outbox")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then cancel everything and close cleanly."""
@@ -112,6 +142,8 @@ class Gateway:
                 max_payload_bytes=cfg.mqtt.batch.max_bytes,
                 clock_us=self.clock,
                 on_drop=self._on_drop,
+                overflow="thin" if cfg.outbox.overflow == "thin" else "drop_oldest",
+                thin_keep=cfg.outbox.thin_keep,
             ) as outbox,
             EventLog(
                 state / "events.log", signer, software_id=self.software.short, clock_us=self.clock
@@ -190,6 +222,7 @@ class Gateway:
                             t.cancel()
                 finally:
                     self._save_rule_state()
+                    self._report_drops()
                     self.record_event(
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
@@ -257,6 +290,7 @@ class Gateway:
                 on_alarm_change=self._alarms_changed,
                 on_identity=self._identity_seen,
                 on_tamper=self._tamper_seen,
+                active=self._may_poll(dev.id, dev.critical),
             )
 
     def _identity_seen(self, device: str, identity: dict[str, str]) -> None:
@@ -273,7 +307,36 @@ class Gateway:
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
         assert self.outbox is not None
-        self.outbox.put(kind, records)
+        # a data batch is one poll of one device: its stream, for thinning
+        stream = str(records[0].get("device")) if kind == "data" and records else None
+        self.outbox.put(kind, records, stream=stream)
+        self._check_room()
+
+    def _may_poll(self, device: str, critical: bool) -> Callable[[], bool]:
+        if critical:
+            return lambda: True
+        return lambda: not self.noncritical_paused
+
+    def _check_room(self) -> None:
+        """``outbox.overflow: stop_noncritical``: pause non-critical devices near the bound,
+        resume them once there is room again; both are events of the audit trail."""
+        if self.config.outbox.overflow != "stop_noncritical" or self.outbox is None:
+            return
+        fill = self.outbox.fill_ratio
+        if fill > RESUME_AT if self.noncritical_paused else fill < PAUSE_AT:
+            return  # no change
+        self.noncritical_paused = not self.noncritical_paused
+        devices = [d.id for d in self.config.devices if not d.critical]
+        data: dict[str, Any] = {"fill": round(fill, 4), "devices": devices}
+        if self.noncritical_paused:
+            log.warning("outbox %.0f %% full: non-critical devices paused: %s", fill * 100, devices)
+            self.record_event(EventType.NONCRITICAL_PAUSED, data, source="outbox")
+        else:
+            data["paused_polls"] = {
+                d: self.pollers[d].health.paused for d in devices if d in self.pollers
+            }
+            log.warning("outbox has room again (%.0f %%): non-critical devices resumed", fill * 100)
+            self.record_event(EventType.NONCRITICAL_RESUMED, data, source="outbox")
 
     def _startup_events(self) -> None:
         assert self._eventlog is not None
@@ -342,6 +405,8 @@ class Gateway:
                     self._alarms_changed(metro.device)
             if self.outbox is not None:
                 self.outbox.enforce_bounds()  # ages batches out while nothing new comes
+                self._check_room()  # settled batches make room without a put
+            self._report_drops()
             self._flush_events()
             if time.monotonic() - last_rules_save > 60:
                 self._save_rule_state()

@@ -89,7 +89,18 @@ class OutboxConfig(Strict):
     max_bytes: ByteSize = Field(
         ByteSize(256 * 1024 * 1024), description="Bound on stored batches, e.g. '256MiB'."
     )
-    max_age: Duration | None = Field(None, description="Drop batches older than this.")
+    max_age: Duration | None = Field(None, description="Drop data batches older than this.")
+    overflow: Literal["drop_oldest", "thin", "stop_noncritical"] = Field(
+        "drop_oldest",
+        description="At max_bytes: drop_oldest drops the oldest data batches; thin keeps "
+        "every thin_keep-th data batch of each device (oldest part first, again and again) "
+        "so a long outage keeps a coarse record; stop_noncritical stops polling devices with "
+        "critical: false while the outbox is nearly full, then drops the oldest. Alarm and "
+        "event batches are never dropped while data batches remain.",
+    )
+    thin_keep: int = Field(
+        10, ge=2, le=10_000, description="overflow: thin keeps one data batch in this many."
+    )
     durability: Literal["process", "power"] = Field(
         "process",
         description="process: survives a crash of metrogate (SQLite synchronous=NORMAL); "

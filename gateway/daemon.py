@@ -32,6 +32,7 @@ from gateway.delivery.publisher import Publisher
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
 from gateway.ops.health import gateway_ops_server
+from gateway.ops.looplag import LoopLag
 from gateway.ops.memory import release_free_memory
 from gateway.ops.reload import Reloaded, watch_sighup
 from gateway.ops.sdnotify import Notifier
@@ -80,6 +81,7 @@ class Gateway:
         self.desk: AlarmDesk | None = None  # operator commands, once the publisher exists
         self.noncritical_paused = False  # stop_noncritical: the outbox is nearly full
         self._drops: dict[tuple[str, bool], DropReport] = {}  # since the last report
+        self.loop_lag = LoopLag()  # event-loop stalls, for the metrics
 
     @property
     def base_topic(self) -> str:
@@ -180,7 +182,8 @@ class Gateway:
                         publisher = tg.create_task(self.publisher.run(), name="publisher")
                         devices = tg.create_task(self._devices(), name="devices")
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
-                        tasks = [publisher, devices, housekeeping]
+                        lag = tg.create_task(self.loop_lag.run(), name="loop-lag")
+                        tasks = [publisher, devices, housekeeping, lag]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again

@@ -14,10 +14,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from gateway.common.opsserver import counter, gauge
+from gateway.ops.looplag import LAG_BUCKETS, LoopLag
 from gateway.ops.view import GatewayView, RatesView
 
 __all__ = [
@@ -61,6 +67,8 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_mqtt_published_total": "Batches the broker acknowledged (PUBACK).",
     "metrogate_mqtt_failures_total": "Broker connection failures and losses.",
     "metrogate_clock_synchronised": "1 when the kernel reports the clock synchronised.",
+    "metrogate_event_loop_lag_seconds": "How late the event loop ran a timer (25 ms samples).",
+    "metrogate_event_loop_lag_max_seconds": "Longest event-loop lag of the last minute.",
 }
 
 
@@ -70,6 +78,21 @@ def _gauge(name: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
 
 def _counter(name: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
     return counter(name, GATEWAY_METRICS[name], labels)
+
+
+def _loop_lag(lag: LoopLag) -> Iterator[Metric]:
+    name = "metrogate_event_loop_lag_seconds"
+    hist = HistogramMetricFamily(name, GATEWAY_METRICS[name])
+    running = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, n in zip((*LAG_BUCKETS, float("inf")), lag.counts, strict=True):
+        running += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    hist.add_metric([], buckets, lag.total)
+    yield hist
+    top = _gauge("metrogate_event_loop_lag_max_seconds")
+    top.add_metric([], lag.recent_max())
+    yield top
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +201,9 @@ class GatewayCollector(Collector):
         clock = _gauge("metrogate_clock_synchronised")
         clock.add_metric([], 1.0 if gw.clock_monitor.synchronised else 0.0)
         yield clock
+        lag: LoopLag | None = getattr(gw, "loop_lag", None)
+        if lag is not None:
+            yield from _loop_lag(lag)
 
     def _devices(self) -> Iterator[Metric]:
         dev = ["device"]

@@ -68,12 +68,27 @@ def parse(workload: str) -> tuple[int, int, float]:
     return int(m[1]), int(m[2]), period
 
 
+PROFILE: Path | None = None  # --profile DIR: py-spy samples each run's window there
+
+
 def measure(
-    proc: subprocess.Popen[bytes], counter: Counter, seconds: float, lag_port: int | None
+    proc: subprocess.Popen[bytes],
+    counter: Counter,
+    seconds: float,
+    lag_port: int | None,
+    label: str = "",
 ) -> tuple[int, float, float, float, str]:
     """Warm up, then count for ``seconds``: (readings, s, CPU s, peak RSS MB, stall)."""
     eventually_blocking(lambda: counter.snapshot()[0] > 0, "first readings", within=60)
     time.sleep(WARM_UP_S)
+    if PROFILE is not None:
+        out = PROFILE / f"{re.sub(r'[^A-Za-z0-9@.-]+', '_', label)}.txt"
+        subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
+             "--duration", str(int(seconds)), "--rate", "200", "--format", "raw",
+             "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     lag0 = _lag_buckets(lag_port)
     r0, _ = counter.snapshot()
     c0, t0 = cpu_seconds(proc.pid), time.monotonic()
@@ -147,7 +162,7 @@ def gateway(
         env=env,
     )
     try:
-        n, dt, cpu, peak, stall = measure(proc, counter, seconds, ops)
+        n, dt, cpu, peak, stall = measure(proc, counter, seconds, ops, f"{name}-{workload}")
     finally:
         stop(proc)
         counter.close()
@@ -164,7 +179,7 @@ def plain(broker: Mosquitto, sim_port: int, workload: str, seconds: float) -> Re
         stdout=subprocess.DEVNULL,
     )
     try:
-        n, dt, cpu, peak, _ = measure(proc, counter, seconds, None)
+        n, dt, cpu, peak, _ = measure(proc, counter, seconds, None, f"plain-{workload}")
     finally:
         stop(proc)
         counter.close()
@@ -209,7 +224,12 @@ def main() -> None:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--systems", default="plain,current,baseline")
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--profile", type=Path, help="py-spy each measured window into DIR")
     args = ap.parse_args()
+    global PROFILE
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE = args.profile
     systems = args.systems.split(",")
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as d:

@@ -29,11 +29,12 @@ from gateway.common.opsserver import OpsServer
 from gateway.config.loader import LoadedConfig
 from gateway.delivery.outbox import DropReport, Outbox
 from gateway.delivery.publisher import Publisher
+from gateway.delivery.ticks import TickBatcher
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk
 from gateway.ops.health import gateway_ops_server
 from gateway.ops.looplag import LoopLag
-from gateway.ops.memory import release_free_memory
+from gateway.ops.memory import freeze_heap, release_free_memory
 from gateway.ops.reload import Reloaded, watch_sighup
 from gateway.ops.sdnotify import Notifier
 from gateway.ops.watchdog import Watchdog
@@ -82,6 +83,7 @@ class Gateway:
         self.noncritical_paused = False  # stop_noncritical: the outbox is nearly full
         self._drops: dict[tuple[str, bool], DropReport] = {}  # since the last report
         self.loop_lag = LoopLag()  # event-loop stalls, for the metrics
+        self.ticks: TickBatcher | None = None  # data of one tick, sealed as one batch
 
     @property
     def base_topic(self) -> str:
@@ -152,6 +154,11 @@ class Gateway:
             ) as eventlog,
         ):
             self.outbox, self._eventlog = outbox, eventlog
+            self.ticks = TickBatcher(
+                self._put_data,
+                linger=cfg.mqtt.batch.linger,
+                max_records=cfg.mqtt.batch.max_readings,
+            )
             self._startup_events()
             self._flush_events()
             release_free_memory()
@@ -183,7 +190,8 @@ class Gateway:
                         devices = tg.create_task(self._devices(), name="devices")
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
                         lag = tg.create_task(self.loop_lag.run(), name="loop-lag")
-                        tasks = [publisher, devices, housekeeping, lag]
+                        ticks = tg.create_task(self.ticks.run(), name="ticks")
+                        tasks = [publisher, devices, housekeeping, lag, ticks]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again
@@ -224,6 +232,7 @@ class Gateway:
                         for t in tasks:
                             t.cancel()
                 finally:
+                    self.ticks.flush()  # the last polls' readings, sealed before the end
                     self._save_rule_state()
                     self._report_drops()
                     self.record_event(
@@ -309,10 +318,18 @@ class Gateway:
             self._pending_events.append(entry)
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
+        """What a device task produced: data waits for the tick's batch, alarms go now."""
+        assert self.outbox is not None and self.ticks is not None
+        if kind == "data":
+            if records:
+                self.ticks.add(records, str(records[0].get("device")))
+            return
+        self.outbox.put(kind, records)
+        self._check_room()
+
+    def _put_data(self, records: list[dict[str, Any]], stream: str | None) -> None:
         assert self.outbox is not None
-        # a data batch is one poll of one device: its stream, for thinning
-        stream = str(records[0].get("device")) if kind == "data" and records else None
-        self.outbox.put(kind, records, stream=stream)
+        self.outbox.put("data", records, stream=stream)
         self._check_room()
 
     def _may_poll(self, device: str, critical: bool) -> Callable[[], bool]:
@@ -416,6 +433,7 @@ class Gateway:
                 last_rules_save = time.monotonic()
                 release_free_memory()
             elif not trimmed and self.publisher is not None and self.publisher.stats.published:
+                freeze_heap()  # everything start-up built stays: no collection walks it again
                 release_free_memory()  # the start-up batches are out: their memory too
                 trimmed = True
             await asyncio.sleep(1.0)

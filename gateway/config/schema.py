@@ -42,6 +42,13 @@ class GatewaySection(Strict):
 class BatchConfig(Strict):
     max_readings: int = Field(1000, ge=1, le=100_000, description="Readings per data batch.")
     max_bytes: int = Field(256_000, ge=1024, le=10_000_000, description="Bytes per payload.")
+    linger: Duration = Field(
+        0.005,
+        ge=0,
+        le=1.0,
+        description="How long a data batch stays open for the other devices' polls of the same "
+        "tick (0: one batch per poll).",
+    )
 
 
 class MqttConfig(Strict):

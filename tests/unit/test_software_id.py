@@ -135,6 +135,7 @@ PINNED = [
     "gateway/delivery/lanes.py",
     "gateway/delivery/outbox.py",
     "gateway/delivery/publisher.py",
+    "gateway/delivery/ticks.py",
     "gateway/metrology/__init__.py",
     "gateway/metrology/alarms.py",
     "gateway/metrology/calibration.py",

@@ -3,7 +3,7 @@ late it wakes.
 
 Every device task, the publisher and the ops endpoint share one asyncio thread, so a
 callback that runs long delays them all. :class:`LoopLag` wakes every ``interval``
-seconds (25 ms: 40 wake-ups a second, a few µs each) and records how much later than
+seconds (100 ms: ten wake-ups a second, tens of µs each) and records how much later than
 asked it woke: that lag is the part of a stall that overlapped the wake-up, so over
 many samples its maximum approaches the longest stall. It keeps a histogram
 (``metrogate_event_loop_lag_seconds``) and the longest lag of the last minute
@@ -29,7 +29,7 @@ class LoopLag:
 
     def __init__(
         self,
-        interval: float = 0.025,
+        interval: float = 0.1,
         *,
         window: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,

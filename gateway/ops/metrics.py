@@ -67,7 +67,7 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_mqtt_published_total": "Batches the broker acknowledged (PUBACK).",
     "metrogate_mqtt_failures_total": "Broker connection failures and losses.",
     "metrogate_clock_synchronised": "1 when the kernel reports the clock synchronised.",
-    "metrogate_event_loop_lag_seconds": "How late the event loop ran a timer (25 ms samples).",
+    "metrogate_event_loop_lag_seconds": "How late the event loop ran a timer (100 ms samples).",
     "metrogate_event_loop_lag_max_seconds": "Longest event-loop lag of the last minute.",
 }
 

@@ -45,8 +45,10 @@ class Counter:
         self.client.loop_start()
 
     def _on_message(self, client: object, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        body = msg.payload[: msg.payload.rfind(b"\n")]
-        n = len(json.loads(body).get("readings", ()))
+        cut = msg.payload.rfind(b"\n")
+        doc = json.loads(msg.payload if cut < 0 else msg.payload[:cut])
+        # a signed batch (body, newline, signature), or the plain loop's bare list
+        n = len(doc) if isinstance(doc, list) else len(doc.get("readings", ()))
         with self.lock:
             self.readings += n
             self.batches += 1

@@ -22,7 +22,7 @@ from gateway.acquisition.build import build_drivers
 from gateway.acquisition.clock import ClockJump, ClockMonitor
 from gateway.acquisition.poller import DevicePoller
 from gateway.acquisition.rulestate import RuleStore
-from gateway.audit.eventlog import EventLog, EventLogFull, EventLogWriteError
+from gateway.audit.eventlog import EventLog, EventLogFull, EventLogWriteError, EventType
 from gateway.audit.parameters import parameters_json
 from gateway.audit.software_id import SoftwareId, compute_software_id
 from gateway.common.opsserver import OpsServer
@@ -31,6 +31,7 @@ from gateway.config.loader import LoadedConfig
 from gateway.delivery.events import EventFeed
 from gateway.delivery.outbox import DropReport, Outbox, OutboxError
 from gateway.delivery.publisher import Publisher
+from gateway.delivery.ticks import TickBatcher
 from gateway.delivery.writer import OutboxWriter
 from gateway.metrology.pipeline import DeviceMetrology
 from gateway.operator import AlarmDesk, CommandGuard, Operator
@@ -49,6 +50,11 @@ from gateway.wire.keys import ensure_signer
 from gateway.wire.signing import Signer
 
 log = logging.getLogger("metrogate.runtime")
+
+PAUSE_AT = 0.95
+"""``outbox.overflow: stop_noncritical``: non-critical devices stop at this outbox fill…"""
+RESUME_AT = 0.90
+"""…and poll again once it is down to this."""
 
 BuildDrivers = Callable[..., Awaitable[dict[str, Driver]]]
 """``build(loaded, stack, *, clock) -> {device id: driver}``: how the device tasks get
@@ -95,6 +101,9 @@ class Gateway:
         self.rules = RuleStore(self.config.gateway.state_dir / "rules")
         self.desk: AlarmDesk | None = None  # operator commands, once the publisher exists
         self.stalls = StallMonitor()  # how long the event loop blocks (/metrics)
+        self.noncritical_paused = False  # stop_noncritical: the outbox is nearly full
+        self._drops: dict[tuple[str, bool], DropReport] = {}  # since the last report
+        self.ticks: TickBatcher | None = None  # data of one tick, sealed as one batch
 
     @property
     def base_topic(self) -> str:
@@ -123,9 +132,31 @@ class Gateway:
             log.error("event log not flushed: %s", exc)
 
     def _on_drop(self, report: DropReport) -> None:
-        data = asdict(report) if hasattr(report, "__dataclass_fields__") else dict(vars(report))
-        log.warning("outbox full: dropped %s", data)
-        self.record_event("outbox_drop", data, source="outbox")
+        """Collect what the outbox dropped; :meth:`_report_drops` writes it down.
+
+        A full outbox drops at every put: one event per drop would fill it with drop
+        events. So the drops of one housekeeping tick (1 s) become one ``outbox_drop``
+        event (and one warning) per reason, with their total and sequence range.
+        """
+        key = (report.reason, report.urgent)
+        seen = self._drops.get(key)
+        if seen is not None:
+            report = DropReport(
+                seen.batches + report.batches,
+                seen.records + report.records,
+                min(seen.first_seq, report.first_seq),
+                max(seen.last_seq, report.last_seq),
+                report.reason,
+                report.urgent,
+            )
+        self._drops[key] = report
+
+    def _report_drops(self) -> None:
+        drops, self._drops = self._drops, {}
+        for report in sorted(drops.values(), key=lambda r: r.first_seq):
+            data = asdict(report)
+            log.warning("outbox full: dropped %s", data)
+            self.record_event(EventType.OUTBOX_DROP, data, source="outbox")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then cancel everything and close cleanly."""
@@ -156,6 +187,8 @@ class Gateway:
                 max_payload_bytes=cfg.mqtt.batch.max_bytes,
                 clock_us=self.clock,
                 on_drop=self._on_drop,
+                overflow="thin" if cfg.outbox.overflow == "thin" else "drop_oldest",
+                thin_keep=cfg.outbox.thin_keep,
                 seq_store=eventlog,  # sequence numbers survive the loss of outbox.db
             ) as outbox,
         ):
@@ -163,6 +196,11 @@ class Gateway:
             self.events = EventFeed(eventlog, outbox)
             self.events.recover()  # what a killed run logged but did not seal
             self.writer = writer = OutboxWriter(outbox, clock_us=self.clock)
+            self.ticks = ticks = TickBatcher(
+                self._put_data,
+                linger=cfg.mqtt.batch.linger,
+                max_records=cfg.mqtt.batch.max_readings,
+            )
             self._startup_events()
             self._flush_events()
             release_free_memory()
@@ -209,7 +247,8 @@ class Gateway:
                         housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
                         reserve = tg.create_task(outbox.keep_reserved(), name="outbox-seq")
                         trail = tg.create_task(self.events.run(), name="eventlog-writer")
-                        tasks = [stalls, publisher, devices, housekeeping, reserve, trail]
+                        batcher = tg.create_task(ticks.run(), name="ticks")
+                        tasks = [stalls, publisher, devices, housekeeping, reserve, trail, batcher]
                         async with asyncio.timeout(60):
                             await self._devices_up.wait()
                         self.desk.retain_set()  # restored alarms are active again
@@ -250,8 +289,10 @@ class Gateway:
                         for t in tasks:
                             t.cancel()
                 finally:
+                    ticks.flush()  # the last polls' readings, sealed before the end
                     self._save_rule_state()
                     self.desk.tick_final(self.clock())
+                    self._report_drops()
                     self.record_event(
                         "shutdown", {"uptime_s": (self.clock() - self.started_us) / 1e6}
                     )
@@ -344,6 +385,7 @@ class Gateway:
                 on_alarm_change=self._alarms_changed,
                 on_identity=self._identity_seen,
                 on_tamper=self._tamper_seen,
+                active=self._may_poll(dev.critical),
             )
 
     def _identity_seen(self, device: str, identity: dict[str, str]) -> None:
@@ -357,8 +399,45 @@ class Gateway:
         self.events.stage(lambda: log_.record_tamper_counters(device, counters, source=device))
 
     def _emit(self, kind: str, records: list[dict[str, Any]]) -> None:
-        assert self.writer is not None
+        """What a device task produced: data waits for the tick's batch, alarms go now."""
+        assert self.writer is not None and self.ticks is not None
+        if kind == "data":
+            if records:
+                self.ticks.add(records, str(records[0].get("device")))
+            return
         self.writer.put(kind, records)
+        self._check_room()
+
+    def _put_data(self, records: list[dict[str, Any]], stream: str | None) -> None:
+        assert self.writer is not None
+        self.writer.put("data", records, stream=stream)
+        self._check_room()
+
+    def _may_poll(self, critical: bool) -> Callable[[], bool]:
+        if critical:
+            return lambda: True
+        return lambda: not self.noncritical_paused
+
+    def _check_room(self) -> None:
+        """``outbox.overflow: stop_noncritical``: pause non-critical devices near the bound,
+        resume them once there is room again; both are events of the audit trail."""
+        if self.config.outbox.overflow != "stop_noncritical" or self.outbox is None:
+            return
+        fill = self.outbox.fill_ratio
+        if fill > RESUME_AT if self.noncritical_paused else fill < PAUSE_AT:
+            return  # no change
+        self.noncritical_paused = not self.noncritical_paused
+        devices = [d.id for d in self.config.devices if not d.critical]
+        data: dict[str, Any] = {"fill": round(fill, 4), "devices": devices}
+        if self.noncritical_paused:
+            log.warning("outbox %.0f %% full: non-critical devices paused: %s", fill * 100, devices)
+            self.record_event(EventType.NONCRITICAL_PAUSED, data, source="outbox")
+        else:
+            data["paused_polls"] = {
+                d: self.pollers[d].health.paused for d in devices if d in self.pollers
+            }
+            log.warning("outbox has room again (%.0f %%): non-critical devices resumed", fill * 100)
+            self.record_event(EventType.NONCRITICAL_RESUMED, data, source="outbox")
 
     def _startup_events(self) -> None:
         assert self._eventlog is not None and self.events is not None
@@ -447,6 +526,8 @@ class Gateway:
         if self.writer is not None:
             self.writer.retry()
             self.writer.enforce_bounds()  # ages batches out while nothing new comes
+            self._check_room()  # settled batches make room without a put
+        self._report_drops()
         if time.monotonic() - last_rules_save > 60:
             last_rules_save = time.monotonic()
             await self.rules.save_all(list(self.metrology.values()))

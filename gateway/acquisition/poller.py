@@ -4,7 +4,9 @@ Each enabled device gets its own :class:`DevicePoller` task that polls on the
 monotonic clock, turns samples into readings, runs calibration and rules (plain
 function calls), and hands the result to ``emit`` — the daemon's outbox put. No
 waiting on the network; a failing device backs off with jitter and never delays
-another device. Instrument identity and tamper counters (the points the device's
+another device. While ``active()`` says no (the daemon's outbox is nearly full and
+the device is not critical), the poller skips its slots, counting them as paused.
+Instrument identity and tamper counters (the points the device's
 driver kind declares as evidence) go to the audit trail through the
 ``on_identity``/``on_tamper`` callbacks when they change.
 
@@ -84,6 +86,7 @@ class DeviceHealth:
     polls: int = 0
     failures: int = 0
     missed: int = 0
+    paused: int = 0  # poll slots skipped because ``active()`` said no
     readings: int = 0
     requests_per_poll: int = 0
     last_ok_us: int | None = None
@@ -115,6 +118,7 @@ class DevicePoller:
         on_identity: Callable[[str, dict[str, str]], None] | None = None,
         on_tamper: Callable[[str, dict[str, int]], None] | None = None,
         rng: random.Random | None = None,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.device = device
         self.driver = driver
@@ -127,6 +131,7 @@ class DevicePoller:
         self.on_alarm_change = on_alarm_change
         self.on_identity = on_identity
         self.on_tamper = on_tamper
+        self.active = active
         self.tamper_points = KINDS[device.driver].evidence(device)
         self._identity: dict[str, str] = {}
         self._tamper: dict[str, int] = {}  # the counters last handed to ``on_tamper``
@@ -149,11 +154,14 @@ class DevicePoller:
         while True:
             started = self.monotonic()
             self.health.progress_monotonic = started
-            try:
-                await self.poll_once()
-            except Exception as exc:  # poll_once contains its stages; this is the last guard
-                self._read_failed()
-                self._settle(*self._exception("poll", exc))
+            if not self.active():
+                self.health.paused += 1
+            else:
+                try:
+                    await self.poll_once()
+                except Exception as exc:  # poll_once contains its stages; the last guard
+                    self._read_failed()
+                    self._settle(*self._exception("poll", exc))
             reraise_pending_cancel()
             self.health.last_duration_s = self.monotonic() - started
             now = self.monotonic()

@@ -104,6 +104,8 @@ class EventType(StrEnum):
     CLOCK_JUMP = "clock_jump"
     CLOCK_SYNC = "clock_sync"
     OUTBOX_DROP = "outbox_drop"
+    NONCRITICAL_PAUSED = "noncritical_paused"
+    NONCRITICAL_RESUMED = "noncritical_resumed"
     TAMPER_COUNTER = "tamper_counter"
     LOG_TAIL_RECOVERED = "log_tail_recovered"
     LOG_REINITIALISED = "log_reinitialised"

@@ -18,12 +18,16 @@ It lives in the shared base so the ingest can use it too.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
+from typing import Final
 
-__all__ = ["STALL_S", "StallMonitor", "StallStats"]
+__all__ = ["LATENESS_BUCKETS", "STALL_S", "StallMonitor", "StallStats"]
 
 STALL_S = 0.05
 """A timer later than this counts as a stall (:attr:`StallStats.stalls`)."""
+LATENESS_BUCKETS: Final = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Upper bounds (s) of :attr:`StallStats.counts` (a last bucket holds what is later)."""
 
 
 @dataclass
@@ -35,6 +39,10 @@ class StallStats:
     stalls: int = 0
     """Timers later than the threshold (:data:`STALL_S` unless given)."""
     ticks: int = 0
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS) + 1))
+    """Timers per lateness bucket (:data:`LATENESS_BUCKETS`, then one for the rest): a
+    reader that takes two snapshots sees the longest stall between them."""
+    total_s: float = 0.0
 
 
 class StallMonitor:
@@ -70,6 +78,8 @@ class StallMonitor:
         st = self.stats
         st.ticks += 1
         st.last_s = late
+        st.total_s += late
+        st.counts[bisect.bisect_left(LATENESS_BUCKETS, late)] += 1
         if late > st.max_s:
             st.max_s = late
         if late >= self.threshold:

@@ -42,6 +42,13 @@ class GatewaySection(Strict):
 class BatchConfig(Strict):
     max_readings: int = Field(1000, ge=1, le=100_000, description="Readings per data batch.")
     max_bytes: int = Field(256_000, ge=1024, le=10_000_000, description="Bytes per payload.")
+    linger: Duration = Field(
+        0.005,
+        ge=0,
+        le=1.0,
+        description="How long a data batch stays open for the other devices' polls of the same "
+        "tick (0: one batch per poll).",
+    )
 
 
 class MqttConfig(Strict):
@@ -59,7 +66,10 @@ class MqttConfig(Strict):
     keepalive: Duration = 30.0
     inflight: int = Field(20, ge=1, le=1000, description="QoS 1 messages awaiting PUBACK.")
     drain_rate: float | None = Field(
-        None, gt=0, description="Messages/s at most while a backlog drains (default: no limit)."
+        None,
+        gt=0,
+        description="Backlog batches/s at most (data sealed before the current connection); "
+        "alarms, events and live data are never paced (default: no limit).",
     )
     publish_timeout: Duration = Field(10.0, description="PUBACK wait before reconnecting.")
     backoff_max: Duration = Field(60.0, description="Longest wait between reconnect attempts.")
@@ -86,7 +96,18 @@ class OutboxConfig(Strict):
     max_bytes: ByteSize = Field(
         ByteSize(256 * 1024 * 1024), description="Bound on stored batches, e.g. '256MiB'."
     )
-    max_age: Duration | None = Field(None, description="Drop batches older than this.")
+    max_age: Duration | None = Field(None, description="Drop data batches older than this.")
+    overflow: Literal["drop_oldest", "thin", "stop_noncritical"] = Field(
+        "drop_oldest",
+        description="At max_bytes: drop_oldest drops the oldest data batches; thin keeps "
+        "every thin_keep-th data batch of each device (oldest part first, again and again) "
+        "so a long outage keeps a coarse record; stop_noncritical stops polling devices with "
+        "critical: false while the outbox is nearly full, then drops the oldest. Alarm and "
+        "event batches are never dropped while data batches remain.",
+    )
+    thin_keep: int = Field(
+        10, ge=2, le=10_000, description="overflow: thin keeps one data batch in this many."
+    )
     durability: Literal["process", "power"] = Field(
         "process",
         description="process: survives a crash of metrogate (SQLite synchronous=NORMAL); "

@@ -27,11 +27,30 @@ the batches are durable at the chosen level:
 
 Bound. ``max_bytes`` bounds the stored payload bytes (the file is larger by
 SQLite's page overhead plus a WAL of at most a few MiB); ``max_age_s`` optionally
-bounds the age of the oldest batch by its ``sealed_us``. When a ``put()`` goes past
-a bound, the oldest batches are deleted in the same transaction, the persisted drop
-counters grow, and ``on_drop`` is told after the commit — a drop is never silent.
+bounds the age of data batches by their ``sealed_us``. When a ``put()`` goes past a
+bound, batches are deleted in the same transaction, the persisted drop counters
+grow, and ``on_drop`` is told after the commit — a drop is never silent. What goes:
+
+* past ``max_age_s``: the oldest data batches sealed before the cutoff;
+* past ``max_bytes``, by ``overflow``: ``"drop_oldest"`` deletes the oldest data
+  batches; ``"thin"`` keeps every ``thin_keep``-th data batch of each stream (the
+  ``stream`` given to ``put``, one per device) and deletes the others, oldest part
+  first, so a long outage leaves a coarse record of all of it; once everything
+  stored has been thinned, thinning starts again from the oldest (1 in k, then 1 in
+  k², …: the older, the coarser); only where it frees nothing (one batch per stream
+  left) do the oldest data batches go as with ``drop_oldest``;
+* alarm and event batches never go while a data batch remains (not by age either);
+  only an outbox holding nothing but them drops the oldest of them past ``max_bytes``.
+
 Age is judged by the injected clock; a gateway without RTC that seals batches
 before its clock is set may see them age out once the clock jumps forward.
+
+Lanes. Alarm and event batches are *urgent*: :meth:`Outbox.take_urgent` reads them
+alone (through a partial index, however long the data backlog), and
+:meth:`Outbox.take_data` reads data batches between two sequence numbers, so the
+publisher can send alarms and events first, then live data, then the backlog
+(:mod:`gateway.delivery.lanes`). :meth:`Outbox.take` still reads every kind in
+sequence order.
 
 Integrity. A file that exists but fails ``PRAGMA quick_check`` or whose bookkeeping
 is inconsistent raises :class:`OutboxCorrupt` at open; it is never recreated
@@ -111,6 +130,11 @@ _IN_CHUNK: Final = 500  # below SQLite's oldest host-parameter limit (999)
 _MARK_EVERY_S: Final = 60.0  # a fresh mark (next, events) at most this stale while running
 _BOOT_ID: Final = Path("/proc/sys/kernel/random/boot_id")
 _META_KEYS: Final = ("next_seq", "dropped_batches", "dropped_records", "created_us")
+# added later, so created at open where missing: the seq up to which ``thin`` has thinned
+_THINNED_UPTO: Final = "thinned_upto"
+_THIN_PASSES: Final = 8  # bounds one put's thinning work; the next put goes on from there
+Overflow = Literal["drop_oldest", "thin"]
+DropReason = Literal["bytes", "age", "thin"]
 
 _SCHEMA: Final = """
 CREATE TABLE meta (
@@ -123,9 +147,15 @@ CREATE TABLE batches (
     sealed_us INTEGER NOT NULL,
     records   INTEGER NOT NULL,
     nbytes    INTEGER NOT NULL,
-    payload   BLOB    NOT NULL
+    payload   BLOB    NOT NULL,
+    stream    TEXT
 );
 """
+# Alarm and event batches alone, in seq order: the urgent lane is read without scanning
+# the data backlog. Created at open where missing, so files made before it work on.
+_URGENT_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS batches_urgent ON batches (seq) WHERE kind != 'data'"
+)
 
 
 SINGLE_RECORD_LIMIT: Final = 16 * 1024 * 1024
@@ -161,15 +191,18 @@ class DropReport:
     """Batches deleted unsent by one ``put()`` because a bound was exceeded.
 
     ``first_seq``..``last_seq`` is the range the dropped batches came from (batches
-    in it that were already settled are not counted); ``reason`` is ``"bytes"`` or
-    ``"age"``.
+    in it that were already settled, or kept by thinning, are not counted);
+    ``reason`` is ``"bytes"`` (``max_bytes``, oldest first), ``"age"`` (``max_age_s``)
+    or ``"thin"`` (``max_bytes`` with ``overflow="thin"``); ``urgent`` is True for
+    alarm and event batches, which go only when no data batch is left.
     """
 
     batches: int
     records: int
     first_seq: int
     last_seq: int
-    reason: Literal["bytes", "age"] = "bytes"
+    reason: DropReason = "bytes"
+    urgent: bool = False
 
 
 class SeqStore(Protocol):
@@ -257,6 +290,8 @@ class Outbox:
         on_drop: Callable[[DropReport], None] | None = None,
         seq_store: SeqStore | None = None,
         seq_margin: int = 10_000,
+        overflow: Overflow = "drop_oldest",
+        thin_keep: int = 10,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
@@ -270,6 +305,10 @@ class Outbox:
             raise ValueError(f"max_age_s must be > 0, not {max_age_s}")
         if seq_margin < 2:
             raise ValueError(f"seq_margin must be >= 2, not {seq_margin}")
+        if overflow not in ("drop_oldest", "thin"):
+            raise ValueError(f"overflow must be 'drop_oldest' or 'thin', not {overflow!r}")
+        if thin_keep < 2:
+            raise ValueError(f"thin_keep must be >= 2, not {thin_keep}")
         self.path = Path(path)
         self.durability: Durability = durability
         self._seal = seal
@@ -280,6 +319,15 @@ class Outbox:
         self._max_payload_bytes = min(max_payload_bytes, max_bytes)
         self._clock_us = clock_us
         self._on_drop = on_drop
+        self._overflow: Overflow = overflow
+        self._thin_keep = thin_keep
+        # thinning: seq up to which the data was thinned, batches seen per stream since
+        # (persisted / in memory), and what a transaction in progress would make of them
+        self._thinned_upto = 0
+        self._thin_seen: dict[str | None, int] = {}
+        self._thin_pending: tuple[int, dict[str | None, int]] | None = None
+        self.drop_counts: dict[tuple[DropReason, bool], int] = {}
+        """Batches dropped since open, by (reason, urgent): for metrics."""
         self._conn: sqlite3.Connection | None = None
         # Running totals, loaded once at open and kept in step with every commit.
         self._batches = 0
@@ -289,6 +337,9 @@ class Outbox:
         self._dropped_batches = 0
         self._dropped_records = 0
         self._oldest: tuple[int, int] | None = None  # (seq, sealed_us), None = unknown/empty
+        # highest seq ever stored per lane (0: none), so readers know when to look again
+        self._last_urgent = 0
+        self._last_data = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._in_on_drop = False
         self._seq_store = seq_store
@@ -361,6 +412,7 @@ class Outbox:
             # Statement by statement: executescript() would commit the open transaction.
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 conn.execute(stmt)
+            conn.execute(_URGENT_INDEX)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -444,6 +496,25 @@ class Outbox:
         event_n = meta.get("last_event_n")
         self._last_event_n = event_n if isinstance(event_n, int) else None
         self._oldest = None
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+            if "stream" not in columns:  # files made before streams: their batches have none
+                conn.execute("ALTER TABLE batches ADD COLUMN stream TEXT")
+            conn.execute(_URGENT_INDEX)
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, 0)", (_THINNED_UPTO,))
+            (thinned,) = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_THINNED_UPTO,)
+            ).fetchone()
+            (last_urgent,) = conn.execute(
+                "SELECT max(seq) FROM batches WHERE kind != 'data'"
+            ).fetchone()
+            (last_data,) = conn.execute(
+                "SELECT max(seq) FROM batches WHERE kind = 'data'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        self._last_urgent, self._last_data = last_urgent or 0, last_data or 0
+        self._thinned_upto = int(thinned)
 
     # -- sequence reservation -----------------------------------------------------
 
@@ -555,8 +626,13 @@ class Outbox:
 
     # -- producer side ------------------------------------------------------------
 
-    def put(self, kind: str, records: list[dict[str, Any]]) -> list[int]:
+    def put(
+        self, kind: str, records: list[dict[str, Any]], *, stream: str | None = None
+    ) -> list[int]:
         """Seal ``records`` into one or more batches and store them durably.
+
+        ``stream`` names where the records come from (a device id): thinning keeps
+        every ``thin_keep``-th batch of each stream.
 
         Records are split into chunks of at most ``max_records`` whose sealed payload
         is at most ``max_payload_bytes`` (a chunk that seals too big is halved, and
@@ -589,9 +665,9 @@ class Outbox:
         event_n = _highest_event_n(records) if kind == "event" else None
         with self._transaction(conn, "cannot store batch"):
             conn.executemany(
-                "INSERT INTO batches (seq, kind, sealed_us, records, nbytes, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+                "INSERT INTO batches (seq, kind, sealed_us, records, nbytes, payload, stream)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*row, stream) for row in rows],
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (next_seq,))
             if event_n is not None:
@@ -605,6 +681,10 @@ class Outbox:
             self._last_event_n = event_n
         if self._reserved is not None and self._reserved - next_seq < self._margin // 2:
             self._reserve_wanted.set()
+        if kind == "data":
+            self._last_data = rows[-1][0]
+        else:
+            self._last_urgent = rows[-1][0]
         self._batches += len(rows)
         self._records += new_records
         self._bytes += new_bytes
@@ -678,44 +758,86 @@ class Outbox:
     def _drop_in_txn(
         self, conn: sqlite3.Connection, total_bytes: int, now_us: int
     ) -> tuple[list[DropReport], int]:
-        """Delete the oldest batches past a bound, inside the caller's transaction.
+        """Delete what the bounds force out (module docstring), in the caller's transaction.
 
-        Returns the reports and the payload bytes freed. Drops are always a prefix in
-        seq order: batches past ``max_age_s`` first, then more while over ``max_bytes``.
+        Returns the reports and the payload bytes freed; the thinning state it would
+        leave is kept in ``_thin_pending`` until :meth:`_apply_drops` (after the commit).
         """
+        self._thin_pending = None
         cutoff = None if self._max_age_us is None else now_us - self._max_age_us
         if total_bytes <= self._max_bytes:
             if cutoff is None:
                 return [], 0
-            row = conn.execute("SELECT sealed_us FROM batches ORDER BY seq LIMIT 1").fetchone()
+            row = conn.execute(
+                "SELECT sealed_us FROM batches WHERE kind = 'data' ORDER BY seq LIMIT 1"
+            ).fetchone()
             if row is None or row[0] >= cutoff:
                 return [], 0
-        aged: list[tuple[int, int]] = []  # (seq, records)
-        sized: list[tuple[int, int]] = []
+        picks: dict[tuple[DropReason, bool], list[tuple[int, int]]] = {}  # -> (seq, records)
+        gone: set[int] = set()
         freed = 0
-        cur = conn.execute("SELECT seq, records, nbytes, sealed_us FROM batches ORDER BY seq")
-        try:
-            for seq, recs, nbytes, sealed in cur:
-                if cutoff is not None and not sized and sealed < cutoff:
-                    aged.append((seq, recs))
-                elif total_bytes - freed > self._max_bytes:
-                    sized.append((seq, recs))
-                else:
+
+        def pick(reason: DropReason, urgent: bool, seq: int, recs: int, nbytes: int) -> None:
+            nonlocal freed
+            picks.setdefault((reason, urgent), []).append((seq, recs))
+            gone.add(seq)
+            freed += nbytes
+
+        def over() -> bool:
+            return total_bytes - freed > self._max_bytes
+
+        data = "SELECT seq, records, nbytes, sealed_us, stream FROM batches WHERE kind = 'data'"
+        if cutoff is not None:
+            for seq, recs, nbytes, sealed, _ in _rows(conn, data + " ORDER BY seq"):
+                if sealed >= cutoff:
                     break
-                freed += nbytes
-        finally:
-            cur.close()
-        if not aged and not sized:
+                pick("age", False, seq, recs, nbytes)
+        if over() and self._overflow == "thin":
+            upto, seen = self._thinned_upto, dict(self._thin_seen)
+            for _ in range(_THIN_PASSES):
+                started_at, picked_before = upto, len(gone)
+                for seq, recs, nbytes, _, stream in _rows(
+                    conn, data + " AND seq > ? ORDER BY seq", (upto,)
+                ):
+                    if not over():
+                        break
+                    upto = seq
+                    if seq in gone:
+                        continue
+                    n = seen.get(stream, 0)
+                    seen[stream] = n + 1
+                    if n % self._thin_keep:
+                        pick("thin", False, seq, recs, nbytes)
+                if not over() or (started_at == 0 and len(gone) == picked_before):
+                    break  # enough, or a whole pass found nothing more to thin
+                # everything was thinned: a new pass from the oldest, coarser still
+                upto, seen = 0, {}
+            self._thin_pending = (upto, seen)
+            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (upto, _THINNED_UPTO))
+        if over():
+            for seq, recs, nbytes, _, _ in _rows(conn, data + " ORDER BY seq"):
+                if not over():
+                    break
+                if seq not in gone:
+                    pick("bytes", False, seq, recs, nbytes)
+        if over():  # nothing but alarm and event batches left
+            for seq, recs, nbytes in _rows(
+                conn, "SELECT seq, records, nbytes FROM batches WHERE kind != 'data' ORDER BY seq"
+            ):
+                if not over():
+                    break
+                pick("bytes", True, seq, recs, nbytes)
+        if not picks:
             return [], 0
-        conn.execute("DELETE FROM batches WHERE seq <= ?", ((sized or aged)[-1][0],))
-        reasons: tuple[tuple[list[tuple[int, int]], Literal["age", "bytes"]], ...] = (
-            (aged, "age"),
-            (sized, "bytes"),
-        )
+        doomed = sorted(gone)
+        for i in range(0, len(doomed), _IN_CHUNK):
+            chunk = doomed[i : i + _IN_CHUNK]
+            conn.execute(f"DELETE FROM batches WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+        for picked in picks.values():
+            picked.sort()  # a second thinning pass picks older batches after newer ones
         reports = [
-            DropReport(len(part), sum(r for _, r in part), part[0][0], part[-1][0], reason)
-            for part, reason in reasons
-            if part
+            DropReport(len(part), sum(r for _, r in part), part[0][0], part[-1][0], reason, urgent)
+            for (reason, urgent), part in sorted(picks.items(), key=lambda kv: kv[1][0][0])
         ]
         for key, amount in (
             ("dropped_batches", sum(d.batches for d in reports)),
@@ -726,6 +848,9 @@ class Outbox:
 
     def _apply_drops(self, drops: list[DropReport], freed: int) -> None:
         """Bring the in-memory totals in step with a committed drop."""
+        if self._thin_pending is not None:
+            self._thinned_upto, self._thin_seen = self._thin_pending
+            self._thin_pending = None
         if not drops:
             return
         n = sum(d.batches for d in drops)
@@ -736,6 +861,9 @@ class Outbox:
         self._dropped_batches += n
         self._dropped_records += recs
         self._oldest = None
+        for d in drops:
+            key = (d.reason, d.urgent)
+            self.drop_counts[key] = self.drop_counts.get(key, 0) + d.batches
 
     def _report(self, drops: list[DropReport]) -> None:
         """Tell ``on_drop`` about each drop; a failing handler is logged, not raised.
@@ -777,6 +905,66 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
         return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
+
+    def take_urgent(self, limit: int, after_seq: int = 0) -> list[Sealed]:
+        """Up to ``limit`` alarm and event batches with ``seq > after_seq``, oldest first."""
+        return self._select(
+            "WHERE kind != 'data' AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+
+    def take_data(
+        self, limit: int, after_seq: int = 0, before_seq: int | None = None
+    ) -> list[Sealed]:
+        """Up to ``limit`` data batches with ``after_seq < seq < before_seq``, oldest first."""
+        below = self._next_seq if before_seq is None else before_seq
+        return self._select(
+            "WHERE seq > ? AND seq < ? AND kind = 'data' ORDER BY seq LIMIT ?",
+            (after_seq, below, limit),
+        )
+
+    def _select(self, where: str, args: tuple[int, ...]) -> list[Sealed]:
+        conn = self._require_open()
+        if args[-1] < 1:
+            return []
+        try:
+            rows = conn.execute(
+                "SELECT seq, kind, payload, records, sealed_us FROM batches " + where, args
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
+        return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
+
+    @property
+    def last_urgent_seq(self) -> int:
+        """The highest seq ever stored in an alarm or event batch here (0: none yet)."""
+        return self._last_urgent
+
+    @property
+    def last_data_seq(self) -> int:
+        """The highest seq ever stored in a data batch here (0: none yet)."""
+        return self._last_data
+
+    @property
+    def fill_ratio(self) -> float:
+        """Stored payload bytes over ``max_bytes`` (from memory)."""
+        return self._bytes / self._max_bytes
+
+    @property
+    def dropped_batches(self) -> int:
+        """Batches dropped unsent since the file was created; grows with every drop."""
+        return self._dropped_batches
+
+    def next_put(self) -> asyncio.Future[None]:
+        """A future that completes at the next :meth:`put` (or when the outbox closes).
+
+        For a consumer that waits on more than the outbox (``asyncio.wait`` on several
+        futures); cancelling it is harmless.
+        """
+        self._require_open()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)  # a cancelled one leaves too
+        return waiter
 
     def settle(self, seqs: Iterable[int]) -> None:
         """Delete the given batches (the broker acknowledged them), in one transaction.
@@ -889,6 +1077,15 @@ def _highest_event_n(records: list[dict[str, Any]]) -> int | None:
     """The largest entry number ``n`` among event records (None: none carries one)."""
     found = [r["n"] for r in records if isinstance(r.get("n"), int)]
     return max(found) if found else None
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int, ...] = ()) -> Iterator[Any]:
+    """The rows of ``sql``, read as they are consumed; the cursor is closed when done."""
+    cur = conn.execute(sql, args)
+    try:
+        yield from cur
+    finally:
+        cur.close()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,11 +1,14 @@
 """MQTT publisher: outbox → broker, QoS 1, deleting a batch only after its PUBACK.
 
 One long-lived task (:meth:`Publisher.run`) connects, publishes the retained birth
-message, then pumps the outbox oldest-first with up to ``mqtt.inflight`` messages
-awaiting PUBACK at once. Any broker trouble (refused connection, lost connection,
-a PUBACK that does not come within ``publish_timeout``) ends the connection; the
-publisher waits a capped, jittered back-off and reconnects forever, resending every
-batch not yet settled — byte-identical, since batches are sealed in the outbox.
+message, then pumps the outbox with up to ``mqtt.inflight`` messages awaiting PUBACK
+at once, in the order of :mod:`gateway.delivery.lanes`: alarm and event batches
+first, then data sealed since this connection, then the backlog (oldest first,
+paced by ``mqtt.drain_rate``, in at most half the window). Any broker trouble
+(refused connection, lost connection, a PUBACK that does not come within
+``publish_timeout``) ends the connection; the publisher waits a capped, jittered
+back-off and reconnects forever, resending every batch not yet settled —
+byte-identical, since batches are sealed in the outbox.
 
 Refused is not delivered. Under MQTT 5 a broker that will not take a message (an
 ACL denies the topic, a quota, a size limit) still answers PUBACK, with a reason
@@ -40,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from drivers.backoff import Backoff
 from drivers.base import utc_now_us
 from gateway.config.schema import MqttConfig
+from gateway.delivery.lanes import Lane, Lanes
 from gateway.delivery.outbox import Outbox, Sealed
 
 log = logging.getLogger("metrogate.publisher")
@@ -211,6 +215,9 @@ class Publisher:
         self.on_refusal = on_refusal
         self.stats = PublisherStats()
         self._acked: list[int] = []
+        self._live_from = 1  # the outbox's next seq when the connection came up
+        self.lanes: Lanes | None = None
+        """The current connection's lanes (what it handed out so far), for observation."""
         self._retained: dict[str, bytes] = {}
         self._retained_changed = asyncio.Event()
         self._rng = rng
@@ -250,6 +257,7 @@ class Publisher:
             await asyncio.sleep(backoff.next_delay())
 
     def _on_connect(self) -> None:
+        self._live_from = self.outbox.next_seq  # what is sealed from now on is live
         self.stats.connected = True
         self.stats.connects += 1
         self.stats.connected_since_us = utc_now_us()
@@ -326,40 +334,46 @@ class Publisher:
 
     async def _pump(self, client: AckedClient) -> None:
         window = asyncio.Semaphore(self.cfg.inflight)
-        connected_us = utc_now_us()
-        cursor = 0
-        next_slot = time.monotonic()
         held = _HeldBack(Backoff(RECONNECT_INITIAL_S, self.cfg.backoff_max, rng=self._rng))
         self._held = held
+        lanes = Lanes(
+            self.outbox,
+            live_from=self._live_from,
+            drain_rate=self.cfg.drain_rate,
+            backlog_window=max(1, self.cfg.inflight // 2),
+        )
+        self.lanes = lanes
         async with asyncio.TaskGroup() as tg:
             while True:
-                if held.due(time.monotonic()):
-                    # offer everything from the first refused batch on again, once the
-                    # batches in flight are answered (no duplicate while one is pending)
-                    for _ in range(self.cfg.inflight):
-                        await window.acquire()
-                    for _ in range(self.cfg.inflight):
-                        window.release()
-                    self.flush_acked()
-                    cursor = held.rewind(cursor)
-                rows = self.outbox.take(self.cfg.inflight, after_seq=cursor, skip=held.kinds)
-                if not rows:
-                    if held.kinds:  # what is left after the cursor is held back: step over it
-                        cursor = max(cursor, self.outbox.next_seq - 1)
-                    self.flush_acked()
-                    idle = 0.05 if self._acked else 1.0
-                    await self.outbox.wait_for_new(cursor, timeout=held.wait(idle))
-                    continue
-                for row in rows:
-                    if self.cfg.drain_rate and row.sealed_us < connected_us:
-                        # backlog: pace it so the uplink and the CPU keep serving live polls
-                        next_slot = max(next_slot + 1.0 / self.cfg.drain_rate, time.monotonic())
-                        await asyncio.sleep(next_slot - time.monotonic())
-                    await window.acquire()
-                    cursor = row.seq
-                    tg.create_task(self._publish(client, row, window), name=f"publish-{row.seq}")
+                await window.acquire()  # choose the batch only once it can go: urgent first
+                picked = None
+                while picked is None:
+                    if held.due(time.monotonic()):
+                        # offer everything from the first refused batch on again, once the
+                        # batches in flight are answered (no duplicate while one is pending)
+                        for _ in range(self.cfg.inflight - 1):
+                            await window.acquire()
+                        for _ in range(self.cfg.inflight - 1):
+                            window.release()
+                        self.flush_acked()
+                        lanes.rewind(held.release())
+                    picked = lanes.next(skip=held.kinds)
+                    if picked is None:
+                        self.flush_acked()
+                        await lanes.wait(held.wait(0.05 if self._acked else 1.0))
+                lane, row = picked
+                tg.create_task(
+                    self._publish(client, row, window, lanes, lane), name=f"publish-{row.seq}"
+                )
 
-    async def _publish(self, client: AckedClient, row: Sealed, window: asyncio.Semaphore) -> None:
+    async def _publish(
+        self,
+        client: AckedClient,
+        row: Sealed,
+        window: asyncio.Semaphore,
+        lanes: Lanes,
+        lane: Lane,
+    ) -> None:
         try:
             reason = await client.publish_acked(f"{self.base}/{row.kind}", row.payload, qos=1)
             if reason is not None and reason.is_failure:
@@ -371,6 +385,7 @@ class Publisher:
             if len(self._acked) >= SETTLE_EVERY:
                 self.flush_acked()
         finally:
+            lanes.sent(lane)
             window.release()
 
     def _count_refused(self, kind: str, reason: ReasonCode) -> None:
@@ -463,8 +478,8 @@ class _HeldBack:
             return idle
         return max(0.0, min(idle, self._retry_at - time.monotonic()))
 
-    def rewind(self, cursor: int) -> int:
-        """Release the held kinds; the cursor to take from so the refused come again."""
+    def release(self) -> int | None:
+        """Release the held kinds; the first refused seq, to offer again from (None: none)."""
         first, self._first, self._retry_at = self._first, None, None
         self.kinds = set()
-        return cursor if first is None else min(cursor, first - 1)
+        return first

@@ -53,12 +53,15 @@ HELD_RECORDS = 10_000
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 30.0
 _MERGE_RECORDS = 1000  # held puts of one kind are written together, up to this many records
+_Held = tuple[str, list[dict[str, Any]], str | None]  # kind, records, stream
 
 
 class Puts(Protocol):
     """What the writer needs of the outbox."""
 
-    def put(self, kind: str, records: list[dict[str, Any]]) -> list[int]: ...
+    def put(
+        self, kind: str, records: list[dict[str, Any]], *, stream: str | None = None
+    ) -> list[int]: ...
 
     def enforce_bounds(self) -> list[DropReport]: ...
 
@@ -98,25 +101,28 @@ class OutboxWriter:
         self.max_held = max_held
         self._clock_us = clock_us
         self.stats = WriterStats()
-        self._held: deque[tuple[str, list[dict[str, Any]]]] = deque()
+        self._held: deque[_Held] = deque()
         self._backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, jitter=0, clock=monotonic)
         self._losing = False  # the overflow warning was logged this episode
         self._lost_at_failure = 0
         self._attempts = 0  # failed attempts this episode
 
-    def put(self, kind: str, records: list[dict[str, Any]]) -> None:
-        """Store ``records`` now, or hold them until the outbox takes them again."""
+    def put(self, kind: str, records: list[dict[str, Any]], *, stream: str | None = None) -> None:
+        """Store ``records`` now, or hold them until the outbox takes them again.
+
+        ``stream`` is the outbox's (where data comes from, for its ``thin`` policy).
+        """
         if not records:
             return
         if self.stats.failing:
-            self._hold(kind, records)
+            self._hold(kind, records, stream)
             self.retry()
             return
         try:
-            self.outbox.put(kind, records)
+            self.outbox.put(kind, records, stream=stream)
         except OutboxError as exc:
             self._failed(exc)
-            self._hold(kind, records)
+            self._hold(kind, records, stream)
         except Exception as exc:  # not curable by retrying: these records are lost now
             self._give_up(kind, records, exc)
 
@@ -128,11 +134,11 @@ class OutboxWriter:
         if self._backoff.remaining() > 0 and not now:
             return False
         while self._held:
-            kind, records = self._merged()
+            kind, records, stream = self._merged()
             try:
-                self.outbox.put(kind, records)
+                self.outbox.put(kind, records, stream=stream)
             except OutboxError as exc:
-                self._held.appendleft((kind, records))
+                self._held.appendleft((kind, records, stream))
                 self._failed(exc)
                 return False
             except Exception as exc:
@@ -146,9 +152,9 @@ class OutboxWriter:
         held = list(self._held)
         self._held.clear()
         self.stats.held_records = 0
-        for kind, records in held:
+        for kind, records, _ in held:
             self.stats.lost[kind] = self.stats.lost.get(kind, 0) + len(records)
-        n = sum(len(records) for _, records in held)
+        n = sum(len(records) for _, records, _ in held)
         if n:
             log.error("outbox still not writable at shutdown: %d held records are lost", n)
         return n
@@ -163,21 +169,21 @@ class OutboxWriter:
 
     # -- internals ------------------------------------------------------------------
 
-    def _merged(self) -> tuple[str, list[dict[str, Any]]]:
-        kind, records = self._held.popleft()
+    def _merged(self) -> _Held:
+        kind, records, stream = self._held.popleft()
         records = list(records)
-        while self._held and self._held[0][0] == kind:
+        while self._held and self._held[0][0] == kind and self._held[0][2] == stream:
             if len(records) + len(self._held[0][1]) > _MERGE_RECORDS:
                 break
             records += self._held.popleft()[1]
-        return kind, records
+        return kind, records, stream
 
-    def _hold(self, kind: str, records: list[dict[str, Any]]) -> None:
-        self._held.append((kind, records))
+    def _hold(self, kind: str, records: list[dict[str, Any]], stream: str | None) -> None:
+        self._held.append((kind, records, stream))
         self.stats.held_records += len(records)
         while self.stats.held_records > self.max_held:
-            victim = next((i for i, (k, _) in enumerate(self._held) if k == "data"), 0)
-            lost_kind, lost = self._held[victim]
+            victim = next((i for i, (k, _, _) in enumerate(self._held) if k == "data"), 0)
+            lost_kind, lost, _ = self._held[victim]
             del self._held[victim]
             self.stats.held_records -= len(lost)
             self.stats.lost[lost_kind] = self.stats.lost.get(lost_kind, 0) + len(lost)

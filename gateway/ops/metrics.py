@@ -14,10 +14,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from gateway.common.opsserver import counter, gauge
+from gateway.common.stall import LATENESS_BUCKETS, StallStats
 from gateway.ops.view import GatewayView, RatesView
 
 __all__ = [
@@ -37,6 +43,7 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_device_polls_total": "Polls made, by device.",
     "metrogate_device_poll_failures_total": "Polls that failed, by device.",
     "metrogate_device_polls_missed_total": "Poll slots skipped because a poll overran.",
+    "metrogate_device_polls_paused_total": "Poll slots skipped while the outbox was nearly full.",
     "metrogate_device_poll_duration_seconds": "Duration of the last poll, by device.",
     "metrogate_device_last_ok_timestamp_seconds": "Unix time of the last good poll.",
     "metrogate_device_state": "1 for the device's current state (starting, ok, failing).",
@@ -54,6 +61,8 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_outbox_oldest_age_seconds": "Age of the oldest waiting batch (0 when empty).",
     "metrogate_outbox_dropped_batches_total": "Batches dropped unsent because a bound was hit.",
     "metrogate_outbox_dropped_records_total": "Records dropped unsent because a bound was hit.",
+    "metrogate_outbox_drops_total": "Batches dropped unsent since start, by reason and kind.",
+    "metrogate_noncritical_paused": "1 while non-critical devices are paused (outbox full).",
     "metrogate_outbox_capacity_seconds": "How long an empty outbox holds data at the current rate.",
     "metrogate_outbox_remaining_seconds": "Time until the outbox drops data at the current rate.",
     "metrogate_batches_signed_total": "Batches sealed and signed (the last sequence number).",
@@ -74,6 +83,7 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_loop_stall_max_seconds": "Longest event-loop stall since start (20 ms timer).",
     "metrogate_loop_lag_seconds": "How late the event loop ran its last 20 ms timer.",
     "metrogate_loop_stalls_total": "Event-loop stalls of 50 ms or more.",
+    "metrogate_loop_lateness_seconds": "How late the event loop ran its 20 ms timer, each time.",
     "metrogate_commands_total": "Operator commands, by outcome (accepted, unchanged, or the "
     "reason of a refusal).",
 }
@@ -85,6 +95,18 @@ def _gauge(name: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
 
 def _counter(name: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
     return counter(name, GATEWAY_METRICS[name], labels)
+
+
+def _lateness(stats: StallStats) -> Metric:
+    name = "metrogate_loop_lateness_seconds"
+    hist = HistogramMetricFamily(name, GATEWAY_METRICS[name])
+    running = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, n in zip((*LATENESS_BUCKETS, float("inf")), stats.counts, strict=True):
+        running += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    hist.add_metric([], buckets, stats.total_s)
+    return hist
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +223,7 @@ class GatewayCollector(Collector):
         lag.add_metric([], loop.last_s)
         stalls = _counter("metrogate_loop_stalls_total")
         stalls.add_metric([], loop.stalls)
-        yield from (worst, lag, stalls)
+        yield from (worst, lag, stalls, _lateness(loop))
         commands = _counter("metrogate_commands_total", ["outcome"])
         for outcome, n in sorted(gw.command_counts().items()):
             commands.add_metric([outcome], n)
@@ -213,6 +235,7 @@ class GatewayCollector(Collector):
         polls = _counter("metrogate_device_polls_total", dev)
         failures = _counter("metrogate_device_poll_failures_total", dev)
         missed = _counter("metrogate_device_polls_missed_total", dev)
+        paused = _counter("metrogate_device_polls_paused_total", dev)
         duration = _gauge("metrogate_device_poll_duration_seconds", dev)
         last_ok = _gauge("metrogate_device_last_ok_timestamp_seconds", dev)
         state = _gauge("metrogate_device_state", ["device", "state"])
@@ -235,6 +258,7 @@ class GatewayCollector(Collector):
             polls.add_metric([dev_id], h.polls)
             failures.add_metric([dev_id], h.failures)
             missed.add_metric([dev_id], h.missed)
+            paused.add_metric([dev_id], getattr(h, "paused", 0))
             if h.last_duration_s is not None:
                 duration.add_metric([dev_id], h.last_duration_s)
             if h.last_ok_us is not None:
@@ -254,7 +278,7 @@ class GatewayCollector(Collector):
         cycle.add_metric([], total_requests)
         for bus_id, share in sorted(busy.items()):
             bus.add_metric([bus_id], min(1.0, share))
-        yield from (readings, polls, failures, missed, duration, last_ok, state, requests)
+        yield from (readings, polls, failures, missed, paused, duration, last_ok, state, requests)
         yield from (exceptions, lost, cycle, bus)
 
     def _outbox(self, max_bytes: int) -> Iterator[Metric]:
@@ -284,6 +308,14 @@ class GatewayCollector(Collector):
             c = _counter(name)
             c.add_metric([], value)
             yield c
+        drops = _counter("metrogate_outbox_drops_total", ["reason", "kind"])
+        by_reason: Mapping[tuple[str, bool], int] = getattr(outbox, "drop_counts", {})
+        for (reason, urgent), n in sorted(by_reason.items()):
+            drops.add_metric([reason, "urgent" if urgent else "data"], n)
+        yield drops
+        held = _gauge("metrogate_noncritical_paused")
+        held.add_metric([], 1.0 if getattr(self.gateway, "noncritical_paused", False) else 0.0)
+        yield held
         yield from self._writer()
         if self.meter is not None:
             capacity, remaining = self.meter.forecast(max_bytes, s.bytes)

@@ -137,3 +137,18 @@ def test_an_age_bound_that_cannot_be_applied_is_a_write_failure(outbox: Outbox) 
     outbox._max_age_us = 1  # the batch above is older than that: a delete is due
     writer.enforce_bounds()
     assert writer.stats.failing and writer.stats.failures == 1
+
+
+def test_held_puts_keep_their_stream_and_are_merged_only_within_it(outbox: Outbox) -> None:
+    """The ``thin`` policy thins per stream: a full-disk episode must not mix them."""
+    writer = OutboxWriter(outbox, monotonic=FakeClock(0.0))
+    fill_disk(outbox)
+    writer.put("data", [{"n": 1}], stream="dev1")
+    writer.put("data", [{"n": 2}], stream="dev1")
+    writer.put("data", [{"n": 3}], stream="dev2")
+    assert writer.stats.held_records == 3
+    free_disk(outbox)
+    assert writer.retry(now=True)
+    conn = connection(outbox)
+    rows = conn.execute("SELECT stream, records FROM batches ORDER BY seq").fetchall()
+    assert rows == [("dev1", 2), ("dev2", 1)]

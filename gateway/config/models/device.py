@@ -3,7 +3,8 @@
 Each driver kind's model (one per entry of :data:`gateway.config.models.registry.KINDS`)
 declares these fields itself — their order, defaults and descriptions are part of
 the JSON Schema — and inherits this class, so code that handles any device (the
-checks, the poller, the audit trail) can rely on them being there.
+checks, the poller, the audit trail) can rely on them being there. ``critical``
+alone is declared here, once for every kind.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class DeviceFields(DeviceMetrologyFields):
         None,
         description="Simulator faults of this device (metrogate sim): {fault: KIND[,PARAM]} "
         "or a list; see docs/simulator.md.",
+    )
+
+    # one definition for every kind (not declared per model: it is about delivery)
+    critical: bool = Field(
+        True,
+        description="false: polling stops while the outbox is nearly full "
+        "(outbox.overflow: stop_noncritical).",
     )
 
     if TYPE_CHECKING:  # declared (with descriptions) by each model, in its own order

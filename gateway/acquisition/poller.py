@@ -246,10 +246,10 @@ class DevicePoller:
     def _store_readings(self, readings: list[Reading]) -> None:
         if readings:
             by_quality = self.health.quality
-            wire = []
-            for r in readings:  # one pass: wire form and the per-quality count
-                by_quality[r.quality.value] = by_quality.get(r.quality.value, 0) + 1
-                wire.append(to_wire(r))
+            wire = [to_wire(r) for r in readings]
+            for d in wire:  # the per-quality count, by the wire's string (no enum hashing)
+                q = d["quality"]
+                by_quality[q] = by_quality.get(q, 0) + 1
             self.emit("data", wire)
 
     def _evidence(self, readings: list[Reading]) -> None:

@@ -131,7 +131,7 @@ class DeviceMetrology:
         self.instruments: dict[str, InstrumentConfig] = {}
         start = clock_us()
         calibrators: dict[str, Calibrator] = {}
-        plain = _Point()  # what points without metrology settings share (never changed)
+        plain = self._plain = _Point()  # points without metrology settings share it
         for point_id, cfg, _unit in points:
             pt = _Point()
             if cfg.instrument is not None:
@@ -209,6 +209,10 @@ class DeviceMetrology:
             self.expressions.append((expr.name, compiled, alarm))
         self._shelved: set[str] = set()
         self._notified: dict[str, str] = {}
+        # an expression may read a point that has nothing else configured
+        self._reads_plain = any(
+            self.points[n] is plain for _, expr, _ in self.expressions for n in expr.names
+        )
 
     def _alarm(
         self,
@@ -241,20 +245,25 @@ class DeviceMetrology:
         if self._shelved:
             self._expire_shelves(now_us, records)
         points = self.points
+        plain = self._plain
         usable: dict[str, float] = {}
         by_point: dict[str, Reading] = {}
+        isfinite = math.isfinite
         for r in readings:
             pt = points.get(r.point)
             if pt is None:
                 continue
-            by_point[r.point] = r
             value = r.value
-            if type(value) is float and not math.isfinite(value):
+            if type(value) is float and not isfinite(value):
                 r.value = None
-                if type(r.raw) is float and not math.isfinite(r.raw):
+                if type(r.raw) is float and not isfinite(r.raw):
                     r.raw = None
                 r.degrade(Quality.BAD, Reason.INVALID_VALUE, "invalid_value")
+                by_point[r.point] = r
                 continue
+            if pt is plain and not self._reads_plain:
+                continue  # nothing applies to it and no expression reads it
+            by_point[r.point] = r
             if value is None or r.quality is Quality.BAD or isinstance(value, bool | str):
                 continue
             x = float(value)

@@ -55,8 +55,8 @@ class Reading:
 
     def degrade(self, quality: Quality, reason: Reason, flag: str | None = None) -> None:
         """Lower the quality to ``quality`` (never raise it) and record why."""
-        order = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD)
-        if order.index(quality) > order.index(self.quality):
+        current = self.quality  # worse means: GOOD < UNCERTAIN < BAD (identity: no hashing)
+        if quality is not current and (current is Quality.GOOD or quality is Quality.BAD):
             self.quality = quality
             self.reason = reason
         if flag is not None and flag not in self.flags:
@@ -66,21 +66,22 @@ class Reading:
 def to_wire(r: Reading) -> dict[str, Any]:
     """The reading as it appears in a data batch (keys documented in docs/wire.md).
 
-    Keys whose value is unknown are left out rather than sent as null.
+    Keys whose value is unknown are left out rather than sent as null. (Enum values
+    are read as ``_value_``: the ``value`` property costs a Python call per reading.)
     """
     d: dict[str, Any] = {
         "ts": r.ts_us,
         "device": r.device,
         "point": r.point,
         "value": r.value,
-        "quality": r.quality.value,
+        "quality": r.quality._value_,
     }
     if r.raw is not None:
         d["raw"] = r.raw
     if r.unit is not None:
         d["unit"] = r.unit
     if r.reason is not None:
-        d["reason"] = r.reason.value
+        d["reason"] = r.reason._value_
     if r.flags:
         d["flags"] = r.flags
     if r.uncertainty is not None:

@@ -95,3 +95,17 @@ async def test_sqlite_keeps_the_server_time_and_upgrades_an_old_store(tmp_path: 
     finally:
         db.close()
     assert rows == [("battery_low", T0 + 40)]
+
+
+def test_degrade_only_ever_lowers_the_quality_and_keeps_the_reason_of_the_worst() -> None:
+    order = [Quality.GOOD, Quality.UNCERTAIN, Quality.BAD]
+    for start in order:
+        for new in order:
+            r = Reading(T0, "d", "p", 1.0, 1.0, None, start, Reason.SENSOR_FAILURE)
+            r.degrade(new, Reason.CLOCK_NOT_SYNCHRONISED)
+            worse = order.index(new) > order.index(start)
+            assert r.quality is (new if worse else start), (start, new)
+            assert r.reason is (Reason.CLOCK_NOT_SYNCHRONISED if worse else Reason.SENSOR_FAILURE)
+    wire = to_wire(Reading(T0, "d", "p", 1.0, None, None, Quality.BAD, Reason.INVALID_VALUE))
+    assert wire["quality"] == "bad" and type(wire["quality"]) is str
+    assert wire["reason"] == "invalid_value" and type(wire["reason"]) is str

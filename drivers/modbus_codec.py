@@ -28,6 +28,7 @@ __all__ = [
     "decode_bits",
     "encode",
     "engineering",
+    "numeric_code",
     "raw_from_engineering",
 ]
 
@@ -84,6 +85,12 @@ _NUMERIC: dict[DataType, tuple[str, int]] = {
     DataType.FLOAT32: (">f", 2),
     DataType.FLOAT64: (">d", 4),
 }
+
+
+def numeric_code(data_type: DataType) -> tuple[str, int] | None:
+    """The ``struct`` code (big-endian, ABCD) and register count of a numeric type."""
+    entry = _NUMERIC.get(data_type)
+    return (entry[0][1:], entry[1]) if entry else None
 
 
 def register_count(data_type: DataType) -> int | None:

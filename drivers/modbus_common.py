@@ -34,6 +34,7 @@ from drivers.modbus_codec import (
     Table,
     block_decoder,
     engineering,
+    numeric_code,
 )
 from drivers.modbus_plan import Request
 
@@ -111,12 +112,25 @@ class CompiledRequest:
     ends: tuple[int, ...]
     decoders: tuple[BlockDecoder, ...]
     plain: tuple[bool, ...]
+    run: struct.Struct | None = None
+    """Set when the points tile the request with one numeric type in ABCD order and no
+    scaling (the common case): a full reply is then unpacked in one call."""
 
     def decode(self, data: Sequence[int] | Sequence[bool], ts_us: int) -> list[Sample]:
         """Samples for every point of the request from the reply's registers or bits."""
         out: list[Sample] = []
         n = len(data)
         good = Quality.GOOD
+        run = self.run
+        if run is not None and 2 * n == run.size:
+            isfinite = math.isfinite
+            bad, invalid = Quality.BAD, Reason.INVALID_VALUE
+            return [
+                Sample(pid, v, v, good, None, ts_us)
+                if type(v) is int or isfinite(v)
+                else Sample(pid, None, None, bad, invalid, ts_us)
+                for pid, v in zip(self.ids, run.unpack(struct.pack(f">{n}H", *data)), strict=True)
+            ]
         if self.request.table.is_bit:
             for pid, lo, end in zip(self.ids, self.offsets, self.ends, strict=True):
                 if end > n:
@@ -145,14 +159,35 @@ class CompiledRequest:
 def compile_request(req: Request) -> CompiledRequest:
     """What decoding the replies to ``req`` needs, worked out once."""
     points = req.points
+    plain = tuple(p.scale == 1.0 and p.offset == 0.0 for p in points)
     return CompiledRequest(
         request=req,
         ids=tuple(p.id for p in points),
         offsets=tuple(p.address - req.address for p in points),
         ends=tuple(p.end - req.address for p in points),
         decoders=tuple(_decoder(p) for p in points),
-        plain=tuple(p.scale == 1.0 and p.offset == 0.0 for p in points),
+        plain=plain,
+        run=_run(req, all(plain)),
     )
+
+
+def _run(req: Request, plain: bool) -> struct.Struct | None:
+    """One ``Struct`` for the whole reply when every point is the next of one type."""
+    points = req.points
+    if not plain or not points or req.table.is_bit:
+        return None
+    first = points[0]
+    numeric = numeric_code(first.type)
+    if numeric is None or any(
+        p.type is not first.type or p.order is not Order.ABCD for p in points
+    ):
+        return None
+    code, width = numeric
+    if any(p.address != req.address + i * width for i, p in enumerate(points)):
+        return None
+    if req.count != len(points) * width:
+        return None
+    return struct.Struct(f">{len(points)}{code}")
 
 
 def decode_request(req: Request, data: Sequence[int] | Sequence[bool], ts_us: int) -> list[Sample]:

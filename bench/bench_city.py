@@ -35,6 +35,8 @@ import hashlib
 import http.client
 import json
 import os
+import pstats
+import random
 import signal
 import statistics
 import subprocess
@@ -60,7 +62,7 @@ from gateway.wire.reading import Reading, to_wire  # noqa: E402
 from gateway.wire.signing import Signer, split_payload  # noqa: E402
 from supervision.model import parse_batch, parse_topic  # noqa: E402
 from supervision.report import completeness_influx  # noqa: E402
-from supervision.sinks.line_protocol import LineEncoder, batch_lines  # noqa: E402
+from supervision.sinks.line_protocol import batch_lines  # noqa: E402
 from tests.db_services import InfluxDB1  # noqa: E402
 from tests.eventually import eventually_blocking  # noqa: E402
 from tests.ingest_support import T0_US, Publisher, register  # noqa: E402
@@ -120,17 +122,24 @@ def _readings(second: int, n: int) -> list[Reading]:
 
 
 def seal_all(fleet: Fleet, seconds: int) -> list[tuple[str, bytes]]:
-    """Every batch of ``seconds`` simulated seconds, in arrival order (second by second)."""
+    """Every batch of ``seconds`` simulated seconds, in arrival order: second by second,
+    the gateways in a shuffled order within each."""
+    rng = random.Random(12)  # the same order in every run
     sealers = [
         make_sealer(gw, site, s)
         for (site, gw, _), s in zip(fleet.members, fleet.signers, strict=True)
     ]
     out: list[tuple[str, bytes]] = []
     for sec in range(1, seconds + 1):
+        second = []
         for (site, gw, n), seal in zip(fleet.members, sealers, strict=True):
             records = [to_wire(r) for r in _readings(sec, n)]
             body = seal("data", sec, T0_US + sec * 1_000_000 + 500_000, records)
-            out.append((f"{PREFIX}/v1/{site}/{gw}/data", body))
+            second.append((f"{PREFIX}/v1/{site}/{gw}/data", body))
+        # gateways' clocks are not in step: within a second they arrive in any order, so
+        # a shared subscription gives each worker some of every gateway's numbers
+        rng.shuffle(second)
+        out += second
     return out
 
 
@@ -215,10 +224,13 @@ class Worker:
         path.write_text(json.dumps(cfg))  # JSON is YAML
         return cls(path, port)
 
+    profile: Path | None = None  # run under cProfile, its statistics written here
+
     def start(self) -> None:
+        prof = [] if self.profile is None else ["-m", "cProfile", "-o", str(self.profile)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "ingest", "-c", str(self.path)],
+                [sys.executable, *prof, "-m", "gateway", "ingest", "-c", str(self.path)],
                 cwd=REPO,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -306,6 +318,7 @@ def drain(
     msgs: list[tuple[str, bytes]],
     n_workers: int,
     tag: str,
+    profile: Path | None = None,
 ) -> Drained:
     """Queue ``msgs`` in the sessions of ``n_workers`` workers of one group, then drain."""
     group = f"city{tag}"
@@ -323,6 +336,7 @@ def drain(
     pub.publish(msgs, timeout=600)
     pub.close()
     for w in workers:
+        w.profile = profile
         w.start()
     first: list[float | None] = [None] * n_workers
     last: list[float] = [0.0] * n_workers
@@ -418,6 +432,7 @@ def traced(build: Callable[[], object]) -> tuple[int, object]:
 
 def structures(keys: Path, fleet: Fleet, msgs: list[tuple[str, bytes]], seconds: int) -> None:
     """Bytes per gateway of the worker's per-gateway state, measured with tracemalloc."""
+    import supervision.ingest
     from gateway.wire.verify import SequenceTracker, verify_batch
     from supervision.keyring import Keyring
 
@@ -444,31 +459,51 @@ def structures(keys: Path, fleet: Fleet, msgs: list[tuple[str, bytes]], seconds:
     print(f"  sequence tracker after {seconds} batches each: {size / n:,.0f} B per gateway")
     steady = 3600  # the duplicate window: one hour of batches at 1 per second
     sample = max(1, min(n, 100))
-    sub = Fleet(fleet.members[:sample], fleet.signers[:sample])
+    names = [gw for _, gw, _ in fleet.members[:sample]]
 
-    def tracked_steady() -> SequenceTracker:
-        clock = iter(range(10**9))
-        tr = SequenceTracker(clock=lambda: float(next(clock)) / sample)
-        for r in range(steady + 100):
-            for _, gw, _ in sub.members:
-                tr.record(gw, r + 1, digest=digest(gw, r + 1), sealed=T0_US + r)
-        return tr
+    def tracked_steady(every: int, **sizes: int) -> Callable[[], SequenceTracker]:
+        """A worker that is given every ``every``-th number of each gateway for an hour."""
 
-    size, _ = traced(tracked_steady)
-    print(
-        f"  sequence tracker at its steady state (1 batch/s for 1 h, the window): "
-        f"{size / sample:,.0f} B per gateway"
-    )
-    enc = LineEncoder()
+        def build() -> SequenceTracker:
+            clock = iter(range(10**9))
+            tr = SequenceTracker(clock=lambda: float(next(clock)) / sample, **sizes)
+            for seq in range(1, steady + 1, every):
+                for gw in names:
+                    tr.record(gw, seq, digest=digest(gw, seq), sealed=T0_US + seq)
+            return tr
 
-    def encoded() -> LineEncoder:
-        for t, m in msgs[:n]:
-            site, gw, kind = parse_topic(t)
-            enc.batch_lines(parse_batch(split_payload(m)[0], site, gw, kind))
-        return enc
+        return build
+
+    # what the worker sizes its tracker to when the store answers lookups (if it does)
+    remember = getattr(supervision.ingest, "_REMEMBER_WITH_LOOKUPS", None)
+    gap_ranges = getattr(supervision.ingest, "_GAP_RANGES_WITH_LOOKUPS", None)
+    lookups = {} if remember is None else {"remember": remember, "max_gap_ranges": gap_ranges}
+    for label, every, sizes in (
+        ("store without lookups (VictoriaMetrics), 1 worker", 1, {}),
+        ("store without lookups, 2 workers (every other number)", 2, {}),
+        ("store with lookups (InfluxDB 1.x, SQLite), 1 worker", 1, lookups),
+        ("store with lookups, 2 workers (every other number)", 2, lookups),
+    ):
+        size, _ = traced(tracked_steady(every, **sizes))
+        print(
+            f"  sequence tracker after 1 h at 1 batch/s, {label}: {size / sample:,.0f} B "
+            "per gateway"
+        )
+    from supervision.model import parse_verified
+    from supervision.sinks.influxdb import InfluxV1Sink
+
+    sink = InfluxV1Sink("http://127.0.0.1:9", "unused")  # encodes; never connects here
+    verified = [(parse_topic(t), verify_batch(m, ring.keys)) for t, m in msgs[: 2 * n]]
+
+    def encoded() -> InfluxV1Sink:
+        # as the worker: parse (rows left unchecked) and encode; the memos keep what the
+        # first batch of each gateway held, the second one finds it
+        for (site, gw, kind), vb in verified:
+            sink.encode(parse_verified(vb, site, gw, kind, rows=False))
+        return sink
 
     size, _ = traced(encoded)
-    print(f"  line-protocol memos after one batch each: {size / n:,.0f} B per gateway")
+    print(f"  line-protocol memos (the sink's encoder): {size / n:,.0f} B per gateway")
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -490,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
     ap.add_argument("--memory-gateways", type=int, default=10_000)
     ap.add_argument("--smoke", action="store_true", help="tiny scale, one round (a test)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        help="instead: one worker under cProfile (statistics to this file, top 30 printed)",
+    )
     a = ap.parse_args(argv)
     if a.smoke:
         a.gateways, a.heavy, a.heavy_per, a.seconds, a.rounds = 20, 1, 60, 3, 1
@@ -523,6 +563,14 @@ def main(argv: list[str] | None = None) -> int:
                 names = [f"m{i:06d}" for i in range(a.memory_gateways)]
                 ks = [Signer.from_private_key(Ed25519PrivateKey.generate()) for _ in names]
                 register_keys(many, names, ks)
+            if a.profile is not None:
+                store = {"kind": "influxdb_v1", "url": influx.url, "database": "prof",
+                         "create_database": True}  # fmt: skip
+                warm_up(influx, "prof", msgs[: len(fleet.members)])
+                res = drain(tmp, broker, keys, store, msgs, 1, "prof", a.profile)
+                print(f"1 worker under cProfile: {n_readings / res.seconds:,.0f} readings/s")
+                pstats.Stats(str(a.profile)).sort_stats("tottime").print_stats(30)
+                a.rounds = 0
             for r in range(a.rounds):
                 db_bare = f"bare{r}"
                 warm_up(influx, db_bare, msgs[: len(fleet.members)])
@@ -591,8 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             broker.stop()
             influx.close()
-        print("per-gateway state in the worker (tracemalloc, this process):")
-        structures(keys, fleet, msgs, a.seconds)
+        if a.profile is None:
+            print("per-gateway state in the worker (tracemalloc, this process):")
+            structures(keys, fleet, msgs, a.seconds)
     if a.rounds > 1:
         print(f"over {a.rounds} rounds, min / median / max:")
         for k, xs in rates.items():

@@ -30,6 +30,7 @@ Run from the repo root: ``.venv/bin/python bench/bench_city.py [--seconds 20 --r
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import hashlib
 import http.client
@@ -506,6 +507,60 @@ def structures(keys: Path, fleet: Fleet, msgs: list[tuple[str, bytes]], seconds:
     print(f"  line-protocol memos (the sink's encoder): {size / n:,.0f} B per gateway")
 
 
+def pipeline(keys: Path, fleet: Fleet, msgs: list[tuple[str, bytes]]) -> None:
+    """µs per message of each stage of the worker's own work, in this process, with no
+    broker or store (two passes, the second printed): where one core's time goes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.wire.verify import verify_batch
+    from supervision.keyring import Keyring
+    from supervision.model import parse_verified
+    from supervision.sinks.influxdb import InfluxV1Sink
+
+    ring = Keyring.load(keys)
+    sink = InfluxV1Sink("http://127.0.0.1:9", "unused")  # encodes; never connects here
+    sample = msgs[: 5 * len(fleet.members)]
+    for _ in range(2):
+        t = dict.fromkeys(("verify_batch", "parse", "encode"), 0.0)
+        readings = 0
+        for tp, m in sample:
+            a = time.perf_counter()
+            site, gw, kind = parse_topic(tp)
+            vb = verify_batch(m, ring.keys)
+            b = time.perf_counter()
+            batch = parse_verified(vb, site, gw, kind, rows=False)
+            c = time.perf_counter()
+            sink.encode(batch)
+            d = time.perf_counter()
+            readings += batch.size
+            t["verify_batch"] += b - a
+            t["parse"] += c - b
+            t["encode"] += d - c
+    total = sum(t.values())
+    parts = [(split_payload(m), ring.keys) for _, m in sample]
+
+    def signatures(chunk: list[Any]) -> float:
+        t0 = time.perf_counter()
+        for (body, sig), ks in chunk:
+            ks[sig["kid"]].verify(base64.b64decode(sig["sig"]), body)
+        return time.perf_counter() - t0
+
+    sig_s = signatures(parts)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as ex:
+        list(ex.map(signatures, [parts[0::2], parts[1::2]]))
+    two = time.perf_counter() - t0
+    per = 1e6 / len(sample)
+    print(
+        f"  µs per message (average {readings / len(sample):.1f} readings): verify_batch "
+        f"{t['verify_batch'] * per:.0f} (of which the Ed25519 signature {sig_s * per:.0f}), "
+        f"parse {t['parse'] * per:.0f}, check + line protocol {t['encode'] * per:.0f}; "
+        f"total {total * per:.0f} = {total / readings * 1e6:.1f} µs per reading → at most "
+        f"{readings / total:,.0f} readings/s on one core (the signatures alone: "
+        f"{readings / sig_s:,.0f}); the signatures on 2 threads: {sig_s / two:.2f}× one"
+    )
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -640,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
             influx.close()
         if a.profile is None:
+            print("the worker's own work per message, this process (no broker, no store):")
+            pipeline(keys, fleet, msgs)
             print("per-gateway state in the worker (tracemalloc, this process):")
             structures(keys, fleet, msgs, a.seconds)
     if a.rounds > 1:

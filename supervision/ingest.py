@@ -129,6 +129,11 @@ _MAX_SUSPECTS: Final = 10_000
 _LOG_EVERY: Final = 60.0
 # characters of a detail (or a topic) kept in a dead letter and in the log
 _DETAIL_MAX: Final = 1000
+# Per gateway, the sequence tracker this worker builds keeps, once the store showed it
+# answers lookups (which settle anything older): the numbers most recently stored with
+# their digests, and the outstanding gap ranges (docs/ingest.md, "City scale").
+_REMEMBER_WITH_LOOKUPS: Final = 128
+_GAP_RANGES_WITH_LOOKUPS: Final = 128
 
 
 @dataclass(slots=True, eq=False)
@@ -221,7 +226,9 @@ class Ingest:
         self._cfg = batch
         self._dl_topic = dead_letter_topic
         self._worker = worker
+        self._own_tracker = tracker is None  # sized to the store by _restore
         self._tracker = tracker or SequenceTracker()
+        self._full_memory = (self._tracker.remember, self._tracker.max_gap_ranges)
         self._gateways = keyring.gateways
         self._grace = event_gap_grace
         self._clock = clock
@@ -407,7 +414,7 @@ class Ingest:
         """The entry for a verified batch, by its sequence number (docs/ingest.md)."""
         gateway, seq, sealed = batch.gateway, batch.seq, batch.sealed_us
         assert batch.digest is not None  # parse_verified sets it
-        digest = batch.digest.encode()
+        digest = bytes.fromhex(batch.digest)  # 32 bytes: what the tracker keeps
         in_flight = self._inflight.get((gateway, seq))
         if in_flight is not None:  # a copy of a batch not stored yet
             if in_flight == digest:
@@ -498,6 +505,8 @@ class Ingest:
                 await asyncio.sleep(backoff.next_delay())
             except Exception as exc:  # LookupUnsupported, StoreRejected, an odd answer
                 self._lookups = False
+                if self._own_tracker:  # from now on the tracker alone decides
+                    self._tracker.remember, self._tracker.max_gap_ranges = self._full_memory
                 log.warning(
                     "the store cannot be queried (%s: %s): a batch number is checked only "
                     "against those this worker has seen",
@@ -577,6 +586,9 @@ class Ingest:
         highs = await self._asking(self._sink.highs)
         if isinstance(highs, _Unknown):
             return
+        if self._own_tracker:  # the store settles what the tracker no longer holds
+            self._tracker.remember = _REMEMBER_WITH_LOOKUPS
+            self._tracker.max_gap_ranges = _GAP_RANGES_WITH_LOOKUPS
         for h in highs:
             if h.seq is not None:
                 self._tracker.restore(h.gateway, h.seq, h.sealed_us)

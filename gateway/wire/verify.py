@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import time
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -251,14 +252,79 @@ class SeqVerdict:
     """Ranges ``(first, last)`` of numbers this batch showed to be missing."""
 
 
-@dataclass(slots=True)
+_DIGEST_BYTES = 32
+
+
+def _digest32(digest: bytes) -> bytes:
+    """``digest`` as the 32 bytes a tracker keeps: itself when it has 32 (a raw SHA-256),
+    else its SHA-256 (so equal digests stay equal and different ones different)."""
+    return digest if len(digest) == _DIGEST_BYTES else hashlib.sha256(digest).digest()
+
+
+@dataclass(slots=True, eq=False)
 class _Gateway:
+    """What a tracker keeps of one gateway, in flat arrays (a few bytes per number).
+
+    ``gap_lo[i]..gap_hi[i]`` are the outstanding gaps, sorted and disjoint. The numbers
+    accepted most recently (at most the tracker's ``remember``) are a ring: slot ``i``
+    holds ``seqs[i]``, when it was accepted (``at[i]``, receiver clock) and its digest
+    (``digests[32·i:32·i+32]``, valid where ``has_digest[i]``); ``next`` is the slot
+    written next, once the ring is full the oldest.
+    """
+
     high: int
     baseline: int
     high_sealed: int | None = None  # ``sealed`` of the batch numbered ``high``, if given
-    gaps: list[list[int]] = field(default_factory=list)  # sorted, disjoint [lo, hi]
-    recent: dict[int, float] = field(default_factory=dict)  # seq -> accepted at, oldest first
-    digests: dict[int, bytes] = field(default_factory=dict)  # seq -> payload digest, if given
+    gap_lo: array[int] = field(default_factory=lambda: array("q"))
+    gap_hi: array[int] = field(default_factory=lambda: array("q"))
+    seqs: array[int] = field(default_factory=lambda: array("q"))
+    at: array[float] = field(default_factory=lambda: array("d"))
+    digests: bytearray = field(default_factory=bytearray)
+    has_digest: bytearray = field(default_factory=bytearray)
+    next: int = 0
+
+    def slot(self, seq: int) -> int | None:
+        """The ring slot of ``seq``, if it is among the numbers remembered."""
+        try:
+            return self.seqs.index(seq)
+        except ValueError:
+            return None
+
+    def remember(self, seq: int, t: float, digest: bytes | None, capacity: int) -> None:
+        """Put ``seq`` in the ring (over the oldest once it holds ``capacity``)."""
+        d = bytes(_DIGEST_BYTES) if digest is None else _digest32(digest)
+        if len(self.seqs) < capacity:
+            self.seqs.append(seq)
+            self.at.append(t)
+            self.digests += d
+            self.has_digest.append(digest is not None)
+            return
+        i = self.next
+        self.seqs[i], self.at[i] = seq, t
+        self.digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES] = d
+        self.has_digest[i] = digest is not None
+        self.next = (i + 1) % capacity
+
+    def digest_at(self, i: int) -> bytes | None:
+        if not self.has_digest[i]:
+            return None
+        return bytes(self.digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES])
+
+    def keep_newest(self, capacity: int) -> None:
+        """Shrink the ring to its ``capacity`` most recent numbers."""
+        n = len(self.seqs)
+        if n <= capacity:
+            return
+        order = [(self.next + k) % n for k in range(n)][n - capacity :]  # oldest first
+        seqs, at = (
+            array("q", (self.seqs[i] for i in order)),
+            array("d", (self.at[i] for i in order)),
+        )
+        digests = bytearray().join(
+            self.digests[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES] for i in order
+        )
+        self.has_digest = bytearray(self.has_digest[i] for i in order)
+        self.seqs, self.at, self.digests, self.next = seqs, at, digests, 0
 
 
 class SequenceTracker:
@@ -292,8 +358,14 @@ class SequenceTracker:
     the broker's redelivery are not mistaken for a duplicate. State is small and
     JSON-able (:meth:`to_json`/:meth:`from_json`) so a receiver can persist it;
     a fresh tracker treats everything below its first number as a replay.
-    Outstanding gaps are capped at ``max_gap_ranges`` ranges; the oldest are then
-    given up as lost (counted in :attr:`lost`).
+
+    Memory is bounded per gateway, in flat arrays: the ``remember`` most recent
+    accepted numbers with their digests (49 bytes each; default ``2 ×
+    duplicate_window_seq``) — a number that fell out of them is *replay* rather than
+    *duplicate* or *conflict*, for a receiver that can ask its store to settle it —
+    and at most ``max_gap_ranges`` outstanding gap ranges (16 bytes each); the oldest
+    are then given up as lost (counted in :attr:`lost`). Both can be lowered on a
+    running tracker (the newest are kept).
     """
 
     def __init__(
@@ -302,14 +374,45 @@ class SequenceTracker:
         duplicate_window_s: float = 3600.0,
         duplicate_window_seq: int = 10_000,
         max_gap_ranges: int = 10_000,
+        remember: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._win_s = duplicate_window_s
         self._win_seq = duplicate_window_seq
         self._max_gaps = max_gap_ranges
+        self._remember = 2 * duplicate_window_seq if remember is None else remember
+        if self._remember < 1 or self._max_gaps < 1:
+            raise ValueError("remember and max_gap_ranges must be at least 1")
         self._clock = clock
         self._gw: dict[str, _Gateway] = {}
         self.lost = 0
+
+    @property
+    def remember(self) -> int:
+        """Recent numbers kept per gateway with their digests (see the class doc)."""
+        return self._remember
+
+    @remember.setter
+    def remember(self, n: int) -> None:
+        if n < 1:
+            raise ValueError("remember must be at least 1")
+        if n < self._remember:
+            for st in self._gw.values():
+                st.keep_newest(n)
+        self._remember = n
+
+    @property
+    def max_gap_ranges(self) -> int:
+        """Outstanding gap ranges kept per gateway (see the class doc)."""
+        return self._max_gaps
+
+    @max_gap_ranges.setter
+    def max_gap_ranges(self, n: int) -> None:
+        if n < 1:
+            raise ValueError("max_gap_ranges must be at least 1")
+        self._max_gaps = n
+        for st in self._gw.values():
+            self._cap_gaps(st)
 
     def classify(
         self,
@@ -330,10 +433,10 @@ class SequenceTracker:
             return SeqVerdict(SeqKind.NEW, gateway, seq, gaps)
         if sealed is not None and st.high_sealed is not None and sealed > st.high_sealed:
             return SeqVerdict(SeqKind.RESET, gateway, seq)
-        seen = st.recent.get(seq)
-        if seen is not None and t - seen <= self._win_s and st.high - seq <= self._win_seq:
-            known = st.digests.get(seq)
-            if digest is not None and known is not None and known != digest:
+        i = st.slot(seq)
+        if i is not None and t - st.at[i] <= self._win_s and st.high - seq <= self._win_seq:
+            known = st.digest_at(i)
+            if digest is not None and known is not None and known != _digest32(digest):
                 return SeqVerdict(SeqKind.CONFLICT, gateway, seq)
             return SeqVerdict(SeqKind.DUPLICATE, gateway, seq)
         if self._gap_index(st, seq) is not None:
@@ -357,22 +460,18 @@ class SequenceTracker:
             if st is None:
                 st = self._gw[gateway] = _Gateway(high=seq, baseline=seq, high_sealed=sealed)
             else:
-                st.gaps.extend([lo, hi] for lo, hi in v.new_gaps)
+                for lo, hi in v.new_gaps:
+                    st.gap_lo.append(lo)
+                    st.gap_hi.append(hi)
                 st.high = seq
                 st.high_sealed = sealed
-                while len(st.gaps) > self._max_gaps:
-                    lo, hi = st.gaps.pop(0)
-                    self.lost += hi - lo + 1
+                self._cap_gaps(st)
         elif v.kind is SeqKind.GAP_FILL:
             assert st is not None  # a gap implies state
             self._fill(st, seq)
         else:
             return v
-        st.recent.pop(seq, None)
-        st.recent[seq] = t
-        if digest is not None:
-            st.digests[seq] = digest
-        self._prune(st, t)
+        st.remember(seq, t, digest, self._remember)
         return v
 
     observe = record
@@ -380,7 +479,7 @@ class SequenceTracker:
     def gaps(self, gateway: str) -> list[tuple[int, int]]:
         """Outstanding missing ranges ``(first, last)`` for ``gateway``, oldest first."""
         st = self._gw.get(gateway)
-        return [] if st is None else [(lo, hi) for lo, hi in st.gaps]
+        return [] if st is None else list(zip(st.gap_lo, st.gap_hi, strict=True))
 
     def high(self, gateway: str) -> int | None:
         st = self._gw.get(gateway)
@@ -405,31 +504,37 @@ class SequenceTracker:
         """Drop all state for a gateway (re-enrolled after its state was wiped)."""
         self._gw.pop(gateway, None)
 
+    def _cap_gaps(self, st: _Gateway) -> None:
+        """Give up the oldest gaps beyond ``max_gap_ranges`` as lost."""
+        excess = len(st.gap_lo) - self._max_gaps
+        if excess > 0:
+            self.lost += sum(st.gap_hi[:excess]) - sum(st.gap_lo[:excess]) + excess
+            del st.gap_lo[:excess], st.gap_hi[:excess]
+
     @staticmethod
     def _gap_index(st: _Gateway, seq: int) -> int | None:
-        i = bisect_right(st.gaps, seq, key=lambda g: g[0]) - 1
-        return i if i >= 0 and st.gaps[i][0] <= seq <= st.gaps[i][1] else None
+        i = bisect_right(st.gap_lo, seq) - 1
+        return i if i >= 0 and st.gap_lo[i] <= seq <= st.gap_hi[i] else None
 
     def _fill(self, st: _Gateway, seq: int) -> None:
         i = self._gap_index(st, seq)
         assert i is not None
-        lo, hi = st.gaps[i]
-        pieces = [[a, b] for a, b in ((lo, seq - 1), (seq + 1, hi)) if a <= b]
-        st.gaps[i : i + 1] = pieces
-
-    def _prune(self, st: _Gateway, now: float) -> None:
-        """Forget acceptances older than the window; cap the memory at 2× the seq window."""
-        while st.recent:
-            seq, at = next(iter(st.recent.items()))
-            if now - at <= self._win_s and len(st.recent) <= 2 * self._win_seq:
-                break
-            del st.recent[seq]
-            st.digests.pop(seq, None)
+        lo, hi = st.gap_lo[i], st.gap_hi[i]
+        if lo == hi:
+            del st.gap_lo[i], st.gap_hi[i]
+        elif seq == lo:
+            st.gap_lo[i] = seq + 1
+        elif seq == hi:
+            st.gap_hi[i] = seq - 1
+        else:  # split in two
+            st.gap_hi[i] = seq - 1
+            st.gap_lo.insert(i + 1, seq + 1)
+            st.gap_hi.insert(i + 1, hi)
 
     def to_json(self) -> dict[str, Any]:
         """State to persist (receiver times are not portable, so recent lists go too)."""
         return {
-            gw: {"high": st.high, "baseline": st.baseline, "gaps": st.gaps}
+            gw: {"high": st.high, "baseline": st.baseline, "gaps": [list(g) for g in self.gaps(gw)]}
             | ({} if st.high_sealed is None else {"high_sealed": st.high_sealed})
             for gw, st in self._gw.items()
         }
@@ -437,10 +542,12 @@ class SequenceTracker:
     def load_json(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`to_json` output; restored numbers count as settled long ago."""
         for gw, s in state.items():
+            gaps = [(int(lo), int(hi)) for lo, hi in s["gaps"]]
             self._gw[gw] = _Gateway(
                 high=int(s["high"]),
                 baseline=int(s["baseline"]),
-                gaps=[[int(lo), int(hi)] for lo, hi in s["gaps"]],
+                gap_lo=array("q", (lo for lo, _ in gaps)),
+                gap_hi=array("q", (hi for _, hi in gaps)),
                 high_sealed=None if s.get("high_sealed") is None else int(s["high_sealed"]),
             )
 

@@ -30,6 +30,7 @@ one. The module-level functions use a fresh one per call.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Final
 
 from gateway.wire.verify import MAX_TS_US
@@ -123,6 +124,63 @@ def _fixed_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return key
 
 
+def _series_text(site: str, gateway: str, r: Row) -> str:
+    """Escaped ``reading,<tags>`` of a checked reading."""
+    s = (
+        f"reading,site={escape_tag(site)},gateway={escape_tag(gateway)}"
+        f",device={escape_tag(r.device)},point={escape_tag(r.point)}"
+    )
+    if r.instrument is not None:
+        s += f",instrument={escape_tag(r.instrument)}"
+    if r.unit is not None:
+        s += f",unit={escape_tag(r.unit)}"
+    return s
+
+
+def _fixed_text(series: str, r: Row) -> str:
+    """``series`` and the fields that rarely change (quality, flags, U, k, …)."""
+    s = f'{series} quality="{r.quality}"'
+    if r.reason is not None:
+        s += f',reason="{r.reason}"'
+    if r.flags:
+        s += f',flags="{",".join(r.flags)}"'
+    u = r.uncertainty
+    if u is not None and u < _INF:
+        s += f",U={u!r}"
+    k = r.coverage
+    if k is not None and k < _INF:
+        s += f",k={k!r}"
+    if r.verdict is not None:
+        s += f',verdict="{r.verdict}"'
+    if r.certificate is not None:
+        s += f",certificate={escape_string(r.certificate)}"
+    return s
+
+
+def _varying(line: str, seq_field: str, r: Row) -> str:
+    """The fixed part ``line`` completed with what varies: value, raw, server_ts, seq, ts."""
+    v = r.value
+    if type(v) is float:
+        if -_INF < v < _INF:  # also false for NaN
+            line += f",value={v!r}"
+    elif v is not None:
+        f = _scalar_field("value", v)
+        if f is not None:
+            line += "," + f
+    raw = r.raw
+    if raw is not None:
+        if type(raw) is float:
+            if -_INF < raw < _INF:
+                line += f",raw={raw!r}"
+        else:
+            f = _scalar_field("raw", raw)
+            if f is not None:
+                line += "," + f
+    if r.server_ts_us is not None:
+        line += f",server_ts={r.server_ts_us}i"
+    return f"{line},{seq_field} {r.ts_us}000"
+
+
 class LineEncoder:
     """Builds the line protocol of batches, memoising what repeats (each memo bounded
     by ``max_cached`` entries: a bound, not an LRU — churn of that size is itself a
@@ -136,45 +194,24 @@ class LineEncoder:
         self.checker = ReadingChecker(max_cached)
 
     def _series_key(self, site: str, gateway: str, r: Row) -> str:
-        """Escaped ``reading,<tags>``."""
+        """Escaped ``reading,<tags>`` (memoised)."""
         key = (site, gateway, r.device, r.point, r.instrument, r.unit)
         s = self._series.get(key)
         if s is None:
-            s = (
-                f"reading,site={escape_tag(site)},gateway={escape_tag(gateway)}"
-                f",device={escape_tag(r.device)},point={escape_tag(r.point)}"
-            )
-            if r.instrument is not None:
-                s += f",instrument={escape_tag(r.instrument)}"
-            if r.unit is not None:
-                s += f",unit={escape_tag(r.unit)}"
+            s = _series_text(site, gateway, r)
             if len(self._series) >= self._max:
                 self._series.clear()
             self._series[key] = s
         return s
 
     def _fixed_part(self, site: str, gateway: str, r: Row) -> str:
-        """Series key and the fields that rarely change (quality, flags, U, k, …)."""
+        """Series key and the fields that rarely change (quality, flags, U, k, …), memoised."""
         key = (site, gateway, r.device, r.point, r.instrument, r.unit, r.quality, r.reason,
                r.flags, r.uncertainty, r.coverage, r.verdict, r.certificate)  # fmt: skip
         s = self._fixed.get(key)
         if s is not None:
             return s
-        s = f'{self._series_key(site, gateway, r)} quality="{r.quality}"'
-        if r.reason is not None:
-            s += f',reason="{r.reason}"'
-        if r.flags:
-            s += f',flags="{",".join(r.flags)}"'
-        u = r.uncertainty
-        if u is not None and u < _INF:
-            s += f",U={u!r}"
-        k = r.coverage
-        if k is not None and k < _INF:
-            s += f",k={k!r}"
-        if r.verdict is not None:
-            s += f',verdict="{r.verdict}"'
-        if r.certificate is not None:
-            s += f",certificate={escape_string(r.certificate)}"
+        s = _fixed_text(self._series_key(site, gateway, r), r)
         if len(self._fixed) >= self._max:
             self._fixed.clear()
         self._fixed[key] = s
@@ -187,34 +224,19 @@ class LineEncoder:
         pattern (supervision.model), so they need no escaping; the part that repeats
         from poll to poll is built once (:meth:`_fixed_part`).
         """
-        line = self._fixed_part(site, gateway, r)
-        v = r.value
-        if type(v) is float:
-            if -_INF < v < _INF:  # also false for NaN
-                line += f",value={v!r}"
-        elif v is not None:
-            f = _scalar_field("value", v)
-            if f is not None:
-                line += "," + f
-        raw = r.raw
-        if raw is not None:
-            if type(raw) is float:
-                if -_INF < raw < _INF:
-                    line += f",raw={raw!r}"
-            else:
-                f = _scalar_field("raw", raw)
-                if f is not None:
-                    line += "," + f
-        if r.server_ts_us is not None:
-            line += f",server_ts={r.server_ts_us}i"
-        return f"{line},{seq_field} {r.ts_us}000"
+        return _varying(self._fixed_part(site, gateway, r), seq_field, r)
 
     def _checked_line(
         self, known: _Known, site: str, gateway: str, seq_field: str, r: object, i: int
     ) -> str:
-        """The line of a reading not seen before, checked in full (raises SchemaError)."""
+        """The line of a reading not seen before, checked in full (raises SchemaError).
+
+        Its fixed part is remembered in ``known`` only (the memos of :meth:`reading_line`
+        would hold it a second time), under a key whose strings are interned: the device,
+        point, unit and quality names that many gateways share are then kept once."""
         row = self.checker.check(r, i)
-        line = self.reading_line(site, gateway, seq_field, row)
+        fixed = _fixed_text(_series_text(site, gateway, row), row)
+        line = _varying(fixed, seq_field, row)
         assert type(r) is dict  # the check passed
         try:
             key = _fixed_key(r)
@@ -225,7 +247,8 @@ class LineEncoder:
         # a checked reading has only contract keys and no null but value's: those it has
         # besides raw and server_ts are ts, value and the non-null fixed ones
         varying = (r.get("raw") is not None) + (r.get("server_ts") is not None)
-        known[key] = (self._fixed_part(site, gateway, row), len(r) - varying)
+        key = tuple(sys.intern(x) if type(x) is str else x for x in key)
+        known[key] = (fixed, len(r) - varying)
         return line
 
     def reading_lines(

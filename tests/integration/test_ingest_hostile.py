@@ -363,6 +363,53 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "influxdb_v1", "victoria"])
+async def test_numbers_beyond_the_workers_memory_are_settled_by_the_store(
+    tmp_path: Path, broker: Mosquitto, signer: Signer, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """A worker whose store answers lookups keeps only its newest numbers (with their
+    digests) per gateway; an older number is a replay that the store settles — the same
+    bytes are not written again, other bytes are a conflict. A store that cannot be
+    asked (VictoriaMetrics) leaves the worker its whole window."""
+    if kind == "sqlite":
+        store = sqlite_store(tmp_path)
+    elif kind == "influxdb_v1":
+        influx = request.getfixturevalue("influx")
+        store = {"kind": "influxdb_v1", "url": influx.url, "database": DB,
+                 "create_database": True}  # fmt: skip
+    else:
+        vm = request.getfixturevalue("victoria")
+        store = {"kind": "influxdb_v2", "url": vm.url, "bucket": DB}
+    n = 300  # more than a worker with lookups remembers
+    sent = {s: _sealed(signer, s, [1.0], T0_US + s * 1000) for s in range(1, n + 1)}
+    dl = Collector(broker.port, "metrogate/deadletter")
+    pub = Publisher(broker.port)
+    again = [
+        sent[10],  # the same bytes, long ago: settled by the store (or the window)
+        _sealed(signer, 11, [9.0], T0_US + 11 * 1000),  # other bytes, long ago
+        sent[n - 1],  # the same bytes, recent: a duplicate from memory
+        _sealed(signer, n - 2, [9.0], T0_US + (n - 2) * 1000),  # other bytes, recent
+    ]
+    try:
+        async with in_process(config(tmp_path, broker, store)) as ingest:
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), p) for p in sent.values()])
+            await eventually(lambda: ingest.counts["acked"] == n, "all stored", within=30)
+            remembered = ingest.tracker.remember
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), p) for p in again])
+            await eventually(lambda: ingest.counts["acked"] == n + 4, "again", within=30)
+            counts = Counter(ingest.counts)
+        await eventually(lambda: len(dl.messages) == 2, "dead letters", within=10, thread=True)
+    finally:
+        pub.close()
+        dl.close()
+    assert [m["reason"] for m in dl.json()] == ["sequence_conflict"] * 2
+    assert counts["security.conflict"] == 2 and counts["readings_written"] == n
+    if kind == "victoria":
+        assert remembered >= n and (counts["duplicate"], counts["replay"]) == (2, 0)
+    else:
+        assert remembered < n and (counts["duplicate"], counts["replay"]) == (1, 1)
+
+
 async def test_event_log_gaps_and_resets_are_security_events_and_reported(
     tmp_path: Path, broker: Mosquitto, signer: Signer
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -360,3 +361,51 @@ def test_read_capture_pairs_lines(signer: Signer) -> None:
     caps = read_capture(a + b"\n" + body_b + b"\n" + b)
     assert [c.where for c in caps] == ["line 1", "line 3", "line 4"]
     assert caps[0].payload == a and caps[1].payload == body_b and caps[2].payload == b
+
+
+def test_a_tracker_remembers_the_newest_numbers_with_their_digests_and_no_more() -> None:
+    tr = SequenceTracker(duplicate_window_s=3600.0, duplicate_window_seq=1000, remember=3)
+    digest = {s: hashlib.sha256(b"%d" % s).digest() for s in range(1, 8)}
+    for s in (1, 2, 4, 5, 6):  # 3 is a gap
+        tr.record("gw", s, now=0, digest=digest[s])
+    for s in (4, 5, 6):  # the newest three: duplicate or conflict, by digest
+        assert tr.classify("gw", s, now=1, digest=digest[s]).kind is SeqKind.DUPLICATE
+        assert tr.classify("gw", s, now=1, digest=b"other").kind is SeqKind.CONFLICT
+    # older ones fell out: a replay, for a receiver to settle with its store
+    assert tr.classify("gw", 2, now=1, digest=digest[2]).kind is SeqKind.REPLAY
+    assert tr.classify("gw", 2, now=1, digest=b"other").kind is SeqKind.REPLAY
+    assert tr.record("gw", 3, now=1, digest=digest[3]).kind is SeqKind.GAP_FILL
+    assert tr.classify("gw", 3, now=1, digest=b"other").kind is SeqKind.CONFLICT
+    assert tr.classify("gw", 4, now=1, digest=digest[4]).kind is SeqKind.REPLAY  # pushed out
+    # lowering the bound on a running tracker keeps the newest accepted
+    tr.remember = 1
+    assert tr.classify("gw", 3, now=1, digest=b"other").kind is SeqKind.CONFLICT
+    assert tr.classify("gw", 6, now=1, digest=digest[6]).kind is SeqKind.REPLAY
+    tr.record("gw", 7, now=2, digest=digest[7])
+    assert tr.classify("gw", 7, now=2, digest=b"other").kind is SeqKind.CONFLICT
+    assert tr.classify("gw", 3, now=2).kind is SeqKind.REPLAY
+
+
+def test_digests_of_any_length_compare_exactly() -> None:
+    tr = SequenceTracker()
+    tr.record("gw", 1, now=0, digest=b"ab" * 32)  # hex text, as a caller may pass it
+    tr.record("gw", 2, now=0, digest=b"\x00" * 32)
+    tr.record("gw", 3, now=0)  # none given: any bytes are a duplicate
+    assert tr.classify("gw", 1, now=0, digest=b"ab" * 32).kind is SeqKind.DUPLICATE
+    assert tr.classify("gw", 1, now=0, digest=b"ab" * 31 + b"ac").kind is SeqKind.CONFLICT
+    assert tr.classify("gw", 2, now=0, digest=b"\x00" * 32).kind is SeqKind.DUPLICATE
+    assert tr.classify("gw", 2, now=0, digest=b"\x00" * 31 + b"\x01").kind is SeqKind.CONFLICT
+    assert tr.classify("gw", 3, now=0, digest=b"anything").kind is SeqKind.DUPLICATE
+
+
+def test_lowering_the_gap_cap_gives_up_the_oldest_gaps_as_lost() -> None:
+    tr = SequenceTracker()
+    for s in (1, 3, 5, 10):
+        tr.record("gw", s, now=0)
+    assert tr.gaps("gw") == [(2, 2), (4, 4), (6, 9)]
+    tr.max_gap_ranges = 1
+    assert tr.gaps("gw") == [(6, 9)] and tr.lost == 2
+    assert tr.record("gw", 7, now=0).kind is SeqKind.GAP_FILL  # split in two
+    assert tr.gaps("gw") == [(6, 6), (8, 9)] and tr.lost == 2  # capped again with new gaps
+    tr.record("gw", 12, now=0)
+    assert tr.gaps("gw") == [(11, 11)] and tr.lost == 5

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import rss_mb
 from tests.console_support import PASSWORD, password_hash
-from tests.db_services import InfluxDB1, free_port
+from tests.db_services import InfluxDB1
+from tests.services import free_port
 
 DB = "bench"
 CHROMIUM_ARGS = [

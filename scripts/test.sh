@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from nothing: installs the real services the tests start
-# (Mosquitto, InfluxDB 1.x, VictoriaMetrics) and the Python environment, then runs
+# (Mosquitto, InfluxDB 1.x, VictoriaMetrics), Chromium for the browser tests, and the
+# Python environment, then runs
 # lint (ruff), types (mypy), the import rules (import-linter) and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,10 @@ missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 [ -x /usr/bin/influxd ] || command -v influxd >/dev/null || missing+=(influxdb)
 [ -x /usr/bin/victoria-metrics ] || command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+# the console's browser tests drive Debian's Chromium through Playwright (no browser download)
+# (and the Chinese pages need a CJK font to be read on their screenshots)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

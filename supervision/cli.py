@@ -1,16 +1,20 @@
-"""Command-line entries of the platform side: ``ingest`` and ``report``.
+"""Command-line entries of the platform side: ``ingest``, ``report`` and ``console``.
 
-``add_ingest_parser(subparsers)`` / ``add_report_parser(subparsers)`` register the
-subcommands on an argparse parser and set ``func(args) -> int``; the one entry point,
-:func:`gateway.cli.app.main`, registers them as ``metrogate ingest`` and ``metrogate report``.
+``add_ingest_parser(subparsers)``, ``add_report_parser(subparsers)`` and
+``add_console_parser(subparsers)`` register the subcommands on an argparse parser and
+set ``func(args) -> int``; the one entry point, :func:`gateway.cli.app.main`, registers
+them as ``metrogate ingest``, ``metrogate report`` and ``metrogate console``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import getpass
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -25,7 +29,14 @@ from supervision.config import IngestConfig, load_config
 if TYPE_CHECKING:
     from supervision.report import Report
 
-__all__ = ["add_ingest_parser", "add_report_parser", "print_report", "report_json"]
+__all__ = [
+    "add_console_parser",
+    "add_ingest_parser",
+    "add_report_parser",
+    "print_report",
+    "report_json",
+    "run_console",
+]
 
 
 def _load(path: Path) -> IngestConfig | None:
@@ -66,11 +77,38 @@ def _report(args: argparse.Namespace) -> int:
     if cfg is None:
         return ExitCode.INVALID
     since_ns = time.time_ns() - int(parse_duration(args.since) * 1e9)
+    if args.html is not None:
+        return _report_html(cfg, args, since_ns)
     rep = report_store(cfg.store, since_ns=since_ns, limits=_limits(args.limit))
     if args.json:
         print(json.dumps(report_json(rep), indent=2))
         return ExitCode.OK
     print_report(rep, sys.stdout)
+    return ExitCode.OK
+
+
+def _report_html(cfg: IngestConfig, args: argparse.Namespace, since_ns: int) -> int:
+    from supervision.console.report_html import build_report
+    from supervision.console.service import Console
+    from supervision.console.store import StoreDown
+
+    async def build() -> str:
+        console = Console.from_config(cfg)
+        return await build_report(
+            console, start_ns=since_ns, end_ns=time.time_ns(), site=args.site,
+            lang=args.language or cfg.console.language, user=getpass.getuser(),
+        )  # fmt: skip
+
+    try:
+        html = asyncio.run(build())
+    except StoreDown as exc:
+        print(f"metrogate report: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
+    if str(args.html) == "-":
+        sys.stdout.write(html)
+    else:
+        Path(args.html).write_text(html, encoding="utf-8")
+        print(f"report written to {args.html}")
     return ExitCode.OK
 
 
@@ -117,7 +155,7 @@ def report_json(rep: Report) -> dict[str, Any]:
         ],
         "security": [
             {"gateway": r.gateway, "kind": r.kind, "seq": r.seq, "ts_ns": r.ts_ns,
-             "detail": r.detail}
+             "detail": r.detail, "reason": r.reason, "digest": r.digest}
             for r in rep.security
         ],
     }  # fmt: skip
@@ -196,5 +234,79 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="specification limits for Cpk/Ppk (repeatable)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--html", metavar="FILE",
+        help="write the self-contained HTML report (charts included) to FILE ('-': stdout)",
+    )  # fmt: skip
+    p.add_argument("--site", help="HTML report: this site only (default: all)")
+    p.add_argument("--language", choices=["en", "zh"], help="HTML report language")
     p.set_defaults(func=_report)
+    return p
+
+
+async def run_console(cfg: IngestConfig, *, stop: asyncio.Event | None = None,
+                      on_ready: Any = None) -> None:  # fmt: skip
+    """Serve the console on ``console.listen`` until ``stop`` is set (or SIGINT/SIGTERM)."""
+    import signal
+
+    from supervision.console.app import Console, serve
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    console = Console.from_config(cfg)
+    runner, port = await serve(console, cfg.console.host, cfg.console.port)
+    try:
+        url = f"http://{cfg.console.host}:{port}/"
+        logging.getLogger("metrogate.console").info("console on %s (%s)", url, console.reader.name)
+        print(f"console: {url}", flush=True)
+        if on_ready is not None:
+            on_ready(port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _console(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        from supervision.console.auth import hash_password
+
+        pw = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+        pw = pw.rstrip("\n")
+        if not pw:
+            print("metrogate console: empty password", file=sys.stderr)
+            return ExitCode.INVALID
+        print(hash_password(pw))
+        return ExitCode.OK
+    if args.config is None:
+        print("metrogate console: -c FILE is required", file=sys.stderr)
+        return ExitCode.INVALID
+    cfg = _load(args.config)
+    if cfg is None:
+        return ExitCode.INVALID
+    configure_logging("debug" if args.verbose else "info", secrets=secret_values(cfg))
+    if not cfg.console.users:
+        print(f"{args.config}: console.users is empty: nobody could log in", file=sys.stderr)
+        return ExitCode.INVALID
+    try:
+        asyncio.run(run_console(cfg))
+    except OSError as exc:
+        print(f"metrogate console: cannot serve on {cfg.console.listen}: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def add_console_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "console", help="supervision console (web) over the platform's store"
+    )
+    p.add_argument("-c", "--config", type=Path, help="ingest YAML file (with console:)")
+    p.add_argument(
+        "--hash-password", action="store_true",
+        help="read a password (prompt or stdin) and print its hash for console.users",
+    )  # fmt: skip
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_console)
     return p

@@ -13,18 +13,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from gateway.common.types import Duration, ListenAddress, OpsEndpoint, Strict, TlsConfig
 from gateway.common.yamlconf import load_model
 
 __all__ = [
     "BatchConfig",
+    "ConsoleConfig",
+    "ConsoleUser",
     "InfluxV1Store",
     "InfluxV2Store",
     "IngestConfig",
     "IngestOpsConfig",
     "MqttConfig",
+    "PointSpec",
+    "RiskConfig",
     "SqliteStore",
     "TlsConfig",
     "load_config",
@@ -110,6 +114,115 @@ class IngestOpsConfig(OpsEndpoint):
     listen: ListenAddress = "127.0.0.1:9109"
 
 
+Language = Literal["en", "zh"]
+_ID = r"^[A-Za-z0-9_.@-]{1,64}$"
+
+
+class ConsoleUser(Strict):
+    """A person who logs in to the console (docs/supervision.md)."""
+
+    name: str = Field(pattern=_ID)
+    # argon2id hash as ``metrogate console --hash-password`` prints it; never a password
+    password_hash: Secret = Field(description="argon2 hash of the password")
+    role: Literal["viewer", "operator"] = "viewer"
+    language: Language | None = None
+    # operators: the gateway-side operator id and the private key that signs their commands
+    operator_id: str | None = Field(None, pattern=_ID)
+    operator_key: Path | None = None
+
+
+class PointSpec(Strict):
+    """What the console needs to know of points matching ``match`` (``gateway/device/point``,
+    shell wildcards): specification limits, chart kind, capability target."""
+
+    match: str = Field(min_length=1)
+    lower: float | None = None
+    upper: float | None = None
+    chart: Literal["individuals", "xbar_r"] = "individuals"
+    subgroup: int = Field(1, ge=1, le=5)
+    min_cpk: float = Field(1.33, gt=0)
+
+
+class RiskWeights(Strict):
+    """Points each indicator adds to an entry's score (docs/supervision.md)."""
+
+    out_of_tolerance: float = Field(40.0, ge=0)
+    conditional: float = Field(15.0, ge=0)
+    spc_signals: float = Field(10.0, ge=0)
+    cpk_low: float = Field(15.0, ge=0)
+    calibration_expired: float = Field(30.0, ge=0)
+    calibration_missing: float = Field(20.0, ge=0)
+    calibration_due_soon: float = Field(5.0, ge=0)
+    # a tamper counter that moved is direct evidence of interference with a legally
+    # controlled instrument: one change outweighs the other indicators of a site
+    tamper: float = Field(100.0, ge=0)
+    log_gaps: float = Field(25.0, ge=0)
+    security: float = Field(35.0, ge=0)
+    completeness: float = Field(20.0, ge=0)
+    clock_unsynchronised: float = Field(10.0, ge=0)
+
+
+class RiskThresholds(Strict):
+    """Where an indicator starts to count."""
+
+    out_of_tolerance_rate: float = Field(0.01, ge=0, le=1)
+    conditional_rate: float = Field(0.05, ge=0, le=1)
+    spc_signals: int = Field(1, ge=1)
+    completeness_target: float = Field(0.99, ge=0, le=1)
+
+
+class RiskConfig(Strict):
+    window: Duration = 7 * 86400.0
+    # the ranking scans the whole window: it is recomputed at most this often
+    refresh: Duration = Field(30.0, ge=0)
+    weights: RiskWeights = RiskWeights.model_validate({})
+    thresholds: RiskThresholds = RiskThresholds.model_validate({})
+
+
+class ConsoleConfig(Strict):
+    """The ``console:`` section: the web console over this ingest's store."""
+
+    listen: str = Field("127.0.0.1:8480", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+    language: Language = "en"
+    users: list[ConsoleUser] = Field(default_factory=list)
+    session_ttl: Duration = 8 * 3600.0
+    # set when the console is served over HTTPS (a reverse proxy): cookies get ``Secure``
+    secure_cookies: bool = False
+    query_timeout: Duration = 15.0
+    # live pages (fleet, points, alarms, risk) reload themselves this often; 0: never
+    refresh: Duration = Field(30.0, ge=0)
+    # broker credentials for publishing operator commands, instead of ``mqtt``'s (with the
+    # deploy ACL the ingest's user may not write ``cmd/``; the ``operator`` user may)
+    mqtt_username: str | None = None
+    mqtt_password: Secret | None = None
+    # most chart points sent to the browser per series; longer ranges are downsampled
+    # in the database query
+    max_points: int = Field(1500, ge=100, le=20_000)
+    points: list[PointSpec] = Field(default_factory=list)
+    risk: RiskConfig = RiskConfig.model_validate({})
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @model_validator(mode="after")
+    def _users(self) -> ConsoleConfig:
+        seen: set[str] = set()
+        for u in self.users:
+            if u.name in seen:
+                raise ValueError(f"console user {u.name!r} is listed twice")
+            seen.add(u.name)
+            if u.role == "operator" and (u.operator_id is None or u.operator_key is None):
+                raise ValueError(
+                    f"console user {u.name!r} is an operator: give operator_id and operator_key"
+                )
+        return self
+
+
 class IngestConfig(Strict):
     mqtt: MqttConfig
     keys_dir: Path
@@ -121,15 +234,16 @@ class IngestConfig(Strict):
     # before they are filed as an event_gap security event (other workers, or a late
     # redelivery, may still deliver them).
     event_gap_grace: Duration = 60.0
+    console: ConsoleConfig = ConsoleConfig.model_validate({})
 
 
 def load_config(path: Path) -> IngestConfig:
     """Read and validate an ingest YAML file; :class:`gateway.config.loader.ConfigError`
     (every problem located to file:line:col) on bad content.
 
-    Relative paths in the file (``keys_dir``, the SQLite ``path``, ``mqtt.tls.ca/cert/key``
-    and ``${file:PATH}`` secrets) are taken from the file's directory, not from the
-    working directory.
+    Relative paths in the file (``keys_dir``, the SQLite ``path``, ``mqtt.tls.ca/cert/key``,
+    ``console.users[].operator_key`` and ``${file:PATH}`` secrets) are taken from the
+    file's directory, not from the working directory.
     """
     cfg = load_model(path, IngestConfig)
     base = Path(path).resolve().parent
@@ -147,4 +261,12 @@ def load_config(path: Path) -> IngestConfig:
         }
         if files:
             updates["mqtt"] = cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
+    users = [
+        u.model_copy(update={"operator_key": base / u.operator_key})
+        if u.operator_key is not None and not u.operator_key.is_absolute()
+        else u
+        for u in cfg.console.users
+    ]
+    if users != list(cfg.console.users):
+        updates["console"] = cfg.console.model_copy(update={"users": users})
     return cfg.model_copy(update=updates) if updates else cfg

@@ -41,7 +41,7 @@ import json
 import logging
 import signal
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -134,6 +134,8 @@ _DETAIL_MAX: Final = 1000
 # their digests, and the outstanding gap ranges (docs/ingest.md, "City scale").
 _REMEMBER_WITH_LOOKUPS: Final = 128
 _GAP_RANGES_WITH_LOOKUPS: Final = 128
+# message records (forgery, dead_letter) remembered so that a redelivery is not filed again
+_FILED_MAX: Final = 10_000
 
 
 @dataclass(slots=True, eq=False)
@@ -233,6 +235,8 @@ class Ingest:
         self._grace = event_gap_grace
         self._clock = clock
         self._replay_warned: set[str] = set()
+        # (kind, digest) of the message records filed lately, oldest first (bounded)
+        self._filed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._resetting: set[str] = set()  # gateways whose numbering went back, until it passes
         # digests of batches accepted but not stored yet, by (gateway, seq)
         self._inflight: dict[tuple[str, int], bytes] = {}
@@ -280,8 +284,35 @@ class Ingest:
         """Count and log a security event; the chunk that files it in the store."""
         self._counts["security"] += 1
         self._counts[f"security.{ev.kind}"] += 1
-        log.warning("security event %s from %s: %s", ev.kind, ev.gateway, ev.detail)
+        self._log_limited(
+            f"security.{ev.kind}", "security event %s from %s: %s", ev.kind, ev.gateway, ev.detail
+        )
         return self._sink.encode_security(ev)
+
+    def _message_record(self, m: Incoming, reason: str, detail: str) -> Chunk | None:
+        """The ``forgery`` / ``dead_letter`` security event of a dead-lettered message, or
+        None: for ``sequence_conflict`` and ``sequence_reset`` (filed as ``conflict`` and
+        ``reset`` by their callers), and for a message this worker filed already (a
+        redelivery: its receipt time, and so its InfluxDB point, would be new)."""
+        if reason in ("sequence_conflict", "sequence_reset"):
+            return None
+        try:
+            gateway: str | None = parse_topic(m.topic)[1]
+        except SchemaError:
+            gateway = None
+        if gateway not in self._gateways:
+            gateway = None
+        ev = SecurityEvent.of_message(
+            gateway, reason, detail, m.topic, m.received_ns // 1000, m.payload
+        )
+        key = (ev.kind, ev.digest)
+        if key in self._filed:
+            self._filed.move_to_end(key)
+            return None
+        self._filed[key] = None
+        if len(self._filed) > _FILED_MAX:
+            self._filed.popitem(last=False)
+        return self._security(ev)
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -289,6 +320,10 @@ class Ingest:
         """An entry for ``m`` whose dead letter is being published."""
         e = _Entry(m)
         self._dead_letter(e, reason, detail, quiet=quiet)
+        record = self._message_record(m, reason, detail[:_DETAIL_MAX])
+        if record is not None:
+            e.chunks.append(record)
+            e.lines += self._sink.lines_in(record)
         return e
 
     def _dead_letter(self, e: _Entry, reason: str, detail: str, *, quiet: bool = False) -> None:
@@ -430,6 +465,7 @@ class Ingest:
             return self._conflict(m, batch, "this worker stored this number with other bytes")
         if verdict is SeqKind.RESET:
             return self._reset(m, batch)
+        replayed: Chunk | None = None
         if verdict is SeqKind.GAP_FILL:
             self._counts["gap_fill"] += 1
         elif verdict is SeqKind.REPLAY:
@@ -437,14 +473,15 @@ class Ingest:
             if isinstance(stored, StoredBatch):
                 if stored.digest is not None and stored.digest != batch.digest:
                     return self._conflict(m, batch, "the store holds this number with other bytes")
-                self._counts["replay"] += 1  # stored as it is: nothing to write
-                return _Entry(m)
+                self._counts["replay"] += 1  # stored as it is: nothing to write but the event
+                return _Entry(m, [self._replay(batch, "stored already with the same bytes")])
             if stored is None:
                 self._counts["late"] += 1  # below the highest, never stored: a late delivery
             else:
                 # Written anyway: a store that cannot be asked makes its points identical
                 # to those stored if it is a redelivery (idempotent).
                 self._counts["replay"] += 1
+                replayed = self._replay(batch, "below what this worker saw; written again")
                 if gateway not in self._replay_warned:
                     self._replay_warned.add(gateway)
                     log.warning("%s seq %d is below what this worker saw: replay?", gateway, seq)
@@ -459,8 +496,18 @@ class Ingest:
         )
         if batch.kind == "event":
             e.chunks += self._check_event_log(batch)
+        if replayed is not None:
+            e.chunks.append(replayed)
         self._inflight[(gateway, seq)] = digest
         return e
+
+    def _replay(self, batch: Batch, why: str) -> Chunk:
+        """The ``replay`` security event of a verified batch received again (filed at its
+        seal time: once, however often it comes)."""
+        detail = f"{batch.gateway} seq {batch.seq} received again: {why}"
+        return self._security(
+            SecurityEvent(batch.site, batch.gateway, "replay", batch.seq, batch.sealed_us, detail)
+        )
 
     def _conflict(self, m: Incoming, batch: Batch, why: str) -> _Entry:
         detail = f"{batch.gateway} seq {batch.seq}: {why} (digest {batch.digest})"
@@ -713,6 +760,9 @@ class Ingest:
                     await self._store_quietly([self._security(ev)])
                 else:
                     self._dead_letter(e, "store_rejected", str(one))
+                    record = self._message_record(e.message, "store_rejected", str(one))
+                    if record is not None:
+                        await self._store_quietly([record])
         for chunk in p.extra:
             await self._store_quietly([chunk])
 

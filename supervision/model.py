@@ -29,7 +29,9 @@ from gateway.wire.encoding import CONTENT_KEY
 from gateway.wire.verify import MAX_SEQ, MAX_TS_US, VerifiedBatch, loads_bounded
 
 __all__ = [
+    "FORGERY_REASONS",
     "KINDS",
+    "SECURITY_KINDS",
     "Batch",
     "Item",
     "ReadingChecker",
@@ -161,15 +163,54 @@ class Batch:
         return len(self.rows) + len(self.items) + len(self.readings)
 
 
+# the dead-letter reasons that say a message is not what it claims to be (a forgery):
+# no signature, a signature that does not verify, a key unknown or registered for
+# another gateway, content naming another gateway or kind than its topic
+FORGERY_REASONS: Final = frozenset(
+    {"unsigned", "bad_signature", "unknown_key", "bad_algorithm", "key_mismatch",
+     "topic_mismatch"}
+)  # fmt: skip
+# kinds of a security event (docs/ingest.md, "Security events")
+SECURITY_KINDS: Final = (
+    "conflict", "reset", "event_gap", "event_reset", "replay", "forgery", "dead_letter"
+)  # fmt: skip
+# characters of a detail / topic kept in a security event
+_SECURITY_DETAIL_MAX: Final = 500
+_SECURITY_TOPIC_MAX: Final = 300
+_CONTROL: Final = {c: "?" for c in [*range(32), 127]}
+
+
+def _printable(s: str, limit: int) -> str:
+    """``s`` cut to ``limit`` characters, control characters replaced (it may be a
+    forger's text on its way into a store and a web page)."""
+    return s[:limit].translate(_CONTROL)
+
+
 @dataclass(frozen=True, slots=True)
 class SecurityEvent:
-    """Something a receiver saw that a correct gateway never does (docs/ingest.md).
+    """Something a receiver saw that a correct gateway never does, as the store files
+    it: one record type, one ``security`` table / measurement (docs/ingest.md).
 
-    ``kind``: ``conflict`` (a batch number seen with other bytes), ``reset`` (batch
-    numbers went back), ``event_gap`` (event-log counters missing), ``event_reset``
-    (event-log counters went back). ``seq`` is the batch number, or for the event-log
-    kinds the first counter concerned; ``ts_us`` the time it is filed under (the
-    batch's ``sealed`` or the entry's ``ts``), so a redelivery files it once.
+    ``kind`` (:data:`SECURITY_KINDS`):
+
+    * ``conflict`` (a batch number seen with other bytes), ``reset`` (batch numbers
+      went back), ``event_gap`` (event-log counters missing), ``event_reset``
+      (event-log counters went back), ``replay`` (a batch stored already, received
+      again): about a gateway's numbering. ``seq`` is the batch number, or for the
+      event-log kinds the first counter concerned; ``ts_us`` the time it is filed
+      under (the batch's ``sealed`` or the entry's ``ts``), so a redelivery files it
+      once; ``digest`` is empty.
+    * ``forgery`` (dead-lettered for a reason of :data:`FORGERY_REASONS`) and
+      ``dead_letter`` (any other dead letter but ``sequence_conflict`` and
+      ``sequence_reset``, which are ``conflict`` and ``reset``): about one message
+      that could not be trusted. ``seq`` is 0, ``ts_us`` its receipt, ``digest`` the
+      SHA-256 (hex) of its payload — the record's identity, so a redelivered message
+      is one record — and ``topic`` the topic it came on.
+
+    ``reason`` is the dead-letter reason when the message was dead-lettered (else
+    empty). ``site`` and ``gateway`` are those of a verified batch; for a message
+    not verified, ``site`` is ``-`` and ``gateway`` the topic's gateway if it is
+    registered, else ``-`` (so forged topics cannot make new series).
     """
 
     site: str
@@ -178,6 +219,23 @@ class SecurityEvent:
     seq: int
     ts_us: int
     detail: str
+    reason: str = ""
+    topic: str = ""
+    digest: str = ""
+
+    @classmethod
+    def of_message(
+        cls, gateway: str | None, reason: str, detail: str, topic: str, received_us: int,
+        payload: bytes,
+    ) -> SecurityEvent:  # fmt: skip
+        """The ``forgery`` / ``dead_letter`` record of a dead-lettered message;
+        ``gateway`` None when the topic names no registered gateway."""
+        kind = "forgery" if reason in FORGERY_REASONS else "dead_letter"
+        return cls(
+            "-", gateway or "-", kind, 0, received_us,
+            _printable(detail, _SECURITY_DETAIL_MAX), reason,
+            _printable(topic, _SECURITY_TOPIC_MAX), hashlib.sha256(payload).hexdigest(),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,14 +244,19 @@ class EventLogSummary:
 
 @dataclass(frozen=True, slots=True)
 class SecurityRecord:
-    """One security event: ``kind`` ``conflict``, ``reset``, ``event_gap`` or
-    ``event_reset``; ``seq`` the batch number (event-log kinds: the counter)."""
+    """One security event as stored (docs/ingest.md, supervision.model.SecurityEvent):
+    ``kind`` ``conflict``, ``reset``, ``event_gap``, ``event_reset``, ``replay``,
+    ``forgery`` or ``dead_letter``; ``seq`` the batch number (event-log kinds: the
+    counter; message kinds: 0); ``reason`` the dead-letter reason, ``digest`` the
+    payload's SHA-256 for message kinds."""
 
     gateway: str
     kind: str
     seq: int
     ts_ns: int
     detail: str
+    reason: str = ""
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +527,7 @@ def audit_influx(
     w = f"time >= {since_ns}"
     qs = [
         f"SELECT n FROM event WHERE {w} GROUP BY gateway",
-        f"SELECT seq, detail FROM security WHERE {w} GROUP BY gateway, kind",
+        f"SELECT seq, detail, reason, digest FROM security WHERE {w} GROUP BY gateway, kind",
         f"SELECT seq, digest FROM batch WHERE {w} GROUP BY gateway",
     ]
     doc = influxql_query(url, ";".join(qs), database=database, **auth)
@@ -530,11 +535,17 @@ def audit_influx(
         s["tags"]["gateway"]: [(int(t), int(n)) for t, n in s["values"] if n is not None]
         for s in _results(doc, 0)
     }
-    security = [
-        SecurityRecord(s["tags"]["gateway"], s["tags"]["kind"], int(seq), int(t), str(detail))
-        for s in _results(doc, 1)
-        for t, seq, detail in s["values"]
-    ]
+    # a message record is one per digest (a restarted worker files a redelivery again)
+    seen: set[tuple[str, str, int, str]] = set()
+    security = []
+    for s in _results(doc, 1):
+        g, kind = s["tags"]["gateway"], s["tags"]["kind"]
+        for t, seq, detail, reason, digest in s["values"]:
+            key = (g, kind, int(seq), str(digest or ""))
+            if not digest or key not in seen:
+                seen.add(key)
+                security.append(SecurityRecord(g, kind, int(seq), int(t), str(detail),
+                                               str(reason or ""), str(digest or "")))  # fmt: skip
     batches = {
         s["tags"]["gateway"]: [(int(seq), digest) for _, seq, digest in s["values"]]
         for s in _results(doc, 2)
@@ -690,16 +701,22 @@ def audit_sqlite(
         ):
             if n is not None:
                 entries[g].append((int(ts) * 1000, int(n)))
-        try:
-            rows = list(
-                db.execute(
-                    "SELECT gateway, kind, seq, ts_us, detail FROM security WHERE ts_us >= ?",
-                    (since_us,),
+        rows: list[Any] = []
+        for columns in ("reason, digest", "'', ''"):  # the latter: before message records
+            try:
+                rows = list(
+                    db.execute(
+                        f"SELECT gateway, kind, seq, ts_us, detail, {columns} FROM security "
+                        "WHERE ts_us >= ?",
+                        (since_us,),
+                    )
                 )
-            )
-        except sqlite3.OperationalError:  # a store written before security events were kept
-            rows = []
-        security = [SecurityRecord(g, k, int(q), int(t) * 1000, d) for g, k, q, t, d in rows]
+                break
+            except sqlite3.OperationalError:  # no such column, or (older) no such table
+                continue
+        security = [
+            SecurityRecord(g, k, int(q), int(t) * 1000, d, r, h) for g, k, q, t, d, r, h in rows
+        ]
     return event_log_continuity(dict(entries)), sorted(security, key=_security_order)
 
 

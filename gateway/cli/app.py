@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-view", action="store_true", help="no live view; print a summary at the end"
     )
+    p.add_argument("--console-port", type=int, default=0, help="console port (default: free)")
+    p.add_argument("--no-console", action="store_true", help="do not serve the console")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("schema", help="print the JSON Schema of the config file")
     p.add_argument("-o", "--output", help="write to this file")
@@ -364,6 +366,7 @@ def _optional_commands(sub: Any) -> None:
         return
     supervision_cli.add_ingest_parser(sub)
     supervision_cli.add_report_parser(sub)
+    supervision_cli.add_console_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

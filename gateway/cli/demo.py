@@ -5,7 +5,8 @@ broker (amqtt; or a real one with ``--mqtt``) → the real ingest service
 (:mod:`supervision.ingest`: verification, sequence tracking, acknowledgement after
 the write) → a SQLite store in the state directory (or InfluxDB 1.x with
 ``--influx http://host:8086/db``) → a live terminal view that shows what the store
-holds.
+holds, and the supervision console (:mod:`supervision.console`) on a free loopback
+port, with a demo operator whose signed commands the gateway accepts.
 
 amqtt speaks MQTT 3.1.1 only and has no shared subscriptions, so against the
 embedded broker the ingest runs with ``protocol: "3.1.1"`` and a plain
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -32,14 +34,18 @@ from typing import Any, TextIO
 from gateway.cli.simulate import run_simulators
 from gateway.common.exitcodes import ExitCode
 from gateway.config.loader import load_config
+from gateway.config.schema import Config, OperatorConfig
 from gateway.daemon import Gateway
-from gateway.wire.keys import PUBLIC_KEY_NAME, ensure_signer
+from gateway.wire.keys import PUBLIC_KEY_NAME, ensure_signer, generate_keypair
 from supervision.config import (
     BatchConfig,
+    ConsoleConfig,
+    ConsoleUser,
     InfluxV1Store,
     IngestConfig,
     IngestOpsConfig,
     MqttConfig,
+    PointSpec,
     SqliteStore,
 )
 from supervision.ingest import Ingest, running_ingest
@@ -93,6 +99,55 @@ def ingest_config(
     )
 
 
+DEMO_OPERATOR = "demo"
+
+
+def demo_console(cfg: Config, state: Path, password: str) -> ConsoleConfig:
+    """The demo's console: user ``demo`` (an operator whose key the gateway is given),
+    specification limits and chart kinds taken from the gateway's own config."""
+    from supervision.console.auth import hash_password
+
+    key = state / "operators" / f"{DEMO_OPERATOR}.key"
+    if not key.exists():
+        generate_keypair(key.parent, name=DEMO_OPERATOR)
+    if not any(o.id == DEMO_OPERATOR for o in cfg.operators):
+        cfg.operators.append(
+            OperatorConfig(id=DEMO_OPERATOR, public_key=str(key.with_suffix(".pub")),
+                           roles=["ack", "shelve"])
+        )  # fmt: skip
+    points = []
+    for dev in cfg.devices:
+        for p in getattr(dev, "points", []) or []:
+            spec, spc = getattr(p, "spec", None), getattr(p, "spc", None)
+            if spec is None or (spec.lower is None and spec.upper is None):
+                continue
+            points.append(PointSpec(
+                match=f"{cfg.gateway.id}/{dev.id}/{p.id}", lower=spec.lower, upper=spec.upper,
+                chart=spc.chart if spc else "individuals", subgroup=spc.subgroup if spc else 1,
+                min_cpk=(spc.min_cpk if spc and spc.min_cpk else 1.33),
+            ))  # fmt: skip
+    user = ConsoleUser.model_validate({
+        "name": DEMO_OPERATOR, "password_hash": hash_password(password), "role": "operator",
+        "operator_id": DEMO_OPERATOR, "operator_key": key,
+    })  # fmt: skip
+    return ConsoleConfig.model_validate(
+        {"listen": "127.0.0.1:0", "users": [user], "points": points}
+    )
+
+
+@asynccontextmanager
+async def demo_console_server(icfg: IngestConfig, port: int) -> AsyncIterator[str]:
+    """The console over the demo's store; yields its URL."""
+    from supervision.console.app import serve
+    from supervision.console.service import Console
+
+    runner, bound = await serve(Console.from_config(icfg), "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{bound}/"
+    finally:
+        await runner.cleanup()
+
+
 @asynccontextmanager
 async def embedded_broker() -> AsyncIterator[str]:
     """An amqtt broker on a free loopback port; yields its ``mqtt://`` URL."""
@@ -133,7 +188,7 @@ def _fmt(value: Any) -> str:
 
 def render(
     snap: Snapshot | None, ingest: Ingest, gateway: Gateway, started: float, where: str,
-    out: TextIO,
+    out: TextIO, console: str = "",
 ) -> None:  # fmt: skip
     """One frame of the live view (ANSI: clear screen, home), from what the store holds."""
     ob = gateway.outbox.stats() if gateway.outbox else None
@@ -147,6 +202,8 @@ def render(
         f"{c['readings_written']} readings written, rejected {c['dead_letter']}, "
         f"duplicates {c['duplicate']}",
     ]
+    if console:
+        lines.append(console)
     if snap is None:
         lines += ["", "store: nothing written yet"]
     else:
@@ -184,10 +241,11 @@ def render(
 
 
 async def _view(
-    cfg: IngestConfig, ingest: Ingest, gateway: Gateway, started: float, where: str
-) -> None:
+    cfg: IngestConfig, ingest: Ingest, gateway: Gateway, started: float, where: str,
+    console: str = "",
+) -> None:  # fmt: skip
     while True:
-        render(await read_store(cfg), ingest, gateway, started, where, sys.stdout)
+        render(await read_store(cfg), ingest, gateway, started, where, sys.stdout, console)
         await asyncio.sleep(1.0)
 
 
@@ -225,6 +283,14 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
         icfg.keys_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(state / PUBLIC_KEY_NAME, icfg.keys_dir / f"{cfg.gateway.id}.pub")
         where = args.influx or str(icfg.store.path)  # type: ignore[union-attr]
+        console_line = ""
+        if not getattr(args, "no_console", False):
+            password = secrets.token_urlsafe(9)
+            icfg = icfg.model_copy(update={"console": demo_console(cfg, state, password)})
+            url = await stack.enter_async_context(
+                demo_console_server(icfg, getattr(args, "console_port", 0) or 0)
+            )
+            console_line = f"console: {url} (user {DEMO_OPERATOR}, password {password})"
         # the ingest subscribes first, so it stores everything from the first batch on
         async with running_ingest(icfg) as ingest:
             async with asyncio.timeout(STEP_TIMEOUT):
@@ -238,7 +304,8 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
                 view = None
                 if not args.no_view:
                     view = tg.create_task(
-                        _view(icfg, ingest, gateway, started, where), name="demo-view"
+                        _view(icfg, ingest, gateway, started, where, console_line),
+                        name="demo-view",
                     )
                 else:
                     print(
@@ -248,6 +315,8 @@ async def run_demo(stop: asyncio.Event, args: argparse.Namespace) -> None:
                         flush=True,
                     )
                     ops = [("gateway", gateway.ops), ("ingest", ingest.ops)]
+                    if console_line:
+                        print(f"demo: {console_line}", flush=True)
                     print(
                         "demo: metrics and health at "
                         + ", ".join(f"{n} http://127.0.0.1:{o.port}/" for n, o in ops if o),

@@ -444,6 +444,7 @@ class DeviceMetrology:
                     "device": self.device,
                     "instrument": inst_id,
                     "certificate": None if rec is None else rec.certificate,
+                    "lab": None if rec is None else rec.lab,
                     "valid_until": None if rec is None else rec.valid_until.isoformat(),
                     "days_left": v.days_left,
                     "message": msg,

@@ -14,7 +14,7 @@ The schema (docs/ingest.md):
   one point per received batch, the ground truth for completeness and gaps;
   ``digest`` (SHA-256 of the body bytes) is what a conflict is detected by.
 ``gateway_status,site=S,gateway=G state="online",version="…"``.
-``security,site=S,gateway=G,kind=K seq=Ni,detail="…" <ts µs·1000 + seq mod 1000>``
+``security,site=S,gateway=G,kind=K seq=Ni,detail="…"[,reason="…"][,topic="…",digest="…"] <ts>``
   a security event (supervision.model.SecurityEvent).
 
 Numbers are always floats so an integer-looking value never causes a field type
@@ -413,11 +413,20 @@ def batch_lines(batch: Batch, encoder: LineEncoder | None = None) -> list[str]:
 
 
 def security_line(ev: SecurityEvent) -> str:
-    """A ``security`` point, filed at the event's own time (idempotent on redelivery)."""
+    """A ``security`` point, filed at the event's own time (idempotent on redelivery).
+
+    The nanoseconds below the event's microsecond are the batch number mod 1000, or
+    for a message record (``digest`` set) a number taken from its digest, so records
+    of one series at the same microsecond do not overwrite each other."""
+    offset = int(ev.digest[:8], 16) if ev.digest else ev.seq
+    fields = f"seq={ev.seq}i,detail={escape_string(ev.detail)}"
+    if ev.reason:
+        fields += f",reason={escape_string(ev.reason)}"
+    if ev.digest:
+        fields += f",topic={escape_string(ev.topic)},digest={escape_string(ev.digest)}"
     return (
         f"security,site={escape_tag(ev.site)},gateway={escape_tag(ev.gateway)},"
-        f"kind={escape_tag(ev.kind)} seq={ev.seq}i,detail={escape_string(ev.detail)} "
-        f"{ev.ts_us * 1000 + ev.seq % 1000}"
+        f"kind={escape_tag(ev.kind)} {fields} {ev.ts_us * 1000 + offset % 1000}"
     )
 
 

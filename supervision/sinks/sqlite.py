@@ -5,8 +5,10 @@ InfluxDB ``reading`` measurement (its ``server_ts_us`` column is added to a stor
 before it existed); ``batches`` (gateway, seq) with the body's
 ``digest``; ``items`` (alarm and event entries, (gateway, seq, idx));
 ``gateway_status`` (gateway: the latest status); ``security`` (security events,
-(gateway, kind, seq)). WAL mode, ``synchronous=FULL``: a write returns only once its
-transaction is on disk, so what the ingest acknowledges survives a power cut.
+(gateway, kind, seq, digest); given the message columns ``reason``, ``topic``,
+``digest`` when a store made before them is opened). WAL mode, ``synchronous=FULL``:
+a write returns only once its transaction is on disk, so what the ingest
+acknowledges survives a power cut.
 
 Nothing stored is ever replaced. Each chunk of a data, alarm or event batch is
 written after its ``batches`` row: if that row exists with the same digest, the batch
@@ -65,9 +67,26 @@ CREATE TABLE IF NOT EXISTS gateway_status (
 );
 CREATE TABLE IF NOT EXISTS security (
     gateway TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL, site TEXT NOT NULL,
-    ts_us INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (gateway, kind, seq)
+    ts_us INTEGER NOT NULL, detail TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    topic TEXT NOT NULL DEFAULT '', digest TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (gateway, kind, seq, digest)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS security_ts ON security (ts_us);
 """
+# a store made before message records were kept: its security table gets their
+# columns and the key that includes the digest (the rows stay)
+_MIGRATE_SECURITY = (
+    """
+ALTER TABLE security RENAME TO security_before_digest;
+DROP INDEX IF EXISTS security_ts;
+"""
+    + SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS security") :]
+    + """
+INSERT INTO security (gateway, kind, seq, site, ts_us, detail)
+    SELECT gateway, kind, seq, site, ts_us, detail FROM security_before_digest;
+DROP TABLE security_before_digest;
+"""
+)
 
 _INSERT_READING = "INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_BATCH = (
@@ -79,7 +98,7 @@ _UPSERT_STATUS = (
     "site = excluded.site, state = excluded.state, version = excluded.version, "
     "ts_us = excluded.ts_us WHERE excluded.ts_us >= gateway_status.ts_us"
 )
-_INSERT_SECURITY = "INSERT OR IGNORE INTO security VALUES (?,?,?,?,?,?)"
+_INSERT_SECURITY = "INSERT OR IGNORE INTO security VALUES (?,?,?,?,?,?,?,?,?)"
 _EVENT_N = "CAST(json_extract(fields, '$.n') AS INTEGER)"
 # what the content of a message can make SQLite (or its binding) refuse: not retryable
 _CONTENT_ERRORS = (
@@ -149,7 +168,8 @@ class SqliteSink:
         return SqliteChunk([], [], [], [row], [])
 
     def encode_security(self, event: SecurityEvent) -> SqliteChunk:
-        row = (event.gateway, event.kind, event.seq, event.site, event.ts_us, event.detail)
+        row = (event.gateway, event.kind, event.seq, event.site, event.ts_us, event.detail,
+               event.reason, event.topic, event.digest)  # fmt: skip
         return SqliteChunk([], [], [], [], [row])
 
     def lines_in(self, chunk: SqliteChunk) -> int:
@@ -170,6 +190,9 @@ class SqliteSink:
             columns = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
             if "server_ts_us" not in columns:  # a store made before readings had it
                 db.execute("ALTER TABLE readings ADD COLUMN server_ts_us INTEGER")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(security)")}
+            if "digest" not in columns:
+                db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_SECURITY} COMMIT;")
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.name, str(exc)) from None
         self._db = db

@@ -18,7 +18,7 @@ import pytest
 from gateway.wire.signing import Signer
 from supervision.config import IngestConfig
 from supervision.ingest import Ingest, running_ingest
-from supervision.report import completeness_influx
+from supervision.report import completeness_influx, report_influx
 from tests.db_services import InfluxDB1, VictoriaMetrics
 from tests.eventually import eventually, eventually_blocking
 from tests.ingest_support import (
@@ -257,14 +257,31 @@ async def test_dead_letters_carry_their_reason_and_are_never_written(
             )
             await eventually(lambda: len(dl.messages) == len(cases), "dead letters", within=20)
             await eventually(lambda: ingest.counts["acked"] == len(cases) + 1, "acks", within=10)
+            # the same forged bytes again: dead-lettered again, filed once
+            await asyncio.to_thread(pub.publish, [(topic("gw1"), b"not signed at all")])
+            await eventually(lambda: ingest.counts["acked"] == len(cases) + 2, "again", within=10)
     finally:
         pub.close()
         dl.close()
     got = sorted(m["reason"] for m in dl.json())
-    assert got == sorted(r for _, _, r in cases)
+    assert got == sorted([*(r for _, _, r in cases), "unsigned"])
     assert all(m["topic"] and m["payload_b64"] for m in dl.json())
     assert influx.scalar(COUNT, DB) == 5  # only the good batch
-    assert ingest.counts["dead_letter"] == len(cases)
+    assert ingest.counts["dead_letter"] == len(cases) + 1
+    # each is also a security event: forgeries and other dead letters, under the
+    # registered gateway its topic names (else "-"), one per payload
+    rep = report_influx(influx.url, DB, since_ns=0)
+    assert sorted((r.gateway, r.kind, r.reason) for r in rep.security) == [
+        ("-", "dead_letter", "unknown_gateway"),
+        ("gw1", "dead_letter", "schema"),
+        ("gw1", "dead_letter", "schema"),
+        ("gw1", "forgery", "bad_signature"),
+        ("gw1", "forgery", "key_mismatch"),
+        ("gw1", "forgery", "unknown_key"),
+        ("gw1", "forgery", "unsigned"),
+        ("gw2", "forgery", "key_mismatch"),
+    ]
+    assert ingest.counts["security.forgery"] == 5 and ingest.counts["security.dead_letter"] == 3
 
 
 async def test_replay_is_idempotent_and_a_late_fill_completes_the_day(

@@ -124,3 +124,41 @@ def test_demo_writes_to_influxdb_when_asked(tmp_path: Path) -> None:
         assert not (tmp_path / "state" / "demo-store.sqlite").exists()
     finally:
         influx.close()
+
+
+def test_demo_serves_the_console_over_its_store(tmp_path: Path) -> None:
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    proc = demo(tmp_path, "--duration", "25", "--no-view")
+    assert proc.stdout is not None
+    line = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "console:" not in line:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    try:
+        m = re.search(r"console: (http://127\.0\.0\.1:\d+/) \(user (\w+), password (\S+)\)", line)
+        assert m, line
+        url, user, password = m.groups()
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        page = opener.open(url + "login", timeout=10).read().decode()
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token
+        form = urllib.parse.urlencode(
+            {"csrf": token.group(1), "user": user, "password": password}
+        ).encode()
+        fleet = opener.open(url + "login", data=form, timeout=10).read().decode()
+        assert 'data-gateway="demo-gw"' in fleet
+        while stored_readings(tmp_path / "state" / "demo-store.sqlite") < 10:
+            assert time.monotonic() < deadline + 30, "no readings stored"
+            time.sleep(0.2)
+        point = opener.open(url + "point/demo-gw/oven-1/temperature?range=1h", timeout=10)
+        body = point.read().decode()
+        assert '"lower":175' in body and '"upper":185' in body  # limits from the demo config
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

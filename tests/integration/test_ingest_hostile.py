@@ -345,7 +345,7 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
         "sequence_conflict", "sequence_conflict", "sequence_reset", "sequence_reset"
     ]  # fmt: skip
     assert (counts["replay"], counts["late"], counts["security.conflict"],
-            counts["security.reset"]) == (1, 1, 2, 1)  # fmt: skip
+            counts["security.reset"], counts["security.replay"]) == (1, 1, 2, 1, 1)  # fmt: skip
     since = T0_US * 1000 - 10**9
     if influx is None:
         path = tmp_path / "store.sqlite"
@@ -359,7 +359,7 @@ async def test_history_is_never_rewritten_across_a_worker_restart(
         assert influx.scalar("SELECT count(seq) FROM batch WHERE seq = 5", DB) == 1
         rep = report_influx(influx.url, DB, since_ns=since)
     assert sorted((r.kind, r.seq) for r in rep.security) == [
-        ("conflict", 4), ("conflict", 5), ("reset", 2)
+        ("conflict", 4), ("conflict", 5), ("replay", 3), ("reset", 2)
     ]  # fmt: skip
 
 

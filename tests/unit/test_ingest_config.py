@@ -135,3 +135,23 @@ def test_tls_and_ops_are_the_gateways_sections(tmp_path: Path) -> None:
     )
     cfg = load_config(path)
     assert (cfg.ops.host, cfg.ops.port, cfg.ops.enabled) == ("::1", 9200, True)
+
+
+def test_example_console_section_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "config" / "examples" / "ingest.yaml"
+    cfg = load_config(path).console
+    (user,) = cfg.users
+    assert user.role == "operator" and user.operator_id == "inspector"
+    assert user.operator_key == path.parent / "operators" / "inspector.key"
+    assert cfg.points[0].lower == 175 and cfg.port == 8480
+
+
+def test_console_operator_needs_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.yaml"
+    path.write_text(
+        "mqtt: {client_id: c}\nkeys_dir: k\nstore: {kind: sqlite, path: s.db}\n"
+        "console:\n  users:\n    - {name: a, password_hash: x, role: operator}\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "operator_id and operator_key" in str(exc.value.problems[0])

@@ -254,6 +254,7 @@ def test_calibration_events() -> None:
         "device": "d1",
         "instrument": "pg1",
         "certificate": "C-2026-001",
+        "lab": "NIM",
         "valid_until": "2026-06-20",
         "days_left": 19,
         "message": "calibration of pg1 is due in 19 day(s)",

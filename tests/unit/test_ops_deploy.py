@@ -323,11 +323,14 @@ def test_gateway_unit_notify_watchdog_reload_and_hardening() -> None:
     assert "ProtectClock" not in s  # it would deny adjtimex, the clock-sync probe
     ingest = unit_settings(DEPLOY / "systemd/metrogate-ingest.service")
     assert ingest["ExecStart"][0].endswith("metrogate ingest -c /etc/metrogate/ingest.yaml")
+    console = unit_settings(DEPLOY / "systemd/metrogate-console.service")
+    assert console["ExecStart"][0].endswith("metrogate console -c /etc/metrogate/ingest.yaml")
+    assert console["User"] == ["metrogate"] and console["ProtectSystem"] == ["strict"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_units_pass_systemd_analyze() -> None:
-    for unit in ("metrogate.service", "metrogate-ingest.service"):
+    for unit in ("metrogate.service", "metrogate-ingest.service", "metrogate-console.service"):
         r = subprocess.run(
             ["systemd-analyze", "verify", str(DEPLOY / "systemd" / unit)],
             capture_output=True, text=True, timeout=60,

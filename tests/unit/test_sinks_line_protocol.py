@@ -263,3 +263,27 @@ def test_each_encoder_keeps_its_own_memo_and_no_module_state_grows() -> None:
     assert containers() == before
     assert len(a._fixed) <= 3 and len(a._known["s", "g"]) <= 3  # bounded by its own limit
     assert not b._fixed and not b._known  # and not shared
+
+
+def test_security_points_of_numbering_events_and_of_messages() -> None:
+    """One ``security`` measurement: numbering events at their own time (+ seq mod 1000),
+    message records at their receipt (+ a number from the digest), with reason, topic
+    and digest; a redelivered message gives the same point at its own receipt."""
+    from supervision.model import SecurityEvent
+    from supervision.sinks.line_protocol import security_line
+
+    conflict = SecurityEvent("s 1", "gw1", "conflict", 1234, 10, 'seq "1"', "sequence_conflict")
+    assert security_line(conflict) == (
+        'security,site=s\\ 1,gateway=gw1,kind=conflict seq=1234i,detail="seq \\"1\\"",'
+        'reason="sequence_conflict" 10234'
+    )
+    assert security_line(SecurityEvent("s", "g", "event_gap", 3, 7, "d")) == (
+        'security,site=s,gateway=g,kind=event_gap seq=3i,detail="d" 7003'
+    )
+    forged = SecurityEvent.of_message("gw1", "unknown_key", "k", "t/gw1", 5, b"x")
+    line = security_line(forged)
+    offset = int(forged.digest[:8], 16) % 1000
+    assert line == (
+        'security,site=-,gateway=gw1,kind=forgery seq=0i,detail="k",reason="unknown_key",'
+        f'topic="t/gw1",digest="{forged.digest}" {5000 + offset}'
+    )

@@ -214,3 +214,41 @@ async def test_a_store_from_before_digests_opens_and_keeps_its_rows(tmp_path: Pa
         (1, 1), (2, 0)
     ]  # fmt: skip
     assert rows(path, "SELECT count(*) FROM readings") == [(3,)]
+
+
+async def test_message_records_are_one_per_payload_and_an_old_security_table_is_migrated(
+    tmp_path: Path,
+) -> None:
+    """Forgeries and dead letters share the ``security`` table with the numbering events,
+    keyed by their payload digest: a redelivery (a later receipt) files nothing new. A
+    table made before message records keeps its rows and gets the new key."""
+    from supervision.model import SecurityEvent
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the table as stores made before had it
+        db.execute(
+            "CREATE TABLE security (gateway TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT "
+            "NULL, site TEXT NOT NULL, ts_us INTEGER NOT NULL, detail TEXT NOT NULL, "
+            "PRIMARY KEY (gateway, kind, seq)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO security VALUES ('gw1', 'reset', 9, 's1', 5, 'went back')")
+    forged = SecurityEvent.of_message("gw1", "bad_signature", "x", "p/v1/s/gw1/data", T0, b"a")
+    again = SecurityEvent.of_message("gw1", "bad_signature", "x", "p/v1/s/gw1/data", T0 + 9, b"a")
+    other = SecurityEvent.of_message(None, "bad_topic", "y\nz", "p/\x00", T0, b"b")
+    assert (forged.kind, forged.site, other.kind, other.gateway) == (
+        "forgery", "-", "dead_letter", "-"
+    )  # fmt: skip
+    sink = SqliteSink(path)
+    await sink.open()
+    try:
+        await sink.write([sink.encode_security(e) for e in (forged, other)])
+        await sink.write([sink.encode_security(again)])
+    finally:
+        await sink.aclose()
+    assert rows(
+        path, "SELECT gateway, kind, seq, ts_us, detail, reason, topic FROM security ORDER BY 2"
+    ) == [
+        ("-", "dead_letter", 0, T0, "y?z", "bad_topic", "p/?"),
+        ("gw1", "forgery", 0, T0, "x", "bad_signature", "p/v1/s/gw1/data"),
+        ("gw1", "reset", 9, 5, "went back", "", ""),
+    ]  # fmt: skip

@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(f"{x:,.0f}" for x in cpu_rate)
                         + " per CPU-second of the worker; CPU "
                         + ", ".join(
-                            f"{c / s:.0%}"
+                            f"{c / s:.0%}" if s > 0 else "no message"
                             for (_, s), c in zip(res.per_worker, res.cpu_s, strict=True)
                         )
                         + f"); time ÷ bare loop's {agg and n_readings / agg / t_bare:.2f}; "

@@ -80,10 +80,10 @@ GATEWAY_METRICS: dict[str, str] = {
     "metrogate_eventlog_max_entries": "The event log's capacity in entries.",
     "metrogate_eventlog_refused_total": "Events not written because the event log is full.",
     "metrogate_eventlog_write_ok": "0 while the event log cannot be written, else 1.",
-    "metrogate_loop_stall_max_seconds": "Longest event-loop stall since start (20 ms timer).",
-    "metrogate_loop_lag_seconds": "How late the event loop ran its last 20 ms timer.",
+    "metrogate_loop_stall_max_seconds": "Longest event-loop stall since start (100 ms timer).",
+    "metrogate_loop_lag_seconds": "How late the event loop ran its last 100 ms timer.",
     "metrogate_loop_stalls_total": "Event-loop stalls of 50 ms or more.",
-    "metrogate_loop_lateness_seconds": "How late the event loop ran its 20 ms timer, each time.",
+    "metrogate_loop_lateness_seconds": "How late the event loop ran its 100 ms timer, each time.",
     "metrogate_commands_total": "Operator commands, by outcome (accepted, unchanged, or the "
     "reason of a refusal).",
 }

@@ -53,6 +53,9 @@ RefusalHandler = Callable[[dict[str, Any]], None]
 
 SETTLE_EVERY = 32
 """Acknowledged batches deleted per outbox transaction (also flushed when idle)."""
+SETTLE_AFTER_S = 0.5
+"""An idle publisher deletes what was acknowledged once the oldest of it is this old:
+one transaction per several batches at one tick every 100 ms, not one per batch."""
 RECONNECT_INITIAL_S = 0.5
 """First wait before reconnecting; it doubles per failed attempt up to ``mqtt.backoff_max``."""
 
@@ -215,6 +218,7 @@ class Publisher:
         self.on_refusal = on_refusal
         self.stats = PublisherStats()
         self._acked: list[int] = []
+        self._acked_since = 0.0  # when the oldest of ``_acked`` was acknowledged (monotonic)
         self._live_from = 1  # the outbox's next seq when the connection came up
         self.lanes: Lanes | None = None
         """The current connection's lanes (what it handed out so far), for observation."""
@@ -359,8 +363,11 @@ class Publisher:
                         lanes.rewind(held.release())
                     picked = lanes.next(skip=held.kinds)
                     if picked is None:
-                        self.flush_acked()
-                        await lanes.wait(held.wait(0.05 if self._acked else 1.0))
+                        settle_in = self._settle_in(time.monotonic())
+                        if settle_in <= 0:
+                            self.flush_acked()
+                            settle_in = 1.0
+                        await lanes.wait(held.wait(min(settle_in, 1.0)))
                 lane, row = picked
                 tg.create_task(
                     self._publish(client, row, window, lanes, lane), name=f"publish-{row.seq}"
@@ -381,6 +388,8 @@ class Publisher:
                 return
             self.stats.published += 1
             self._accepted(row.kind)
+            if not self._acked:
+                self._acked_since = time.monotonic()
             self._acked.append(row.seq)
             if len(self._acked) >= SETTLE_EVERY:
                 self.flush_acked()
@@ -433,6 +442,12 @@ class Publisher:
                 episode.batches,
                 time.strftime("%H:%M:%S", time.gmtime(episode.since_us / 1e6)),
             )
+
+    def _settle_in(self, now: float) -> float:
+        """Seconds until the acknowledged batches are due to be deleted (0: now)."""
+        if not self._acked:
+            return 1.0
+        return max(0.0, self._acked_since + SETTLE_AFTER_S - now)
 
     def flush_acked(self) -> None:
         """Delete acknowledged batches from the outbox, several per transaction.

@@ -14,7 +14,7 @@ readings/s delivered and their share of the schedule, CPU seconds of the process
 longest event-loop stall in the measured window (from the
 ``metrogate_loop_lateness_seconds`` histogram: the highest bucket that gained samples).
 
-    python bench/bench_cost.py [--seconds 20] [--baseline main] [--workloads 10x10@100ms,...]
+    python bench/bench_cost.py [--seconds 20] [--rounds 3] [--baseline main] [--workloads ...]
     python bench/bench_cost.py --memory-only   # RSS with 100 devices x 50 points at 1 s
 """
 
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,9 @@ def export(ref: str, into: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat each workload's systems, interleaved"
+    )
     ap.add_argument("--baseline", default="main", help="git ref to compare with ('' = none)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--systems", default="plain,current,baseline")
@@ -248,7 +252,7 @@ def main() -> None:
                 )
                 sim, port = start_sim(sim_cfg)
                 try:
-                    for system in systems:
+                    for system in [x for _ in range(args.rounds) for x in systems]:
                         if system == "plain":
                             if args.memory_only:
                                 continue
@@ -274,6 +278,38 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r.row())
+    if args.rounds > 1:
+        print()
+        print(summary(results))
+
+
+def summary(results: list[Result]) -> str:
+    """Per workload and system over the rounds: min / median / max of the CPU per 1,000
+    readings and of the share of the schedule, and the ratio to the plain loop's median."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.workload, r.system), []).append(r)
+    lines = [
+        "| workload | system | rounds | CPU-s per 1,000 (min / median / max) | × plain loop"
+        " (median) | of schedule (min / median / max) | peak RSS MB | longest stall ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (workload, system), rs in groups.items():
+        cpu = sorted(r.cpu_per_1000 for r in rs)
+        share = sorted(r.schedule_share for r in rs)
+        plain = groups.get((workload, "plain loop"))
+        ratio = (
+            f"{statistics.median(cpu) / statistics.median(p.cpu_per_1000 for p in plain):.2f}"
+            if plain
+            else "—"
+        )
+        lines.append(
+            f"| {workload} | {system} | {len(rs)} | {cpu[0]:.4f} / {statistics.median(cpu):.4f}"
+            f" / {cpu[-1]:.4f} | {ratio} | {share[0]:.1%} / {statistics.median(share):.1%} /"
+            f" {share[-1]:.1%} | {max(r.peak_rss_mb for r in rs):.0f} |"
+            f" {', '.join(sorted({r.stall_ms for r in rs}))} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

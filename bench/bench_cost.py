@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,6 +147,7 @@ def gateway(
     devices, points, period = parse(workload)
     gw_id = re.sub(r"[^A-Za-z0-9]", "", name)
     run_dir = tmp / f"{gw_id}-{workload.replace('@', '-')}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # each round starts from an empty state
     run_dir.mkdir(parents=True)
     ops = free_port()
     cfg = run_dir / "gateway.yaml"

@@ -58,9 +58,9 @@ class Sample(NamedTuple):
     """One point's value from one poll, as the driver saw it (immutable).
 
     A named tuple rather than a frozen dataclass: a driver makes one per point and
-    poll, and a frozen dataclass's ``__init__`` costs 5 × as much (0.71 against
-    0.20 µs here, measured with ``timeit``), about 5 % of what a reading costs the
-    gateway at 60,000 readings/s.
+    poll, and a frozen dataclass's ``__init__`` costs about 3 × as much
+    (``bench/bench_hotpath.py``), some 5 % of what a reading costs the gateway at
+    60,000 readings/s.
 
     ``raw`` is the value decoded from the wire before scale and offset; ``value`` is
     the engineering value after them (both ``None`` when the read failed).

@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from gateway.common.types import Duration, ListenAddress, OpsEndpoint, Strict, TlsConfig
+from gateway.common.types import (
+    Duration,
+    ListenAddress,
+    Listening,
+    OpsEndpoint,
+    Strict,
+    TlsConfig,
+)
 from gateway.common.yamlconf import load_model
 
 __all__ = [
@@ -179,7 +186,7 @@ class RiskConfig(Strict):
     thresholds: RiskThresholds = RiskThresholds.model_validate({})
 
 
-class ConsoleConfig(Strict):
+class ConsoleConfig(Listening):
     """The ``console:`` section: the web console over this ingest's store."""
 
     listen: str = Field("127.0.0.1:8480", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
@@ -200,14 +207,6 @@ class ConsoleConfig(Strict):
     max_points: int = Field(1500, ge=100, le=20_000)
     points: list[PointSpec] = Field(default_factory=list)
     risk: RiskConfig = RiskConfig.model_validate({})
-
-    @property
-    def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
 
     @model_validator(mode="after")
     def _users(self) -> ConsoleConfig:

@@ -44,6 +44,7 @@ __all__ = [
     "Duration",
     "Ident",
     "ListenAddress",
+    "Listening",
     "Name",
     "OpsEndpoint",
     "Strict",
@@ -219,15 +220,10 @@ ListenAddress = Annotated[
 """``host:port`` (``[v6]:port`` for IPv6) of an HTTP endpoint."""
 
 
-class OpsEndpoint(Strict):
-    """Where a process serves ``/metrics`` (Prometheus) and ``/health`` (JSON).
+class Listening(Strict):
+    """A section with a ``listen`` address (``host:port``, ``[v6]:port``), split here."""
 
-    Each side sets its own default ``listen`` (the gateway 9108, the ingest 9109) and
-    adds what is its own (the gateway's systemd ``watchdog``).
-    """
-
-    listen: ListenAddress
-    enabled: bool = Field(True, description="Serve /metrics and /health.")
+    listen: str
 
     @property
     def host(self) -> str:
@@ -236,3 +232,14 @@ class OpsEndpoint(Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+
+class OpsEndpoint(Listening):
+    """Where a process serves ``/metrics`` (Prometheus) and ``/health`` (JSON).
+
+    Each side sets its own default ``listen`` (the gateway 9108, the ingest 9109) and
+    adds what is its own (the gateway's systemd ``watchdog``).
+    """
+
+    listen: ListenAddress
+    enabled: bool = Field(True, description="Serve /metrics and /health.")

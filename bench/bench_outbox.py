@@ -1,4 +1,5 @@
-"""Outbox throughput: put() per batch size and durability level, then take()+settle().
+"""Outbox throughput: put() per batch size and durability level, then take()+settle(),
+then how long the put of a 600-record tick holds its caller (median, p99, max).
 
 Run from the repository root (or with the package installed):
 ``PYTHONPATH=. python bench/bench_outbox.py [--seconds S] [--dir DIR]``.
@@ -133,6 +134,29 @@ def main() -> None:
         for per_take in (1, 10, 100):
             d = bench_drain(workdir, seal, 5000, per_take)
             print(f"{per_take:>8} {d['batches_s']:>10.0f} {d['us_batch']:>9.1f}")
+        print()
+        tick_latency(workdir, seal)
+
+
+def tick_latency(workdir: Path, seal: SealFn, puts: int = 1500, size: int = 600) -> None:
+    """How long one put of a tick's batch holds the caller (the event loop) — and how
+    often it is much longer: the puts that run SQLite's WAL checkpoint (every 4 MiB)."""
+    records = [dict(RECORD, point=f"p{i}", value=21.5 + i) for i in range(size)]
+    lat: list[float] = []
+    with Outbox(workdir / f"latency-{size}.db", seal=seal, max_bytes=10**10) as ob:
+        for _ in range(puts):
+            t0 = time.perf_counter()
+            seqs = ob.put("data", records)
+            lat.append((time.perf_counter() - t0) * 1000)
+            ob.settle(seqs)  # as the publisher does once acknowledged: the file stays small
+    lat.sort()
+    median = lat[len(lat) // 2]
+    slow = sum(1 for x in lat if x > 3 * median)
+    print(
+        f"put of a {size}-record batch, {puts} puts (durability=process): median {median:.2f} ms,"
+        f" p99 {lat[int(len(lat) * 0.99)]:.2f} ms, max {lat[-1]:.2f} ms;"
+        f" {slow} puts over 3 × the median"
+    )
 
 
 if __name__ == "__main__":

@@ -344,6 +344,11 @@ async def check_everything(s: Stack, ctx: Any, name: str, *, reader: Any) -> Non
     assert all(by_ms.get(ts) == v for ts, v in drawn), "chart values differ from the store"
     canvas = await page.locator("#value-chart canvas").count()
     assert canvas >= 1
+    # the specification limits (175 / 185 °C) are in view although the values are not near
+    low, high = await page.evaluate(
+        "() => window.metrogateCharts.value.getModel().getComponent('yAxis').axis.scale.getExtent()"
+    )
+    assert low <= 175 and high >= 185, (low, high)
     await page.screenshot(path=str(shots / f"{name}-point-temperature.png"), full_page=True)
 
     # -- a Nelson-rule violation produced by the simulated drift is marked

@@ -49,6 +49,9 @@
   var vEl = document.getElementById("value-chart");
   if (vEl) {
     var opt = base(d.unit);
+    // the specification limits stay in view, however far the values are from them
+    opt.yAxis.min = function (v) { return d.lower !== null ? Math.min(v.min, d.lower) : v.min; };
+    opt.yAxis.max = function (v) { return d.upper !== null ? Math.max(v.max, d.upper) : v.max; };
     var marks = [];
     if (d.lower !== null) { marks.push(line(L.lower, d.lower, "#a4001d", "solid")); }
     if (d.upper !== null) { marks.push(line(L.upper, d.upper, "#a4001d", "solid")); }

@@ -369,7 +369,9 @@ def drain(
         for i, c in enumerate(counts)
     ]
     cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
-    return Drained(max(last) - min(starts), per_worker, cpu, rss_after, rss_before, counts, gaps)
+    # the health endpoints are polled every 20 ms: a tiny run may be over within one poll
+    elapsed = max(max(last) - min(starts), 0.02)
+    return Drained(elapsed, per_worker, cpu, rss_after, rss_before, counts, gaps)
 
 
 # -- completeness --------------------------------------------------------------------------

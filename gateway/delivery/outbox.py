@@ -342,6 +342,10 @@ class Outbox:
         self._last_data = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._in_on_drop = False
+        self.before_drop: Callable[[], None] | None = None
+        """Called before a put or :meth:`enforce_bounds` drops batches: the publisher
+        settles what the broker acknowledged, so a delivered batch is never dropped
+        (and reported) for lack of room."""
         self._seq_store = seq_store
         self._margin = seq_margin
         self._reserved: int | None = None  # None: no store, nothing to reserve
@@ -663,6 +667,8 @@ class Outbox:
             # a burst outran the renewal: renew here, before any of these numbers is used
             self._record_reservation(next_seq + self._margin)
         event_n = _highest_event_n(records) if kind == "event" else None
+        if self.before_drop is not None and self._would_drop(new_bytes, sealed_us):
+            self._settle_first()
         with self._transaction(conn, "cannot store batch"):
             conn.executemany(
                 "INSERT INTO batches (seq, kind, sealed_us, records, nbytes, payload, stream)"
@@ -703,11 +709,34 @@ class Outbox:
         conn = self._require_open()
         if self._batches == 0:
             return []
+        if self.before_drop is not None and self._would_drop(0, self._clock_us()):
+            self._settle_first()
         with self._transaction(conn, "cannot drop old batches"):
             drops, freed = self._drop_in_txn(conn, self._bytes, self._clock_us())
         self._apply_drops(drops, freed)
         self._report(drops)
         return drops
+
+    def _would_drop(self, new_bytes: int, now_us: int) -> bool:
+        """Whether storing ``new_bytes`` more (now) goes past a bound (age: as far as the
+        oldest batch is known)."""
+        if self._bytes + new_bytes > self._max_bytes:
+            return True
+        oldest = self._oldest
+        return (
+            self._max_age_us is not None
+            and oldest is not None
+            and oldest[1] < now_us - self._max_age_us
+        )
+
+    def _settle_first(self) -> None:
+        """Let the consumer settle what it has acknowledged before anything is dropped:
+        a delivered batch must not be reported as dropped."""
+        assert self.before_drop is not None
+        try:
+            self.before_drop()
+        except Exception:  # the drop goes ahead; at worst a delivered batch is counted
+            log.exception("outbox %s: before_drop handler failed", self.path)
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:

@@ -218,6 +218,7 @@ class Publisher:
         self.on_refusal = on_refusal
         self.stats = PublisherStats()
         self._acked: list[int] = []
+        outbox.before_drop = self.flush_acked  # delivered batches go before any is dropped
         self._acked_since = 0.0  # when the oldest of ``_acked`` was acknowledged (monotonic)
         self._live_from = 1  # the outbox's next seq when the connection came up
         self.lanes: Lanes | None = None

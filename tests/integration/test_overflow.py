@@ -117,11 +117,20 @@ async def test_thin_keeps_a_coarse_record_of_every_device_and_says_so(
                 thinned_to = max(d["last_seq"] for d in drop_events)
                 dropped = sum(d["batches"] for d in drop_events)
                 # every number up to there either arrived or was reported dropped
-                await eventually(
-                    lambda: sum(s <= thinned_to for s in col.bodies) + dropped == thinned_to,
-                    "the thinned record",
-                    within=20,
-                )
+                try:
+                    await eventually(
+                        lambda: sum(s <= thinned_to for s in col.bodies) + dropped == thinned_to,
+                        "the thinned record",
+                        within=60,
+                    )
+                except AssertionError as exc:
+                    arrived = sum(s <= thinned_to for s in col.bodies)
+                    lanes = gw.publisher.lanes if gw.publisher is not None else None
+                    raise AssertionError(
+                        f"{exc}: up to seq {thinned_to}, {arrived} arrived and {dropped} were"
+                        f" reported dropped; {outbox.stats().batches} batches still stored,"
+                        f" lanes handed {lanes.handed if lanes is not None else None}"
+                    ) from exc
                 counts = dict(outbox.drop_counts)
     assert {d["reason"] for d in drop_events} == {"thin"} and counts == {
         ("thin", False): sum(d["batches"] for d in drop_events)

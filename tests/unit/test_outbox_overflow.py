@@ -175,3 +175,25 @@ def test_old_files_get_the_stream_column(tmp_path: Path) -> None:
 def test_bad_policy_settings_are_refused(tmp_path: Path, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         make(tmp_path / "o.db", **bad)
+
+
+def test_what_the_consumer_acknowledged_is_settled_before_anything_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """An acknowledged batch not yet settled must not be dropped and reported as lost."""
+    reports: list[DropReport] = []
+    with make(tmp_path / "o.db", max_bytes=size_of() * 4, on_drop=reports.append) as ob:
+        acked = fill(ob, "dddd")[:2]  # the broker acknowledged the first two
+        calls: list[int] = []
+
+        def settle_acknowledged() -> None:
+            calls.append(1)
+            ob.settle(acked)
+            acked.clear()
+
+        ob.before_drop = settle_acknowledged
+        fill(ob, "d")  # one over the bound: the acknowledged ones make the room
+        assert calls == [1] and reports == [] and ob.dropped_batches == 0
+        assert [seq for seq, _ in kept(ob)] == [3, 4, 5]
+        fill(ob, "dd")  # nothing acknowledged left to settle: now the oldest data goes
+        assert ob.dropped_batches == 1 and [r.first_seq for r in reports] == [3]

@@ -24,7 +24,6 @@ signature line over the body bytes::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.common.files import write_atomic
 from gateway.wire.signing import SignatureError, Signer, verify_payload
 
 __all__ = ["HEAD_TYPE", "HeadError", "LogHead", "SeqMark", "encode_head", "read_head"]
@@ -107,20 +107,7 @@ def encode_head(head: LogHead, signer: Signer, *, ts_us: int) -> bytes:
 
 def write_head(path: Path, head: LogHead, signer: Signer, *, ts_us: int) -> None:
     """Replace the head file atomically and durably (temp, fsync, rename, fsync dir)."""
-    tmp = path.with_name(path.name + ".tmp")
-    data = encode_head(head, signer, ts_us=ts_us)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, encode_head(head, signer, ts_us=ts_us), 0o640)
 
 
 def _int(obj: Mapping[str, Any], key: str, *, low: int = 0) -> int:

@@ -91,6 +91,7 @@ from typing import Any, Final, Literal, Protocol, Self
 
 from drivers.base import utc_now_us
 from gateway.audit.head import SeqMark
+from gateway.common.files import fsync_dir
 
 __all__ = [
     "KINDS",
@@ -432,7 +433,7 @@ class Outbox:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -1115,17 +1116,3 @@ def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int, ...] = ()) -> Ite
         yield from cur
     finally:
         cur.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename still happened
-    finally:
-        os.close(fd)

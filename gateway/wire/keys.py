@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from gateway.common.files import write_atomic
 from gateway.wire.signing import Signer, key_id
 
 log = logging.getLogger("metrogate.keys")
@@ -92,31 +93,6 @@ class KeyPair:
     kid: str
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a same-directory temp file, fsync, rename, fsync dir.
-
-    The temp file is created with ``mode`` from the start, so the secret is never
-    on disk with wider permissions, even for an instant.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it; make it exact
-        os.write(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def generate_keypair(directory: Path, *, overwrite: bool = False, name: str = "gateway") -> KeyPair:
     """Create a fresh Ed25519 key pair in ``directory`` (created 0700 if missing).
 
@@ -133,8 +109,8 @@ def generate_keypair(directory: Path, *, overwrite: bool = False, name: str = "g
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    _write_atomic(private_path, private_pem, 0o600)
-    _write_atomic(public_path, public_pem, 0o644)
+    write_atomic(private_path, private_pem, 0o600)
+    write_atomic(public_path, public_pem, 0o644)
     return KeyPair(private_path, public_path, key_id(key.public_key()))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.delivery.ticks import TickBatcher
+from tests.eventually import eventually
 
 
 def poll(device: str, n: int = 2) -> list[dict[str, Any]]:
@@ -31,15 +32,9 @@ async def test_polls_within_linger_are_one_batch_in_the_order_they_came() -> Non
         ticks.add(poll("dev2"), "dev2")
         ticks.add(poll("dev1"), "dev1")
         assert store.batches == []  # still open
-        for _ in range(200):
-            if store.batches:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(store.batches) == 1, "the first tick sealed")
         ticks.add(poll("dev3"), "dev3")
-        for _ in range(200):
-            if len(store.batches) == 2:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(store.batches) == 2, "the second tick sealed")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -214,3 +214,35 @@ def test_a_rewind_without_anything_refused_or_passed_over_changes_nothing(tmp_pa
         first = drain(lanes)
         lanes.rewind(None)
         assert drain(lanes) == [] and len(first) == 4
+
+
+def test_an_outbox_from_before_streams_and_lanes_opens_with_its_backlog_whole(
+    tmp_path: Path,
+) -> None:
+    """A gateway upgraded with a backlog: its file has no stream column, no urgent index
+    and no thinning mark; it opens, keeps every batch and drains them in lane order."""
+    path = tmp_path / "o.db"
+    with make(path) as ob:
+        backlog_of(ob, 4)  # data 1..3, alarm 4, event 5, data 6
+    with closing(sqlite3.connect(path)) as conn:  # back to the file format before them
+        conn.executescript(
+            "DROP INDEX batches_urgent;"
+            "CREATE TABLE old (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+            " sealed_us INTEGER NOT NULL, records INTEGER NOT NULL,"
+            " nbytes INTEGER NOT NULL, payload BLOB NOT NULL);"
+            "INSERT INTO old SELECT seq, kind, sealed_us, records, nbytes, payload FROM batches;"
+            "DROP TABLE batches; ALTER TABLE old RENAME TO batches;"
+            "DELETE FROM meta WHERE key = 'thinned_upto';"
+        )
+        assert "stream" not in {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
+    with make(path) as ob:
+        lanes = Lanes(ob, live_from=ob.next_seq)
+        ob.put("data", recs(1), stream="dev1")  # 7: live, with its stream
+        order = drain(lanes)
+        assert ob.stats().batches == 7
+    assert order == [
+        (Lane.URGENT, 4),
+        (Lane.URGENT, 5),
+        (Lane.LIVE, 7),
+        *[(Lane.BACKLOG, s) for s in (1, 2, 3, 6)],
+    ]

@@ -42,6 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.backoff import Backoff
 from drivers.base import utc_now_us
+from drivers.cancel import reraise_pending_cancel
 from gateway.config.schema import MqttConfig
 from gateway.delivery.lanes import Lane, Lanes
 from gateway.delivery.outbox import Outbox, Sealed
@@ -159,7 +160,12 @@ class AckedClient(aiomqtt.Client):
             _SENT.reset(token)
             for mid in box:
                 self._watched.discard(mid)
-        return self._reasons.pop(box[0], None) if box else None
+        reason = self._reasons.pop(box[0], None) if box else None
+        # aiomqtt waits with asyncio.wait_for, which on Python 3.11 can return the PUBACK
+        # and drop a cancellation that came at the same moment: the caller's loop would
+        # then wait forever, and a stopping gateway with it (seen: 1 demo run in ~20)
+        reraise_pending_cancel()
+        return reason
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:

@@ -31,6 +31,17 @@ def demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def finished(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
+    """The demo's output once it ended by itself; killed (and the test failed) if it
+    did not within ``timeout`` — never left running to disturb the tests after it."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the demo did not end within {timeout} s: {err[-2000:]}") from None
+
+
 def stored_readings(path: Path) -> int:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
@@ -41,7 +52,7 @@ def stored_readings(path: Path) -> int:
 
 def test_demo_runs_for_a_duration_and_summarises_the_store(tmp_path: Path) -> None:
     proc = demo(tmp_path, "--duration", "12", "--no-view")
-    out, err = proc.communicate(timeout=90)
+    out, err = finished(proc)
     assert proc.returncode == 0, out + err
     m = SUMMARY.search(out)
     assert m, out
@@ -55,7 +66,7 @@ def test_demo_runs_for_a_duration_and_summarises_the_store(tmp_path: Path) -> No
 
 def test_demo_with_the_live_view_ends_cleanly_after_its_duration(tmp_path: Path) -> None:
     proc = demo(tmp_path, "--duration", "5")  # the view, drawn into a pipe
-    out, err = proc.communicate(timeout=90)
+    out, err = finished(proc)
     assert proc.returncode == 0, out[-2000:] + err
     assert "Traceback" not in err, err
     assert out.count("\x1b[H\x1b[2J") >= 2 and "completeness:" in out  # frames were drawn
@@ -116,7 +127,7 @@ def test_demo_writes_to_influxdb_when_asked(tmp_path: Path) -> None:
     try:
         url = f"{influx.url}/demo"
         proc = demo(tmp_path, "--duration", "8", "--no-view", "--influx", url)
-        out, err = proc.communicate(timeout=90)
+        out, err = finished(proc)
         assert proc.returncode == 0, out + err
         m = SUMMARY.search(out)
         assert m and m.group(3) == url, out

@@ -42,7 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.backoff import Backoff
 from drivers.base import utc_now_us
-from drivers.cancel import reraise_pending_cancel
+from drivers.cancel import cancel_requests, reraise_cancel_since
 from gateway.config.schema import MqttConfig
 from gateway.delivery.lanes import Lane, Lanes
 from gateway.delivery.outbox import Outbox, Sealed
@@ -153,6 +153,7 @@ class AckedClient(aiomqtt.Client):
         Raises what :meth:`aiomqtt.Client.publish` raises (``MqttError``).
         """
         box: list[int] = []
+        cancels = cancel_requests()
         token = _SENT.set(box)
         try:
             await self.publish(topic, payload, qos=qos, retain=retain)
@@ -163,8 +164,9 @@ class AckedClient(aiomqtt.Client):
         reason = self._reasons.pop(box[0], None) if box else None
         # aiomqtt waits with asyncio.wait_for, which on Python 3.11 can return the PUBACK
         # and drop a cancellation that came at the same moment: the caller's loop would
-        # then wait forever, and a stopping gateway with it (seen: 1 demo run in ~20)
-        reraise_pending_cancel()
+        # then wait forever, and a stopping gateway with it (seen: 1 demo run in ~20).
+        # Counted from before the call: the reconnecting task carries a stale request
+        reraise_cancel_since(cancels)
         return reason
 
 

@@ -40,3 +40,45 @@ async def test_a_cancellation_that_came_with_the_puback_is_not_lost() -> None:
         async with asyncio.timeout(5):
             await task
     assert not after.is_set(), "the loop went on after its cancellation"
+
+
+async def test_a_stale_cancel_request_from_a_closed_task_group_does_not_stop_the_next_publish() -> (
+    None
+):
+    """A publisher reconnecting after a lost connection publishes its birth message.
+
+    On Python 3.11 the session's TaskGroup, whose child failed while it was closing,
+    leaves a cancellation request on the publisher's task that nothing withdraws; the
+    check must count from before the publish, or every reconnect ends the publisher
+    (it did: all four outage tests of the clean CI run stalled after the reconnect).
+    """
+    client = mqtt_client(MqttConfig.model_validate({"url": "mqtt://127.0.0.1:1"}), "t")
+    published: list[str] = []
+
+    async def publish(topic: str, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)
+        published.append(topic)
+
+    client.publish = publish  # type: ignore[method-assign]
+
+    async def lost_connection() -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("connection lost")
+
+    async def run() -> int:  # what Publisher.run does across a reconnect
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(lost_connection())
+        except* RuntimeError:
+            pass
+        task = asyncio.current_task()
+        assert task is not None
+        stale = task.cancelling()
+        await client.publish_acked("t/status", b"{}", qos=1, retain=True)
+        return stale
+
+    async with asyncio.timeout(5):
+        stale = await asyncio.create_task(run())
+    assert published == ["t/status"]
+    # where this Python leaves no stale request the test still holds the publish to it
+    assert stale in (0, 1)

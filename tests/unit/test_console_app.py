@@ -3,14 +3,18 @@ cookies, 404s, a store that is down, and what each view shows."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from supervision.config import load_config
 from supervision.console.app import make_app
@@ -607,3 +611,111 @@ async def test_stored_text_is_escaped_everywhere(tmp_path: Path) -> None:
         assert "严重" in html and "触发" in html  # severity and event in the user's language
         r = await c.get("/point/gw-x/dev/%3Cimg%20src=x%3E")
         assert r.status == 404 and "<img src=x>" not in await r.text()
+
+
+# --------------------------------------------------------------- hostile requests, at random
+
+_HOSTILE_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "9" * 400,
+            "-1",
+            "1e308",
+            "nan",
+            "24h\x00",
+            "../../etc/passwd",
+            "%00",
+            "<script>alert(1)</script>",
+            "' OR 1=1 --",
+            '"; DROP MEASUREMENT readings; --',
+            "/^.*$/",
+            "\ud7ff\ue000\U0010ffff",
+            "x" * 5000,
+        ]
+    ),
+)
+_GET_ROUTES = (
+    "/",
+    "/fleet",
+    "/points",
+    "/point/{a}/{b}/{c}",
+    "/point/gw-n/scale/mass",
+    "/instruments",
+    "/alarms",
+    "/alarm/{a}/{b}",
+    "/risk",
+    "/audit/{a}",
+    "/audit/gw-n",
+    "/report",
+    "/report/html",
+    "/static/{a}",
+)
+_QUERY_KEYS = ("range", "site", "type", "sort", "status", "q", "lang", "next", "gateway")
+
+
+@pytest.fixture(scope="module")
+def hostile_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """One logged-in client on a loop of its own, for many requests at random."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    fill(tmp)
+    cfg = load_config(console_yaml(tmp, sqlite_store(tmp)))
+    loop = asyncio.new_event_loop()
+
+    async def start() -> TestClient[Any, Any]:
+        c = TestClient(TestServer(make_app(Console.from_config(cfg)), host="127.0.0.1"))
+        await c.start_server()
+        assert (await login(c)).status == 303
+        return c
+
+    c = loop.run_until_complete(start())
+    try:
+        yield loop, c
+    finally:
+        loop.run_until_complete(c.close())
+        loop.close()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    route=st.sampled_from(_GET_ROUTES),
+    segments=st.lists(
+        _HOSTILE_TEXT.filter(lambda s: s not in ("", ".", "..")), min_size=3, max_size=3
+    ),
+    query=st.dictionaries(st.sampled_from(_QUERY_KEYS), _HOSTILE_TEXT, max_size=4),
+)
+def test_hostile_paths_and_query_strings_get_a_page_or_a_clear_refusal(
+    hostile_target: tuple[Any, Any], route: str, segments: list[str], query: dict[str, str]
+) -> None:
+    """Whatever a browser (or anyone) puts in a path or query string: a page, a 404 or a
+    4xx refusal — never a server error — and nothing of it comes back unescaped."""
+    loop, c = hostile_target
+    a, b, cc = (urllib.parse.quote(s, safe="") for s in segments)
+    path = route.format(a=a, b=b, c=cc)
+    url = path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+    async def get() -> tuple[int, str]:
+        async with asyncio.timeout(20):
+            r = await c.get(url, allow_redirects=False)
+            return r.status, await r.text(errors="replace")
+
+    status, body = loop.run_until_complete(get())
+    assert status in (200, 303, 400, 404, 414, 431), (url, status, body[:300])
+    assert "<script>alert(1)</script>" not in body, url
+
+
+async def test_static_files_are_the_vendored_ones_and_nothing_else(
+    client: TestClient[Any, Any],
+) -> None:
+    for name in ("console.js", "console.css", "vendor/echarts.min.js"):
+        r = await client.get(f"/static/{name}")  # public: the login page needs them
+        assert r.status == 200, name
+        assert r.headers.get("ETag") or r.headers.get("Last-Modified"), name
+    for name in ("..%2fapp.py", "..%2f..%2fconfig.py", "vendor", "vendor/", "9" * 400, "a%00b"):
+        r = await client.get(f"/static/{name}")
+        assert r.status == 404, (name, r.status)

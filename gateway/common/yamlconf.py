@@ -226,6 +226,28 @@ def _depth_bounded_scanner() -> type[Any]:
     return BoundedScanner
 
 
+def _located_constructor() -> type[Any]:
+    """ruamel's round-trip constructor, whose value errors say where they are.
+
+    A scalar that looks like a date but is none (``valid_until: 2026-02-30``) or an
+    integer past Python's digit limit raises a bare ``ValueError`` from inside ruamel;
+    here it becomes a YAML error at the scalar's line and column.
+    """
+    from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+
+    class LocatedConstructor(RoundTripConstructor):
+        def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+            try:
+                return super().construct_non_recursive_object(node, tag)
+            except (ValueError, OverflowError) as exc:
+                value = node.value if isinstance(node.value, str) else ""
+                shown = value if len(value) <= 40 else value[:40] + "…"
+                problem = f"cannot read {shown!r}: {str(exc).split(';')[0]}"
+                raise ConstructorError(None, None, problem, node.start_mark) from None
+
+    return LocatedConstructor
+
+
 def read_yaml(path: Path, errors: list[Problem]) -> Any:
     # imported here: the daemon parses in a child process and never needs the parser itself
     from ruamel.yaml import YAML
@@ -234,6 +256,7 @@ def read_yaml(path: Path, errors: list[Problem]) -> Any:
 
     yaml = YAML(typ="rt")
     yaml.Scanner = _depth_bounded_scanner()
+    yaml.Constructor = _located_constructor()
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:

@@ -53,6 +53,19 @@ def load(tmp_path: Path, text: str) -> LoadedConfig:
 # (case id, config text, expected lines with {f} for the file)
 CASES: list[tuple[str, str, list[str]]] = [
     (
+        "a date that does not exist (a bare ValueError inside the YAML parser before)",
+        HEAD + "instruments:\n  - id: T-1\n    calibrations:\n      - date: 2026-02-30\n",
+        ["{f}:7:15: (top): YAML: cannot read '2026-02-30': day is out of range for month"],
+    ),
+    (
+        "an integer past Python's digit limit",
+        HEAD + "mqtt:\n  url: mqtt://broker:1883\n  keepalive: " + "9" * 5000 + "\n",
+        [
+            "{f}:6:14: (top): YAML: cannot read '" + "9" * 40 + "…': "
+            "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"
+        ],
+    ),
+    (
         "unknown key with suggestion",
         HEAD + "mqtt:\n  url: mqtt://broker:1883\n  keepalvie: 30\n",
         ["{f}:6:3: mqtt.keepalvie: unknown key 'keepalvie' (did you mean 'keepalive'?)"],

@@ -39,14 +39,22 @@ class RuleStore:
         self._lock = threading.Lock()  # one writer of the files at a time (loop or thread)
 
     def restore(self, metro: DeviceMetrology) -> None:
-        """Load ``metro``'s saved state, if any; a broken file is logged and ignored."""
+        """Load ``metro``'s saved state, if any; a broken file is logged and ignored.
+
+        Whatever the file holds (bytes, JSON nested past the parser's depth, a value of
+        the wrong type or size somewhere inside), the device starts: with the whole saved
+        state or, when any of it cannot be taken, with none of it.
+        """
         saved = self.directory / f"{metro.device}.json"
         if not saved.exists():
             return
+        fresh = metro.to_state()
         try:
-            metro.load_state(json.loads(saved.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("rule state of %s unreadable (%s); starting fresh", metro.device, exc)
+            metro.load_state(json.loads(saved.read_bytes()))
+        except Exception as exc:  # a best-effort file must never stop the start
+            metro.load_state(fresh)  # never half a state
+            why = str(exc)[:200] or type(exc).__name__
+            log.error("rule state of %s unreadable (%s); starting fresh", metro.device, why)
 
     def save(self, metro: DeviceMetrology) -> bool:
         """Write ``metro``'s state atomically, now; False (logged) when it could not be."""

@@ -507,6 +507,8 @@ class DeviceMetrology:
                     alarm.load_state(st)
                     if alarm.shelved_until_us is not None:
                         self._shelved.add(alarm_id)
+                    else:
+                        self._shelved.discard(alarm_id)
             self._notified = {str(k): str(v) for k, v in state.get("calibration", {}).items()}
-        except (KeyError, TypeError, IndexError) as e:
+        except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
             raise ValueError(f"malformed metrology state: {e!r}") from e

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.audit.eventlog import (
     GENESIS,
@@ -331,3 +333,63 @@ def test_parameters_given_as_canonical_bytes_log_the_same(tmp_path: Path, signer
     assert verify_event_log(tmp_path / "b.log", _keys(signer)).ok
     with _open(tmp_path / "b.log", signer) as b:  # reopened: state rebuilt from the file
         assert b.reconcile_parameters(CONFIG_2, source="config") == []
+
+
+# ------------------------------------------------------------------ damage at random
+
+_SIGNER = Signer.from_private_key(Ed25519PrivateKey.generate())
+
+
+@st.composite
+def _damage(draw: st.DrawFn, good: bytes) -> bytes:
+    kind = draw(st.sampled_from(["flip", "insert", "delete", "cut", "swap", "replace"]))
+    at = draw(st.integers(0, len(good) - 1))
+    if kind == "flip":
+        bit = 1 << draw(st.integers(0, 7))
+        return good[:at] + bytes([good[at] ^ bit]) + good[at + 1 :]
+    if kind == "insert":
+        return good[:at] + draw(st.binary(min_size=1, max_size=16)) + good[at:]
+    if kind == "delete":
+        return good[:at] + good[at + draw(st.integers(1, 64)) :]
+    if kind == "cut":
+        return good[:at]
+    if kind == "swap":  # two bytes of the same line or of different ones
+        other = draw(st.integers(0, len(good) - 1))
+        lo, hi = sorted((at, other))
+        if lo == hi:
+            return good[:lo] + b"\x00" + good[lo + 1 :]
+        return (
+            good[:lo] + good[hi : hi + 1] + good[lo + 1 : hi] + good[lo : lo + 1] + good[hi + 1 :]
+        )
+    junk = draw(st.sampled_from([b"\t", b"\n", b"{}", b"[", b'"', b"\xff\xfe", b"1e999", b"null"]))
+    return good[:at] + junk + good[at + 1 :]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_log_damaged_anywhere_is_opened_or_refused_and_verify_says_which(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Bytes flipped, inserted, deleted, swapped or cut anywhere in the log: opening it
+    either works (a torn tail kept aside) or raises :class:`EventLogCorrupt` — nothing
+    else — and ``verify`` reports the damage unless the open repaired it."""
+    path = tmp_path_factory.mktemp("log") / "events.log"
+    with _open(path, _SIGNER) as log:
+        log.reconcile_parameters(CONFIG_1, source="config")
+        for i in range(4):
+            log.append("outbox_drop", {"i": i, "text": 'ü€ \\ " \t'})
+    good = path.read_bytes()
+    damaged = data.draw(_damage(good), label="log")
+    path.write_bytes(damaged)
+    report = verify_event_log(path, _keys(_SIGNER))
+    assert report.ok is (damaged == good), damaged  # the signed counter sees a cut too
+    try:
+        with _open(path, _SIGNER) as log:
+            assert log.counter >= 1
+    except EventLogCorrupt as exc:
+        assert exc.problems and str(exc)
+        assert path.read_bytes() == damaged  # reported, never rewritten
+    else:  # only a torn tail opens: kept aside and said so in the log itself
+        last = json.loads(_lines(path)[-1].split(b"\t")[0])
+        assert damaged == good or last["type"] == "log_tail_recovered", damaged
+        assert verify_event_log(path, _keys(_SIGNER)).ok

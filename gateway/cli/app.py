@@ -248,9 +248,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gateway.config.schema import Config
+    if args.ingest:
+        from supervision.config import IngestConfig
 
-    text = json.dumps(config_json_schema(Config), indent=2) + "\n"
+        schema = config_json_schema(IngestConfig, INGEST_SCHEMA_TITLE)
+    else:
+        from gateway.config.schema import Config
+
+        schema = config_json_schema(Config)
+    text = json.dumps(schema, indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -258,10 +264,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def config_json_schema(model: Any) -> dict[str, Any]:
+INGEST_SCHEMA_TITLE = "metrogate ingest and console configuration"
+
+
+def config_json_schema(model: Any, title: str = "metrogate configuration") -> dict[str, Any]:
     schema: dict[str, Any] = model.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "metrogate configuration"
+    schema["title"] = title
     return schema
 
 
@@ -336,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("schema", help="print the JSON Schema of the config file")
     p.add_argument("-o", "--output", help="write to this file")
+    p.add_argument(
+        "--ingest",
+        action="store_true",
+        help="the schema of the ingest and console file instead of the gateway's",
+    )
     p.set_defaults(func=cmd_schema)
     _optional_commands(sub)
     return parser

@@ -68,3 +68,44 @@ def test_schema_rejects_what_check_rejects() -> None:
     assert validator.is_valid(base | {"devices": [device]})
     assert not validator.is_valid(base | {"devices": [device | {"order": "ABDC"}]})
     assert not validator.is_valid(base | {"devices": [device | {"driver": "nope"}]})
+
+
+# ----------------------------------------------------------- the ingest and console file
+
+INGEST_SCHEMA = REPO / "config" / "ingest.schema.json"
+
+
+def test_committed_ingest_schema_is_current(tmp_path: Path) -> None:
+    from supervision.config import IngestConfig
+
+    out = tmp_path / "ingest.schema.json"
+    assert cli.main(["schema", "--ingest", "-o", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == cli.config_json_schema(
+        IngestConfig, cli.INGEST_SCHEMA_TITLE
+    )
+    # regenerate with: metrogate schema --ingest -o config/ingest.schema.json
+    assert INGEST_SCHEMA.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+
+
+def test_ingest_schema_accepts_the_example_and_rejects_what_the_ingest_rejects() -> None:
+    from supervision.config import IngestConfig
+
+    schema = json.loads(INGEST_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["title"] == cli.INGEST_SCHEMA_TITLE
+    validator = jsonschema.Draft202012Validator(schema)
+    example = REPO / "config" / "examples" / "ingest.yaml"
+    data = as_json(YAML(typ="safe").load(example.read_text(encoding="utf-8")))
+    assert sorted(str(e) for e in validator.iter_errors(data)) == []
+    base = {
+        "mqtt": {"url": "mqtt://127.0.0.1", "client_id": "ingest-1"},
+        "keys_dir": "keys",
+        "store": {"kind": "sqlite", "path": "x.db"},
+    }
+    IngestConfig.model_validate(base)  # what the schema takes, the ingest takes
+    assert validator.is_valid(base)
+    assert not validator.is_valid({k: v for k, v in base.items() if k != "keys_dir"})
+    assert not validator.is_valid(base | {"stoer": {}})
+    assert not validator.is_valid(base | {"store": {"kind": "mongodb"}})
+    assert not validator.is_valid(base | {"console": {"users": [{"name": "a", "role": "root"}]}})
+    assert not validator.is_valid(base | {"console": {"language": "fr"}})

@@ -95,6 +95,12 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "fleet.clock": ("Clock", "时钟"),
     "fleet.audit": ("event log", "事件日志"),
     "fleet.empty": ("No gateway has reported to this store yet.", "尚无网关向此存储上报数据。"),
+    "fleet.unregistered": (
+        "From senders that are no registered gateway (topics naming an unknown gateway), "
+        "last 7 days: {forgeries} forgeries, {dead_letters} dead letters.",
+        "来自未注册发送方（主题中的网关未登记）的消息，近 7 日："
+        "伪造 {forgeries} 条，死信 {dead_letters} 条。",
+    ),
     "clock.synchronised": ("synchronised", "已同步"),
     "clock.unsynchronised": ("not synchronised", "未同步"),
     "clock.unknown": ("unknown", "未知"),

@@ -102,8 +102,15 @@ def fleet_page(
     security: Mapping[str, SecurityCounts],
     today: str,
 ) -> str:
+    # what the ingest filed under gateway "-": messages whose topic names no registered
+    # gateway (docs/ingest.md, Security events) belong to no row, so they get a line
+    stray = security.get("-")
+    unregistered = ""
+    if stray is not None and (stray.forgeries or stray.dead_letters):
+        text = tr("fleet.unregistered", forgeries=stray.forgeries, dead_letters=stray.dead_letters)
+        unregistered = f'<p class="warning" id="unregistered">{esc(text)}</p>'
     if not gateways:
-        return f'<p class="empty">{esc(tr("fleet.empty"))}</p>'
+        return f'<p class="empty">{esc(tr("fleet.empty"))}</p>' + unregistered
     rows, attrs = [], []
     for g in gateways:
         mine = [c for c in days if c.gateway == g.gateway]
@@ -148,7 +155,7 @@ def fleet_page(
             "fleet.clock",
         )
     ]
-    return table(headers, rows, table_id="fleet", row_attrs=attrs)
+    return table(headers, rows, table_id="fleet", row_attrs=attrs) + unregistered
 
 
 def points_page(tr: Tr, points: Sequence[PointRef]) -> str:

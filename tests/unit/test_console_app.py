@@ -719,3 +719,33 @@ async def test_static_files_are_the_vendored_ones_and_nothing_else(
     for name in ("..%2fapp.py", "..%2f..%2fconfig.py", "vendor", "vendor/", "9" * 400, "a%00b"):
         r = await client.get(f"/static/{name}")
         assert r.status == 404, (name, r.status)
+
+
+async def test_fleet_says_what_came_from_senders_that_are_no_registered_gateway(
+    tmp_path: Path,
+) -> None:
+    w = StoreWriter(sqlite=tmp_path / "store.sqlite")
+    for i, reason in enumerate(("unknown_gateway", "unknown_gateway", "bad_signature")):
+        topic = f"metrogate/v1/x/stranger-{i}/data"
+        # the ingest files a message whose topic names no registered gateway under "-"
+        w.security(SecurityEvent.of_message(None, reason, "?", topic, NOW_US - i * S, b"%d" % i))
+    w.close()
+    fill(tmp_path)
+    cfg = load_config(console_yaml(tmp_path, sqlite_store(tmp_path)))
+    async with TestClient(TestServer(make_app(Console.from_config(cfg)), host="127.0.0.1")) as c:
+        await login(c)
+        html = await (await c.get("/fleet")).text()
+        line = html.split('id="unregistered">', 1)[1].split("</p>", 1)[0]
+        assert "1 forgeries, 2 dead letters" in line
+        assert 'data-gateway="-"' not in html  # not a gateway of the fleet
+        await c.post("/logout", data={"csrf": csrf_of(html)})
+        await login(c, "victor")
+        html = await (await c.get("/fleet")).text()
+        assert "伪造 1 条，死信 2 条" in html.split('id="unregistered">', 1)[1]
+
+
+async def test_fleet_has_no_unregistered_line_when_there_is_nothing_to_say(
+    client: TestClient[Any, Any],
+) -> None:
+    await login(client)
+    assert 'id="unregistered"' not in await (await client.get("/fleet")).text()

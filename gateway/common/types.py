@@ -92,7 +92,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '30s', not a boolean")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer past the floats: refused as not finite below
+            seconds = math.inf
     elif isinstance(value, str):
         m = _PATTERN.match(value)
         if m is None:
@@ -104,7 +107,8 @@ def parse_duration(value: Any) -> float:
     else:
         raise ValueError(f"a duration is a number of seconds or a string like '30s', not {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a duration must be a finite number of seconds ≥ 0, not {value!r}")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise ValueError(f"a duration must be a finite number of seconds ≥ 0, not {shown}")
     return seconds
 
 

@@ -175,7 +175,9 @@ class _Walk:
         if is_seq:
             items = []
             for i, value in enumerate(node):
-                line, col = node.lc.item(i)
+                # ruamel knows no position for the items of some constructed sequences
+                # (``!!set``): they are located where the sequence is
+                line, col = node.lc.item(i) or (node.lc.line or 0, node.lc.col or 0)
                 where.spots[(*path, i)] = (file, line + 1, col + 1)
                 items.append(self.convert(value, (*path, i), alias))
             return items
@@ -236,6 +238,12 @@ def _located_constructor() -> type[Any]:
     from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 
     class LocatedConstructor(RoundTripConstructor):
+        def refuse_unknown_tag(self, node: Any) -> Any:
+            # a tag such as ``!!python/object/apply:…`` or ``!custom``: never constructed
+            # (nor executed), but refused here rather than passed on as a tagged value
+            problem = f"unknown YAML tag {node.tag!r} (a configuration uses none)"
+            raise ConstructorError(None, None, problem, node.start_mark)
+
         def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
             try:
                 return super().construct_non_recursive_object(node, tag)
@@ -245,6 +253,7 @@ def _located_constructor() -> type[Any]:
                 problem = f"cannot read {shown!r}: {str(exc).split(';')[0]}"
                 raise ConstructorError(None, None, problem, node.start_mark) from None
 
+    LocatedConstructor.add_constructor(None, LocatedConstructor.refuse_unknown_tag)
     return LocatedConstructor
 
 

@@ -155,12 +155,23 @@ def _expand_profiles(
                 )
             )
         del device["profile"]
-        for key, value in (doc.get("defaults") or {}).items():
+        defaults = doc.get("defaults") or {}
+        merged = doc.get("points") or []
+        for key, value, kind in (("defaults", defaults, dict), ("points", merged, list)):
+            if not isinstance(value, kind):
+                f, line, col = sub.at((key,))
+                what = "a mapping of device keys" if kind is dict else "a list of points"
+                errors.append(Problem(f, line, col, key, f"a profile's {key} is {what}"))
+        if not isinstance(defaults, dict) or not isinstance(merged, list):
+            continue
+        for key, value in defaults.items():
             if key not in device:
                 device[key] = value
                 _graft(sub, ("defaults", key), where, (*dpath, key))
         own = device.get("points") or []
-        merged = list(doc.get("points") or [])
+        if not isinstance(own, list):
+            continue  # not a list of points: validation says so, at its place
+        merged = list(merged)
         # the device's own points follow the profile's: shift their recorded positions
         # first (last one first), so the profile's positions do not overwrite them
         for j in range(len(own) - 1, -1, -1):

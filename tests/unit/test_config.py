@@ -625,3 +625,37 @@ def test_schema_command(tmp_path: Path) -> None:
     out = tmp_path / "schema.json"
     assert cli.main(["schema", "-o", str(out)]) == 0
     assert '"title": "metrogate configuration"' in out.read_text(encoding="utf-8")
+
+
+def test_a_profile_or_device_whose_parts_have_the_wrong_shape_is_located(
+    tmp_path: Path,
+) -> None:
+    """Found by the config fuzz: each of these ended the check with a TypeError."""
+    profile = write(
+        tmp_path, PROFILE.replace("defaults:\n  order: CDAB\n  poll: 1s\n", "defaults: [1]\n"),
+        "profiles/meter.yaml",
+    )  # fmt: skip
+    path = write(tmp_path, HEAD + USES_PROFILE)
+    assert problems(path) == [f"{profile}:3:1: defaults: a profile's defaults is a mapping "
+                              "of device keys"]  # fmt: skip
+    write(tmp_path, PROFILE, "profiles/meter.yaml")
+    # the "- " of the device's one point lost: its points are a mapping, not a list
+    path = write(tmp_path, HEAD + USES_PROFILE.replace("      - {id: status", "      {id: status"))
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:10:5: devices[0].points: Input should be a valid list"), line
+
+
+def test_yaml_tags_are_refused_where_they_are(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD.replace("id: gw-1", "id: !!python/object/apply:os.system [x]"))
+    assert problems(path) == [
+        f"{path}:2:7: (top): YAML: unknown YAML tag 'tag:yaml.org,2002:python/object/apply:"
+        "os.system' (a configuration uses none)"
+    ]
+
+
+def test_a_duration_past_the_floats_is_refused_not_raised(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD + "mqtt:\n  url: mqtt://broker:1883\n  keepalive: 1\n"
+                 "  backoff_max: " + "9" * 400 + "\n")  # fmt: skip
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:7:3: mqtt.backoff_max: a duration must be a "
+                           "finite number of seconds ≥ 0, not 99999"), line  # fmt: skip

@@ -255,7 +255,11 @@ async def test_live_data_and_alarms_overtake_a_paced_backlog_and_the_ingest_is_c
     assert counts.get("gap_fill", 0) >= BACKLOG // 2, counts
     assert counts.get("replay", 0) == 0 and counts.get("dead_letter", 0) == 0, counts
     days = completeness_sqlite(store)
-    assert sum(d.received for d in days) == len(published)
+    # a batch in flight when the gateway stopped can reach the broker without its PUBACK
+    # reaching the gateway: it stays in the outbox, to go again, and is stored all the same
+    seen = rec.seqs()
+    assert published <= seen <= published | left
+    assert sum(d.received for d in days) == len(seen)
     assert all(d.received == d.expected and not d.missing for d in days), days
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.cli.args import seconds
 from gateway.common.exitcodes import ExitCode
 from gateway.config.loader import ConfigError, load_config
 from gateway.delivery.publisher import mqtt_client
@@ -123,6 +124,6 @@ def add_alarm_parser(sub: Any) -> None:
         help="operator id, as configured at the gateway (recorded in the audit trail)",
     )
     p.add_argument("--key", type=Path, help="ack/shelve: the operator's private key file")
-    p.add_argument("--duration", type=float, default=3600.0, help="shelve for this many seconds")
-    p.add_argument("--timeout", type=float, default=5.0, help="list: wait this long for the set")
+    p.add_argument("--duration", type=seconds, default=3600.0, help="shelve for this many seconds")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="list: wait this long for the set")
     p.set_defaults(func=cmd_alarm)

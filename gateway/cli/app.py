@@ -15,6 +15,7 @@ from typing import Any
 
 from drivers.base import utc_now_us
 from gateway import __version__
+from gateway.cli.args import port, seconds
 from gateway.cli.loading import load_reported
 from gateway.common.exitcodes import ExitCode
 from gateway.common.logs import configure_logging
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--online-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="S",
         help="bound of each device's online check (default 30 s)",
@@ -335,12 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulators + embedded broker + gateway + ingest, live view")
     p.add_argument("--mqtt", help="use this broker (mqtt://host:port) instead of an embedded one")
     p.add_argument("--influx", help="write to this InfluxDB (v1 URL http://host:8086/db) as well")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--duration", type=seconds, default=None, help="stop after this many seconds")
     p.add_argument("--state-dir", type=Path, default=None, help="default: a temporary directory")
     p.add_argument(
         "--no-view", action="store_true", help="no live view; print a summary at the end"
     )
-    p.add_argument("--console-port", type=int, default=0, help="console port (default: free)")
+    p.add_argument("--console-port", type=port, default=0, help="console port (default: free)")
     p.add_argument("--no-console", action="store_true", help="do not serve the console")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("schema", help="print the JSON Schema of the config file")

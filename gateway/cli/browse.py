@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import DriverError
+from gateway.cli.args import seconds
 from gateway.common.exitcodes import ExitCode
 
 __all__ = ["add_browse_parser", "cmd_browse"]
@@ -85,6 +86,6 @@ def add_browse_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="bound of the whole browse"
+        "--timeout", type=seconds, default=30.0, metavar="S", help="bound of the whole browse"
     )
     p.set_defaults(func=cmd_browse)

@@ -41,6 +41,7 @@ from drivers import cjt188, dlt645
 from drivers.base import DeviceTimeout, DeviceUnreachable, DriverError
 from drivers.modbus_serial import rtu_finder, rtu_frame
 from drivers.serial_line import FrameError, LineSettings, SerialBus, wire_time
+from gateway.cli.args import count, seconds
 from gateway.common.exitcodes import ExitCode
 
 if TYPE_CHECKING:  # asyncua is imported only when OPC UA is scanned
@@ -658,11 +659,11 @@ def add_scan_parser(sub: Any) -> None:
                    help="on serial lines: modbus_rtu,dlt645,cjt188 (default all)")  # fmt: skip
     p.add_argument("--all-settings", action="store_true",
                    help="go on after the first line setting that answered")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=0.1, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=0.1, metavar="S",
                    help="reply timeout per request (default 0.1; TCP at least 0.3)")  # fmt: skip
-    p.add_argument("--time-budget", type=float, default=300.0, metavar="S",
+    p.add_argument("--time-budget", type=seconds, default=300.0, metavar="S",
                    help="bound of the whole scan in seconds (default 300)")  # fmt: skip
-    p.add_argument("--max-requests", type=int, default=5000, metavar="N",
+    p.add_argument("--max-requests", type=count, default=5000, metavar="N",
                    help="bound of the whole scan in requests (default 5000)")  # fmt: skip
     p.add_argument("-o", "--output", metavar="FILE", help="write a config skeleton here")
     p.set_defaults(func=cmd_scan)

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
+from gateway.cli.args import seconds
 from gateway.common.exitcodes import ExitCode
 
 __all__ = ["add_status_parser", "cmd_status", "fetch_health", "render_health"]
@@ -129,6 +130,6 @@ def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--url", default=DEFAULT_URL, help=f"ops endpoint (default {DEFAULT_URL})")
     p.add_argument("--json", action="store_true", help="print the health document as JSON")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds to wait (default 5)")
     p.set_defaults(func=cmd_status)
     return p

@@ -17,6 +17,7 @@ from typing import Any
 from gateway.audit.eventlog import counter_path_for
 from gateway.audit.software_id import compute_software_id
 from gateway.audit.verify import looks_like_event_log, verify_event_log
+from gateway.cli.args import count, number
 from gateway.common.exitcodes import ExitCode
 from gateway.wire.keys import (
     KeyStoreError,
@@ -147,7 +148,7 @@ def add_verify_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--counter", help="event-log counter file (default: FILE.counter)")
     p.add_argument(
         "--window",
-        type=int,
+        type=count,
         default=1000,
         help="a repeat within this many sequence numbers of the newest is a duplicate, "
         "further back a replay (default 1000)",
@@ -233,11 +234,11 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     r.add_argument("-c", "--config", required=True, type=Path, help="the gateway's config file")
     r.add_argument("--reason", required=True, help="why (written into the first entry)")
-    r.add_argument("--previous-n", type=int, help="the previous log's last entry number")
+    r.add_argument("--previous-n", type=number, help="the previous log's last entry number")
     r.add_argument("--previous-hash", help="the SHA-256 line hash of that entry")
     r.add_argument(
         "--min-seq",
-        type=int,
+        type=number,
         help="batch sequence numbers continue above this (e.g. the platform's highest)",
     )
     r.set_defaults(func=cmd_audit_reinit)

@@ -32,6 +32,7 @@ frame is skipped (RS-485 transceivers glitch at turn-around), as for DL/T 645.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -687,6 +688,8 @@ class Cjt188Driver(Unconnected):
         value = float(number)
         if (p.scale, p.offset) != (1.0, 0.0):
             value = value * p.scale + p.offset
+            if not math.isfinite(value):  # scaled past the float range
+                return Sample(p.id, None, raw, Quality.BAD, Reason.INVALID_VALUE, ts, flags)
         if impaired:
             return Sample(p.id, value, raw, Quality.UNCERTAIN, Reason.SENSOR_FAILURE, ts, flags)
         return Sample(p.id, value, raw, Quality.GOOD, None, ts, flags)

@@ -15,6 +15,7 @@ to the wrong meter or the wrong quantity.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -322,6 +323,8 @@ class Dlt645Driver(Unconnected):
         except ValueError:
             return Sample(p.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
         eng = raw * p.scale + p.offset if (p.scale, p.offset) != (1.0, 0.0) else raw
+        if isinstance(eng, float) and not math.isfinite(eng):  # scaled past the float range
+            return Sample(p.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
         return Sample(p.id, eng, raw, Quality.GOOD, None, ts)
 
     async def read(self) -> list[Sample]:

@@ -151,7 +151,13 @@ class CompiledRequest:
             if isinstance(raw, float) and not math.isfinite(raw):
                 out.append(Sample(pid, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
                 continue
-            value = raw if plain else engineering(spec, raw)
+            if plain:
+                out.append(Sample(pid, raw, raw, good, None, ts_us))
+                continue
+            value = engineering(spec, raw)
+            if isinstance(value, float) and not math.isfinite(value):  # scaled past the floats
+                out.append(Sample(pid, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
+                continue
             out.append(Sample(pid, value, raw, good, None, ts_us))
         return out
 

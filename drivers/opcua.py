@@ -423,6 +423,11 @@ def sample_of(
     eng: Value = raw
     if point.kind == "number" and (point.scale, point.offset) != (1.0, 0.0):
         eng = float(raw) * point.scale + point.offset
+        if not math.isfinite(eng):  # scaled past the float range
+            bad = Sample(
+                point.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts, server_ts_us=server_ts
+            )
+            return bad, f"{raw!r} scaled by {point.scale:g} and offset {point.offset:g} is no float"
     return Sample(point.id, eng, raw, quality, reason, ts, server_ts_us=server_ts), None
 
 

@@ -406,3 +406,11 @@ async def test_a_reply_with_another_ser_is_refused() -> None:
             assert (await drv.read())[0].value == pytest.approx(1234.56)  # asked SER 00
             with pytest.raises(FrameError, match="SER 00, asked 01"):
                 await drv.read()
+
+
+async def test_a_value_scaled_past_the_floats_is_invalid_never_infinite() -> None:
+    huge = Cjt188Point("volume", "cumulative_flow", scale=1e307)
+    with SimLine(_sim(), baudrate=9600) as line:
+        async with SerialBus(LineSettings(line.path, 9600, "E")) as bus:
+            (s,) = await Cjt188Driver("w1", bus, WATER, 0x10, [huge], timeout=0.5).read()
+    assert (s.value, s.quality, s.reason) == (None, Quality.BAD, Reason.INVALID_VALUE)

@@ -53,6 +53,14 @@ def load(tmp_path: Path, text: str) -> LoadedConfig:
 # (case id, config text, expected lines with {f} for the file)
 CASES: list[tuple[str, str, list[str]]] = [
     (
+        "a scale or offset that is no finite number (every value would be infinite)",
+        HEAD + METER.replace("type: float32}", "type: float32, scale: .inf, offset: .nan}"),
+        [
+            "{f}:9:44: devices[0].points[0].scale: scale must be a finite number (got inf)",
+            "{f}:9:57: devices[0].points[0].offset: offset must be a finite number (got nan)",
+        ],
+    ),
+    (
         "a date that does not exist (a bare ValueError inside the YAML parser before)",
         HEAD + "instruments:\n  - id: T-1\n    calibrations:\n      - date: 2026-02-30\n",
         ["{f}:7:15: (top): YAML: cannot read '2026-02-30': day is out of range for month"],

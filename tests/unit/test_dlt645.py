@@ -145,3 +145,11 @@ def test_plan_lines() -> None:
     bus = SerialBus(LineSettings("/dev/null"))
     lines = Dlt645Driver("m1", bus, METER, POINTS[:1], timeout=0.2).describe_plan()
     assert lines == ["meter 123456789012: DI 00010000 → energy (4 BCD bytes, 2 decimals, kWh)"]
+
+
+async def test_a_value_scaled_past_the_floats_is_invalid_never_infinite() -> None:
+    huge = Dlt645Point("energy", 0x00010000, DATA_ITEMS[0x00010000], scale=1e307)
+    with SimLine(_sim(), baudrate=9600) as line:
+        async with SerialBus(LineSettings(line.path, 9600, "E")) as bus:
+            (s,) = await Dlt645Driver("m1", bus, METER, [huge], timeout=0.3).read()
+    assert (s.value, s.quality, s.reason) == (None, Quality.BAD, Reason.INVALID_VALUE)

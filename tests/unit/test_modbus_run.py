@@ -4,6 +4,7 @@ gives exactly the samples the per-point path gives, for any registers."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 
 from hypothesis import given
@@ -71,3 +72,31 @@ def test_no_run_where_points_are_scaled_reordered_mixed_or_leave_holes() -> None
     ]
     for specs in cases:
         assert [r.run for r in compiled(specs)] == [None] * len(compiled(specs)), specs
+
+
+@given(
+    kind=st.sampled_from([DataType.FLOAT32, DataType.FLOAT64, DataType.INT64, DataType.UINT64]),
+    scale=st.one_of(st.sampled_from([1e300, -1e300, 1e308]), st.floats(-1e308, 1e308)),
+    offset=st.one_of(st.just(0.0), st.sampled_from([1.7e308, -1.7e308])),
+    data=st.data(),
+)
+def test_a_scaled_value_past_the_floats_is_invalid_never_infinite(
+    kind: DataType, scale: float, offset: float, data: st.DataObject
+) -> None:
+    """A value that scale and offset take past the float range is a BAD invalid value,
+    as an infinite or NaN register is — never ±inf or NaN into the metrology."""
+    width = 2 if kind is DataType.FLOAT32 else 4
+    spec = PointSpec("p", Table.HOLDING, 0, kind, scale=scale, offset=offset)
+    (req,) = compiled([spec])
+    words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=width, max_size=width))
+    (s,) = req.decode(words, T0)
+    if s.quality is Quality.GOOD:
+        assert isinstance(s.value, int | float) and math.isfinite(s.value), s
+    else:
+        assert s.value is None and s.reason is Reason.INVALID_VALUE
+
+
+def test_a_float32_scaled_past_the_floats_is_invalid() -> None:
+    (req,) = compiled([PointSpec("p", Table.HOLDING, 0, DataType.FLOAT32, scale=1e300)])
+    (s,) = req.decode(list(struct.unpack(">2H", struct.pack(">f", 3e38))), T0)
+    assert (s.value, s.quality, s.reason) == (None, Quality.BAD, Reason.INVALID_VALUE)

@@ -4,10 +4,13 @@ the trust list; and the simulators' value faults."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pytest
 from asyncua import ua
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.base import Quality, Reason
 from drivers.opcua import Deadband, OpcUaDriver, OpcUaPoint, Security, relative_path, sample_of
@@ -178,3 +181,71 @@ def test_value_faults() -> None:
     ]:
         with pytest.raises(ValueError, match=msg):
             build_value_fault(bad)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.sampled_from([1e300, -1.7e308, 2**64 - 1, -(2**63), 5e-324]),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.lists(st.floats(), max_size=3),
+    st.datetimes(),
+)
+_TIMES = st.one_of(
+    st.none(),
+    st.datetimes(min_value=dt.datetime(1601, 1, 1), max_value=dt.datetime(9999, 12, 31)),
+    st.datetimes(timezones=st.just(dt.UTC)),
+)
+
+
+def _variant(value: object) -> ua.Variant:
+    try:
+        return ua.Variant(value)
+    except Exception:  # a value asyncua cannot carry never arrives from a server
+        return ua.Variant(None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    kind=st.sampled_from(["number", "bool", "string"]),
+    value=_VALUES,
+    status=st.integers(0, 2**32 - 1),
+    source=_TIMES,
+    server=_TIMES,
+    scale=st.one_of(
+        st.just(1.0),
+        st.sampled_from([1e300, -1e300, 1e-300]),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+    offset=st.one_of(
+        st.just(0.0),
+        st.sampled_from([1.7e308, -1.7e308]),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+)
+def test_any_data_value_from_a_server_is_a_sample_and_a_usable_one_is_finite(
+    kind: str,
+    value: object,
+    status: int,
+    source: dt.datetime | None,
+    server: dt.datetime | None,
+    scale: float,
+    offset: float,
+) -> None:
+    """Whatever a server (or a forged reply) puts in a DataValue, it becomes a sample —
+    never an exception in the subscription consumer — and a number that is not BAD is a
+    finite number after scale and offset (never ±inf or NaN into the metrology)."""
+    p = OpcUaPoint("x", node="ns=2;s=X", kind=kind, scale=scale, offset=offset)  # type: ignore[arg-type]
+    dv = ua.DataValue(_variant(value))
+    dv.StatusCode = ua.StatusCode(status)
+    dv.SourceTimestamp = source  # type: ignore[assignment]
+    dv.ServerTimestamp = server  # type: ignore[assignment]
+    s, why = sample_of(p, dv, now_us=5)
+    assert s.point == "x" and isinstance(s.ts_us, int)
+    if s.quality is Quality.BAD:
+        assert s.value is None
+    elif kind == "number":
+        assert isinstance(s.value, int | float) and math.isfinite(s.value), (s, why)

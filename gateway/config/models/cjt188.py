@@ -23,7 +23,7 @@ from drivers.cjt188 import (
     encode_address,
     family_of,
 )
-from gateway.common.types import Ident, Strict
+from gateway.common.types import Ident, Strict, finite
 from gateway.config.models.metrology import PointMetrologyFields
 from gateway.config.models.serial import SerialDevice
 
@@ -141,8 +141,8 @@ class Cjt188PointConfig(PointMetrologyFields):
     unit: str | None = Field(
         None, description="Quantities: converted to this unit (m3, L, kWh, MWh, GJ, kW, ...)."
     )
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Annotated[float, finite("scale")] = 1.0
+    offset: Annotated[float, finite("offset")] = 0.0
     description: str | None = None
     sim: Any = Field(
         None, description="Simulator value for this point (metrogate sim): see docs/simulator.md."

@@ -6,13 +6,13 @@ Serial Modbus devices (RTU, ASCII) reuse :class:`ModbusPoint` and
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from drivers.modbus_codec import DataType, Order, PointSpec, Table
 from drivers.modbus_common import point_types_ok
-from gateway.common.types import Duration, Ident, Strict
+from gateway.common.types import Duration, Ident, Strict, finite
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import PointMetrologyFields
 
@@ -67,8 +67,8 @@ class ModbusPoint(PointMetrologyFields):
     length: int = Field(0, ge=0, le=125, description="Registers of a string point.")
     chars_per_register: Literal[1, 2] = 2
     bit: int | None = Field(None, description="Bit 0..15 of a register, for a bool point.")
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Annotated[float, finite("scale")] = 1.0
+    offset: Annotated[float, finite("offset")] = 0.0
     unit: str | None = Field(None, max_length=32)
     description: str | None = None
     sim: Any = Field(

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.common.types import Duration, Ident, Strict
+from gateway.common.types import Duration, Ident, Strict, finite
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import PointMetrologyFields
 
@@ -57,8 +57,8 @@ class OpcUaPointConfig(PointMetrologyFields):
     kind: Literal["number", "bool", "string"] = Field(
         "number", description="What the value must be; another type reads bad."
     )
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Annotated[float, finite("scale")] = 1.0
+    offset: Annotated[float, finite("offset")] = 0.0
     unit: str | None = Field(None, description="Default: the server's EngineeringUnits.")
     low: float | None = Field(None, description="Default: the server's EURange.")
     high: float | None = None

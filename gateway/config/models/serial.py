@@ -21,7 +21,7 @@ from drivers.base import Quality, Reason
 from drivers.dlt645 import DATA_ITEMS, DataItem, Dlt645Point, encode_address
 from drivers.modbus_codec import Order, PointSpec
 from drivers.serial_line import LineSettings, Rs485
-from gateway.common.types import Duration, Ident, Strict
+from gateway.common.types import Duration, Ident, Strict, finite
 from gateway.config.models.device import DeviceFields
 from gateway.config.models.metrology import PointMetrologyFields
 from gateway.config.models.modbus import HoleConfig, ModbusPoint
@@ -219,8 +219,8 @@ def parse_verdict(text: str) -> tuple[Quality, Reason | None]:
 class AsciiPoint(PointMetrologyFields):
     id: Ident
     unit: str | None = Field(None, description="Expected text of the unit group, if any.")
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Annotated[float, finite("scale")] = 1.0
+    offset: Annotated[float, finite("offset")] = 0.0
     description: str | None = None
     sim: Any = Field(
         None, description="Simulator value for this point (metrogate sim): see docs/simulator.md."
@@ -278,8 +278,8 @@ class Dlt645PointConfig(PointMetrologyFields):
     length: int | None = Field(None, ge=1, le=8, description="BCD bytes (for unknown DIs).")
     decimals: int | None = Field(None, ge=0, le=8)
     signed: bool | None = None
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Annotated[float, finite("scale")] = 1.0
+    offset: Annotated[float, finite("offset")] = 0.0
     unit: str | None = None
     description: str | None = None
     sim: Any = Field(

@@ -230,16 +230,18 @@ class ControlChart:
         import numpy as np  # loaded on first use: a gateway without SPC saves ~16 MB RSS
 
         data = np.asarray(self.learning, dtype=float)
-        center = float(data.mean()) if self.cfg.center is None else self.cfg.center
-        if self.cfg.sigma is not None:
-            sigma = self.cfg.sigma
-        elif self.n == 1:
-            sigma = float(np.abs(np.diff(data)).mean()) / D2[2]
-        else:
-            sigma = float(np.mean(self.learning_ranges)) / D2[self.n]
+        # values near the float limit overflow to inf here: refused below, quietly
+        with np.errstate(over="ignore", invalid="ignore"):
+            center = float(data.mean()) if self.cfg.center is None else self.cfg.center
+            if self.cfg.sigma is not None:
+                sigma = self.cfg.sigma
+            elif self.n == 1:
+                sigma = float(np.abs(np.diff(data)).mean()) / D2[2]
+            else:
+                sigma = float(np.mean(self.learning_ranges)) / D2[self.n]
         self.learning, self.learning_ranges = [], []
-        if not sigma > 0 or not math.isfinite(sigma):
-            return  # a flat learning phase says nothing about σ: learn again
+        if not sigma > 0 or not math.isfinite(sigma) or not math.isfinite(center):
+            return  # a flat (or overflowing) learning phase says nothing: learn again
         self.center, self.sigma = center, sigma
 
     def _chart(self, stat: float, rng: float | None) -> list[str]:
@@ -288,7 +290,11 @@ class ControlChart:
         self.cap_sum += x
         self.cap_since_resum += 1
         if self.cap_since_resum >= 10 * len(vals):  # bound float drift of the running sum
-            self.cap_sum, self.cap_since_resum = math.fsum(vals), 0
+            try:
+                self.cap_sum = math.fsum(vals)
+            except OverflowError:  # values near the float limit: the plain sum is ±inf
+                self.cap_sum = sum(vals)
+            self.cap_since_resum = 0
         if self.cfg.min_cpk is None or len(vals) != vals.maxlen:
             return []
         cpk = self._cpk(self.cap_sum / len(vals))
@@ -313,8 +319,11 @@ class ControlChart:
         import numpy as np  # loaded on first use (see _learn)
 
         data = np.asarray(self.cap_values, dtype=float)
-        mean = float(data.mean())
-        s = float(data.std(ddof=1))
+        with np.errstate(over="ignore", invalid="ignore"):  # inf, NaN: no capability below
+            mean = float(data.mean())
+            s = float(data.std(ddof=1))
+        if not (math.isfinite(mean) and math.isfinite(s)):
+            return None
         lo, hi = self.lower, self.upper
         tol = hi - lo if hi is not None and lo is not None else None
         cp = None if tol is None or self.sigma is None else tol / (6.0 * self.sigma)

@@ -368,6 +368,8 @@ class Outbox:
             except (sqlite3.Error, OSError) as exc:
                 raise OutboxError(self.path, f"cannot create ({exc})") from exc
             self.created = True
+        else:
+            self._refuse_without_header()
         conn = self._connect()
         try:
             self._check_and_load(conn)
@@ -435,10 +437,25 @@ class Outbox:
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
 
+    def _refuse_without_header(self) -> None:
+        """OutboxCorrupt unless the file starts with a whole SQLite header.
+
+        An outbox is created whole, then renamed, so a file shorter than the header
+        (empty, or cut) is none; SQLite would take it for a new database and write a
+        header into it, and the damaged file would no longer be what was found.
+        """
+        try:
+            with self.path.open("rb") as f:
+                head = f.read(100)
+        except OSError as exc:
+            raise OutboxError(self.path, f"cannot open ({exc.strerror})") from exc
+        if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+            raise OutboxCorrupt(self.path, "not an outbox (no SQLite header); left as it is")
+
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=_LOCK_WAIT_S)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
             raise OutboxError(self.path, f"cannot open ({exc})") from exc
         try:
             # EXCLUSIVE before WAL: one owner, and the WAL index lives in heap, not -shm.
@@ -449,7 +466,7 @@ class Outbox:
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged file
             conn.close()
             raise self._open_error(exc) from exc
         except BaseException:
@@ -457,7 +474,7 @@ class Outbox:
             raise
         return conn
 
-    def _open_error(self, exc: sqlite3.DatabaseError) -> OutboxError:
+    def _open_error(self, exc: sqlite3.DatabaseError | UnicodeDecodeError) -> OutboxError:
         """Classify an SQLite failure at open: held by another process, or damaged."""
         if isinstance(exc, sqlite3.OperationalError) and (
             "locked" in str(exc) or "busy" in str(exc)
@@ -486,7 +503,7 @@ class Outbox:
                 " sum(kind NOT IN ('data','alarm','event') OR nbytes != length(payload))"
                 " FROM batches"
             ).fetchone()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged file
             raise self._open_error(exc) from exc
         if meta["next_seq"] < 1 or (max_seq is not None and meta["next_seq"] <= max_seq):
             raise OutboxCorrupt(
@@ -516,7 +533,7 @@ class Outbox:
             (last_data,) = conn.execute(
                 "SELECT max(seq) FROM batches WHERE kind = 'data'"
             ).fetchone()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged file
             raise self._open_error(exc) from exc
         self._last_urgent, self._last_data = last_urgent or 0, last_data or 0
         self._thinned_upto = int(thinned)
@@ -755,7 +772,7 @@ class Outbox:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
             raise OutboxError(self.path, f"{what} ({exc})") from exc
 
     def _seal_chunks(
@@ -932,7 +949,7 @@ class Outbox:
                 f" WHERE seq > ? AND kind IN ({marks}) ORDER BY seq LIMIT ?",
                 (after_seq, *kinds, limit),
             ).fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
         return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
 
@@ -960,7 +977,7 @@ class Outbox:
             rows = conn.execute(
                 "SELECT seq, kind, payload, records, sealed_us FROM batches " + where, args
             ).fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
         return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
 

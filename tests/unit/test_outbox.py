@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from gateway.delivery.outbox import (
     SINGLE_RECORD_LIMIT,
@@ -397,3 +399,61 @@ def _run_and_kill(path: Path, durability: str, max_bytes: int, target: int) -> l
 def _read_ready(fd: int, deadline: float) -> bytes:
     ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
     return os.read(fd, 65536) if ready else b""
+
+
+# ------------------------------------------------------------------ damage at random
+
+
+@st.composite
+def _damage(draw: st.DrawFn, size: int) -> list[tuple[int, bytes]] | int:
+    """Either a cut (an int: the new length) or writes of random bytes at offsets."""
+    if draw(st.booleans()):
+        return draw(st.integers(0, size - 1))
+    return draw(
+        st.lists(
+            st.tuples(st.integers(0, size - 1), st.binary(min_size=1, max_size=64)),
+            min_size=1,
+            max_size=8,
+        )
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_an_outbox_damaged_anywhere_is_refused_or_read_never_crashes(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Bytes overwritten or the file cut anywhere: opening refuses with an OutboxError
+    (the file left as it is), or the outbox opens and everything it offers can be read,
+    counted and settled — what goes wrong is an OutboxError, never another exception."""
+    path = tmp_path_factory.mktemp("ob") / "ob.db"
+    with make(path) as ob:
+        for i in range(60):
+            ob.put("data" if i % 5 else "alarm", recs(3, i, pad="p" * 30))
+        ob.settle([1, 2, 3])
+    size = path.stat().st_size
+    damage = data.draw(_damage(size), label="damage")
+    with path.open("r+b") as f:
+        if isinstance(damage, int):
+            f.truncate(damage)
+        else:
+            for at, junk in damage:
+                f.seek(at)
+                f.write(junk)
+    damaged = path.read_bytes()
+    try:
+        ob = make(path).__enter__()
+    except OutboxError:
+        event("refused at open")
+        assert path.read_bytes() == damaged
+        return
+    event("opened")
+    try:
+        ob.stats()
+        rows = ob.take(10_000)
+        ob.settle([r.seq for r in rows[:5]])
+        ob.put("data", recs(2))
+    except OutboxError:
+        event("refused after open")
+    finally:
+        ob.__exit__(None, None, None)

@@ -1,7 +1,9 @@
 """The operations endpoint: ``/metrics`` (Prometheus) and ``/health`` (JSON) over plain HTTP.
 
 A deliberately tiny HTTP/1.1 server on :func:`asyncio.start_server` — GET only, one
-request per connection, bounded header size and read time — so neither the daemon
+request per connection, bounded header size, read time and number of connections open
+at once (a flood of idle connections cannot take the file descriptors the daemon's
+devices, outbox and broker need) — so neither the daemon
 nor the ingest needs a web framework. Bind it to loopback (the default): it has no
 authentication. ``/health`` answers 200 when the health document says ``"status":
 "ok"``, else 503; ``/metrics`` is always 200.
@@ -25,6 +27,8 @@ log = logging.getLogger("metrogate.ops")
 
 MAX_HEADER_BYTES = 8192
 READ_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 32
+"""Connections served at once; one more is closed at once (and counted in ``refused``)."""
 SAMPLE_EVERY_S = 5.0
 
 HealthFn = Callable[[], dict[str, Any]]
@@ -57,6 +61,9 @@ class OpsServer:
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._open = 0
+        self.refused = 0
+        """Connections closed unanswered because :data:`MAX_CONNECTIONS` were open."""
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -89,6 +96,17 @@ class OpsServer:
             await asyncio.sleep(self.tick_s)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            self.refused += 1
+            writer.close()
+            return
+        self._open += 1
+        try:
+            await self._answer(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -7,11 +7,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.acquisition.poller import DeviceHealth
-from gateway.common.opsserver import OpsServer
+from gateway.common.opsserver import MAX_CONNECTIONS, OpsServer
 from gateway.ops.metrics import RateMeter
 from gateway.ops.view import OutboxView
 from gateway.wire.verify import SequenceTracker
@@ -156,3 +158,43 @@ def test_rate_meter_forecasts_outbox_capacity(tmp_path: Path) -> None:
         meter.sample()
     assert meter.readings_per_s() == 0.0
     assert meter.forecast(1_000_000, 0) == (None, None)
+
+
+async def test_a_flood_of_idle_connections_is_bounded_and_the_endpoint_recovers() -> None:
+    """More idle connections than MAX_CONNECTIONS: the extra ones are closed at once
+    (the daemon keeps its file descriptors), and once the flood ends /health answers."""
+    async with OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: {"status": "ok"}) as srv:
+        idle = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(40)]
+        await eventually(lambda: srv.refused >= 40 - MAX_CONNECTIONS, "refused", within=5)
+        assert srv.refused == 40 - MAX_CONNECTIONS
+        for _, w in idle:
+            w.close()
+        await eventually(lambda: srv._open == 0, "the flood's connections closed", within=10)
+        assert (await request(srv.port, b"GET /health HTTP/1.1\r\n\r\n"))[0] == 200
+
+
+_LINES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda m, t, v: f"{m} {t} {v}".encode(errors="surrogateescape"),
+        st.sampled_from(["GET", "POST", "get", "", "GET GET", "\x00"]),
+        st.one_of(st.sampled_from(["/health", "/metrics", "/", "*", "/%00"]), st.text(max_size=30)),
+        st.sampled_from(["HTTP/1.1", "HTTP/1.0", "", "HTTP/9"]),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(line=_LINES, headers=st.lists(st.binary(max_size=60), max_size=5), end=st.booleans())
+def test_any_bytes_get_an_http_status_and_the_server_answers_on(
+    line: bytes, headers: list[bytes], end: bool
+) -> None:
+    raw = line + b"".join(b"\r\n" + h for h in headers) + (b"\r\n\r\n" if end else b"")
+
+    async def run() -> None:
+        async with OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: {"status": "ok"}) as srv:
+            status, _ = await request(srv.port, raw)
+            assert status in (200, 400, 404, 405), raw
+            assert (await request(srv.port, b"GET /health HTTP/1.1\r\n\r\n"))[0] == 200
+
+    asyncio.run(run())

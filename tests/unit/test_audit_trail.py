@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.audit.eventlog import (
     GENESIS,
@@ -23,6 +26,9 @@ from gateway.audit.verify import verify_event_log
 from gateway.cli.app import main
 from gateway.wire.keys import generate_keypair, load_signer
 from gateway.wire.signing import Signer
+from tests.ingest_support import data_batch, new_signer, register
+
+_CAPTURE_SIGNER = new_signer()
 
 
 @pytest.fixture
@@ -262,3 +268,54 @@ def test_reinit_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "previous: entry 3" in out and "first entry 4 (log_reinitialised)" in out
     assert len(list(state.glob("events.log.retired-*"))) == 2  # the log and its counter
     assert main(["verify", str(state / "events.log"), "--key", str(state / "gateway.pub")]) == 0
+
+
+# ------------------------------------------------- a capture file of anything, at random
+
+_SIGNED = [data_batch(_CAPTURE_SIGNER, "gw-cap", seq, 2) for seq in (1, 2, 3)]
+
+
+@st.composite
+def _capture_file(draw: st.DrawFn) -> bytes:
+    parts: list[bytes] = []
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["payload", "b64", "junk", "json", "damaged"]))
+        if kind == "payload":
+            parts.append(draw(st.sampled_from(_SIGNED)))
+        elif kind == "b64":
+            rec: Any = {"payload_b64": base64.b64encode(draw(st.sampled_from(_SIGNED))).decode()}
+            rec |= draw(st.fixed_dictionaries({}, optional={"received_us": st.one_of(
+                st.integers(), st.floats(), st.text(max_size=5), st.none())}))  # fmt: skip
+            parts.append(json.dumps(rec).encode())
+        elif kind == "json":
+            parts.append(json.dumps(draw(st.one_of(
+                st.lists(st.integers(), max_size=3), st.text(max_size=10), st.integers(),
+                st.dictionaries(st.sampled_from(["payload_b64", "alg"]), st.text(max_size=8)),
+            ))).encode())  # fmt: skip
+        elif kind == "damaged":
+            good = bytearray(draw(st.sampled_from(_SIGNED)))
+            good[draw(st.integers(0, len(good) - 1))] ^= 1 << draw(st.integers(0, 7))
+            parts.append(bytes(good))
+        else:
+            parts.append(draw(st.binary(max_size=80)))
+    return b"\n".join(parts) + draw(st.sampled_from([b"", b"\n"]))
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=_capture_file())
+def test_verify_of_any_capture_file_answers_ok_or_failed_never_raises(
+    tmp_path_factory: pytest.TempPathFactory, content: bytes
+) -> None:
+    """``metrogate verify`` over any file: exit 0 only for whole signed batches, in
+    order, with no gap; 1 for everything else — never a traceback."""
+    tmp = tmp_path_factory.mktemp("cap")
+    register(tmp / "keys", "gw-cap", _CAPTURE_SIGNER)
+    path = tmp / "capture.bin"
+    path.write_bytes(content)
+    code = main(["verify", str(path), "--key", str(tmp / "keys" / "gw-cap.pub")])
+    assert code in (0, 1)
+    if code == 0:  # something genuine was in it, raw or as base64
+        b64 = [base64.b64encode(p) for p in _SIGNED]
+        assert any(p in content for p in _SIGNED + b64), content

@@ -26,6 +26,7 @@ from drivers.base import (
     Quality,
     Reason,
     Sample,
+    scaled,
     utc_now_us,
 )
 from drivers.serial_line import SerialBus, StreamListener, line_finder
@@ -79,8 +80,8 @@ def parse_line(spec: AsciiSpec, line: str, ts: int) -> Sample:
         return Sample(spec.point, None, None, Quality.BAD, Reason.CONFIG_ERROR, ts)
     if quality is Quality.BAD:
         return Sample(spec.point, None, None, quality, reason, ts)
-    value = raw * spec.scale + spec.offset
-    if not math.isfinite(value):  # scaled past the float range
+    value = scaled(raw, spec.scale, spec.offset)
+    if value is None:
         return Sample(spec.point, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
     return Sample(spec.point, value, raw, quality, reason, ts)
 

@@ -11,6 +11,7 @@ back with ``Quality.BAD`` and a reason.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -22,6 +23,16 @@ Value = float | int | bool | str
 
 Clock = Callable[[], int]
 """Returns the current UTC time as integer microseconds since the Unix epoch."""
+
+
+def scaled(raw: float, scale: float, offset: float) -> float | None:
+    """``raw × scale + offset``, or None when that leaves the float range.
+
+    Every driver that applies a point's scale and offset does it here, so none hands
+    on ±inf or NaN as a reading: None becomes a bad ``invalid_value`` sample.
+    """
+    value = raw * scale + offset
+    return value if math.isfinite(value) else None
 
 
 def utc_now_us() -> int:

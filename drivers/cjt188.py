@@ -32,7 +32,6 @@ frame is skipped (RS-485 transceivers glitch at turn-around), as for DL/T 645.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,6 +47,7 @@ from drivers.base import (
     Reason,
     Sample,
     Unconnected,
+    scaled,
     utc_now_us,
 )
 from drivers.bcd import bcd_decode, bcd_encode
@@ -685,11 +685,9 @@ class Cjt188Driver(Unconnected):
                 number = convert(r.value, r.unit, target)
             except ValueError:
                 return Sample(p.id, None, raw, Quality.BAD, Reason.INVALID_VALUE, ts, flags)
-        value = float(number)
-        if (p.scale, p.offset) != (1.0, 0.0):
-            value = value * p.scale + p.offset
-            if not math.isfinite(value):  # scaled past the float range
-                return Sample(p.id, None, raw, Quality.BAD, Reason.INVALID_VALUE, ts, flags)
+        value = scaled(float(number), p.scale, p.offset)
+        if value is None:
+            return Sample(p.id, None, raw, Quality.BAD, Reason.INVALID_VALUE, ts, flags)
         if impaired:
             return Sample(p.id, value, raw, Quality.UNCERTAIN, Reason.SENSOR_FAILURE, ts, flags)
         return Sample(p.id, value, raw, Quality.GOOD, None, ts, flags)

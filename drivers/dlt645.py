@@ -15,7 +15,6 @@ to the wrong meter or the wrong quantity.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from drivers.base import (
     Reason,
     Sample,
     Unconnected,
+    scaled,
     utc_now_us,
 )
 from drivers.bcd import bcd_decode, bcd_encode
@@ -322,8 +322,8 @@ class Dlt645Driver(Unconnected):
             raw = p.decode(value)
         except ValueError:
             return Sample(p.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
-        eng = raw * p.scale + p.offset if (p.scale, p.offset) != (1.0, 0.0) else raw
-        if isinstance(eng, float) and not math.isfinite(eng):  # scaled past the float range
+        eng = raw if (p.scale, p.offset) == (1.0, 0.0) else scaled(raw, p.scale, p.offset)
+        if eng is None:
             return Sample(p.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts)
         return Sample(p.id, eng, raw, Quality.GOOD, None, ts)
 

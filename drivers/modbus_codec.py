@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from drivers.base import Value
+from drivers.base import Value, scaled
 
 __all__ = [
     "DataType",
@@ -242,13 +242,14 @@ def encode(spec: PointSpec, raw: Value) -> list[int]:
     return _bytes_to_words(packed, spec.order)
 
 
-def engineering(spec: PointSpec, raw: Value) -> Value:
-    """Apply scale and offset to a numeric raw value (others pass through)."""
+def engineering(spec: PointSpec, raw: Value) -> Value | None:
+    """Apply scale and offset to a numeric raw value (others pass through); None when
+    they take it past the float range (:func:`drivers.base.scaled`)."""
     if isinstance(raw, (bool, str)):
         return raw
     if spec.scale == 1.0 and spec.offset == 0.0:
         return raw
-    return raw * spec.scale + spec.offset
+    return scaled(raw, spec.scale, spec.offset)
 
 
 def raw_from_engineering(spec: PointSpec, value: Value) -> Value:

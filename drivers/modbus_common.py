@@ -155,7 +155,7 @@ class CompiledRequest:
                 out.append(Sample(pid, raw, raw, good, None, ts_us))
                 continue
             value = engineering(spec, raw)
-            if isinstance(value, float) and not math.isfinite(value):  # scaled past the floats
+            if value is None:  # scaled past the float range
                 out.append(Sample(pid, None, None, Quality.BAD, Reason.INVALID_VALUE, ts_us))
                 continue
             out.append(Sample(pid, value, raw, good, None, ts_us))

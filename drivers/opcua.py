@@ -83,6 +83,7 @@ from drivers.base import (
     Reason,
     Sample,
     Value,
+    scaled,
     utc_now_us,
 )
 from drivers.cancel import reraise_pending_cancel
@@ -420,10 +421,10 @@ def sample_of(
         )
         return bad, why
     raw: Value = value
-    eng: Value = raw
+    eng: Value | None = raw
     if point.kind == "number" and (point.scale, point.offset) != (1.0, 0.0):
-        eng = float(raw) * point.scale + point.offset
-        if not math.isfinite(eng):  # scaled past the float range
+        eng = scaled(float(raw), point.scale, point.offset)
+        if eng is None:
             bad = Sample(
                 point.id, None, None, Quality.BAD, Reason.INVALID_VALUE, ts, server_ts_us=server_ts
             )

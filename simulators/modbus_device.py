@@ -162,8 +162,9 @@ class _Unit:
         words = encode(spec, raw_from_engineering(spec, value))
         struct.pack_into(f">{len(words)}H", image, offset, *words)
 
-    def load(self, spec: PointSpec) -> Value:
-        """The engineering value the image shows for one point."""
+    def load(self, spec: PointSpec) -> Value | None:
+        """The engineering value the image shows for one point (None where scale and
+        offset take it past the float range: what a gateway reads as invalid)."""
         if spec.table.is_bit:
             return bool(self.bits[spec.table][spec.address])
         image = self.registers[spec.table]
@@ -325,8 +326,9 @@ class ModbusTcpSimulator:
                 unit.live.append(slot)
             unit.store(slot.spec, slot.generator.value(self.elapsed()))
 
-    def value(self, unit_id: int, point_id: str) -> Value:
-        """The engineering value the image shows now for a point (decoded from the image)."""
+    def value(self, unit_id: int, point_id: str) -> Value | None:
+        """The engineering value the image shows now for a point (decoded from the image;
+        None as in :meth:`_Unit.load`)."""
         unit, slot = self._slot(unit_id, point_id)
         return unit.load(slot.spec)
 

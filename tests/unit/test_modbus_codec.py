@@ -286,9 +286,12 @@ def test_engineering_scale_and_offset() -> None:
     assert engineering(spec(DataType.STRING, scale=2.0, length=1), "x") == "x"
 
 
-def test_engineering_keeps_nan() -> None:
+def test_engineering_is_none_where_no_finite_value_results() -> None:
     s = spec(DataType.FLOAT32, scale=10.0, offset=1.0)
-    assert math.isnan(float(engineering(s, math.nan)))
+    assert engineering(s, 2.0) == 21.0
+    assert engineering(s, math.nan) is None  # the decoder marks a NaN register bad first
+    assert engineering(spec(DataType.FLOAT64, scale=1e300), 1e10) is None  # past the floats
+    assert engineering(spec(DataType.FLOAT32), math.inf) == math.inf  # unscaled: untouched
 
 
 def test_raw_from_engineering_rounds_and_clamps() -> None:

@@ -122,6 +122,10 @@ SealFn = Callable[[str, int, int, list[dict[str, Any]]], bytes]
 _APPLICATION_ID: Final = 0x4D475442  # "MGTB": marks the file as a metrogate outbox
 _SCHEMA_VERSION: Final = 1
 _SYNCHRONOUS: Final[dict[str, str]] = {"process": "NORMAL", "power": "FULL"}
+# what SQLite raises over a file it cannot use; text it cannot decode (a damaged
+# header's encoding, a damaged page) comes as UnicodeDecodeError, not as an sqlite3 error
+_DAMAGED: Final = (sqlite3.DatabaseError, UnicodeDecodeError)
+_FAILED: Final = (sqlite3.Error, UnicodeDecodeError)
 _WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
 # page cache: writes go to the tail, reads to the head; the OS caches the file anyway
 # (SQLite's default, 2 MiB, only added resident memory: no measurable speed-up)
@@ -455,7 +459,7 @@ class Outbox:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=_LOCK_WAIT_S)
-        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
+        except _FAILED as exc:
             raise OutboxError(self.path, f"cannot open ({exc})") from exc
         try:
             # EXCLUSIVE before WAL: one owner, and the WAL index lives in heap, not -shm.
@@ -466,7 +470,7 @@ class Outbox:
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged file
+        except _DAMAGED as exc:
             conn.close()
             raise self._open_error(exc) from exc
         except BaseException:
@@ -503,7 +507,7 @@ class Outbox:
                 " sum(kind NOT IN ('data','alarm','event') OR nbytes != length(payload))"
                 " FROM batches"
             ).fetchone()
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged file
+        except _DAMAGED as exc:
             raise self._open_error(exc) from exc
         if meta["next_seq"] < 1 or (max_seq is not None and meta["next_seq"] <= max_seq):
             raise OutboxCorrupt(
@@ -533,7 +537,7 @@ class Outbox:
             (last_data,) = conn.execute(
                 "SELECT max(seq) FROM batches WHERE kind = 'data'"
             ).fetchone()
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged file
+        except _DAMAGED as exc:
             raise self._open_error(exc) from exc
         self._last_urgent, self._last_data = last_urgent or 0, last_data or 0
         self._thinned_upto = int(thinned)
@@ -772,7 +776,7 @@ class Outbox:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
+        except _FAILED as exc:
             raise OutboxError(self.path, f"{what} ({exc})") from exc
 
     def _seal_chunks(
@@ -949,7 +953,7 @@ class Outbox:
                 f" WHERE seq > ? AND kind IN ({marks}) ORDER BY seq LIMIT ?",
                 (after_seq, *kinds, limit),
             ).fetchall()
-        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
+        except _FAILED as exc:
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
         return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
 
@@ -977,7 +981,7 @@ class Outbox:
             rows = conn.execute(
                 "SELECT seq, kind, payload, records, sealed_us FROM batches " + where, args
             ).fetchall()
-        except (sqlite3.Error, UnicodeDecodeError) as exc:  # text of a damaged page
+        except _FAILED as exc:
             raise OutboxError(self.path, f"cannot read batches ({exc})") from exc
         return [Sealed(seq, kind, bytes(p), recs, ts) for seq, kind, p, recs, ts in rows]
 

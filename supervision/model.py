@@ -186,6 +186,11 @@ def _printable(s: str, limit: int) -> str:
     return s[:limit].translate(_CONTROL)
 
 
+UNREGISTERED: Final = "-"
+"""The site and gateway a security record is filed under when the message's topic
+names no registered gateway (docs/ingest.md, Security events)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SecurityEvent:
     """Something a receiver saw that a correct gateway never does, as the store files
@@ -232,7 +237,7 @@ class SecurityEvent:
         ``gateway`` None when the topic names no registered gateway."""
         kind = "forgery" if reason in FORGERY_REASONS else "dead_letter"
         return cls(
-            "-", gateway or "-", kind, 0, received_us,
+            UNREGISTERED, gateway or UNREGISTERED, kind, 0, received_us,
             _printable(detail, _SECURITY_DETAIL_MAX), reason,
             _printable(topic, _SECURITY_TOPIC_MAX), hashlib.sha256(payload).hexdigest(),
         )  # fmt: skip

@@ -36,6 +36,7 @@ from supervision.console.store import (
     SecurityCounts,
     Series,
 )
+from supervision.model import UNREGISTERED
 from supervision.report import Completeness, InstrumentStatus
 
 __all__ = [
@@ -102,9 +103,8 @@ def fleet_page(
     security: Mapping[str, SecurityCounts],
     today: str,
 ) -> str:
-    # what the ingest filed under gateway "-": messages whose topic names no registered
-    # gateway (docs/ingest.md, Security events) belong to no row, so they get a line
-    stray = security.get("-")
+    # messages whose topic names no registered gateway belong to no row: a line of their own
+    stray = security.get(UNREGISTERED)
     unregistered = ""
     if stray is not None and (stray.forgeries or stray.dead_letters):
         text = tr("fleet.unregistered", forgeries=stray.forgeries, dead_letters=stray.dead_letters)

@@ -57,6 +57,7 @@ __all__ = [
     "require_non_negative",
     "require_positive",
     "secret_values",
+    "shorten",
 ]
 
 
@@ -83,6 +84,11 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` as a message shows it: cut to ``limit`` characters and marked "…"."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def parse_duration(value: Any) -> float:
     """Turn a number of seconds or a string such as ``"5m"`` into float seconds.
 
@@ -107,8 +113,9 @@ def parse_duration(value: Any) -> float:
     else:
         raise ValueError(f"a duration is a number of seconds or a string like '30s', not {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
-        raise ValueError(f"a duration must be a finite number of seconds ≥ 0, not {shown}")
+        raise ValueError(
+            f"a duration must be a finite number of seconds ≥ 0, not {shorten(repr(value))}"
+        )
     return seconds
 
 

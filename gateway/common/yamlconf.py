@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.common.types import ID_PATTERN
+from gateway.common.types import ID_PATTERN, shorten
 
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -249,8 +249,7 @@ def _located_constructor() -> type[Any]:
                 return super().construct_non_recursive_object(node, tag)
             except (ValueError, OverflowError) as exc:
                 value = node.value if isinstance(node.value, str) else ""
-                shown = value if len(value) <= 40 else value[:40] + "…"
-                problem = f"cannot read {shown!r}: {str(exc).split(';')[0]}"
+                problem = f"cannot read {shorten(value)!r}: {str(exc).split(';')[0]}"
                 raise ConstructorError(None, None, problem, node.start_mark) from None
 
     LocatedConstructor.add_constructor(None, LocatedConstructor.refuse_unknown_tag)

@@ -166,18 +166,17 @@ class _Walk:
             out: dict[str, Any] = {}
             for key, value in node.items():
                 try:
-                    line, col = node.lc.key(key)
+                    spot = node.lc.key(key)
                 except KeyError:  # merged in by ``<<: *name``: located where the merge is
-                    line, col = node.lc.line, node.lc.col
+                    spot = None
+                line, col = spot or _own_position(node)
                 where.spots[(*path, str(key))] = (file, line + 1, col + 1)
                 out[str(key)] = self.convert(value, (*path, str(key)), alias)
             return out
         if is_seq:
             items = []
             for i, value in enumerate(node):
-                # ruamel knows no position for the items of some constructed sequences
-                # (``!!set``): they are located where the sequence is
-                line, col = node.lc.item(i) or (node.lc.line or 0, node.lc.col or 0)
+                line, col = node.lc.item(i) or _own_position(node)
                 where.spots[(*path, i)] = (file, line + 1, col + 1)
                 items.append(self.convert(value, (*path, i), alias))
             return items
@@ -192,6 +191,12 @@ class _Walk:
                 self.errors.append(Problem(f, line, col, dotted(path), message))
             return text
         return node
+
+
+def _own_position(node: Any) -> tuple[int, int]:
+    """Where a mapping or sequence starts (0-based): the place of an item ruamel keeps
+    no position for (a key merged in by ``<<: *name``, the items of ``!!omap``)."""
+    return node.lc.line or 0, node.lc.col or 0
 
 
 def plain(node: Any, path: PathKey, file: str, where: Where, errors: list[Problem]) -> Any:

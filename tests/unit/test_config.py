@@ -667,3 +667,24 @@ def test_a_duration_past_the_floats_is_refused_not_raised(tmp_path: Path) -> Non
     (line,) = problems(path)
     assert line.startswith(f"{path}:7:3: mqtt.backoff_max: a duration must be a "
                            "finite number of seconds ≥ 0, not 99999"), line  # fmt: skip
+
+
+def test_standard_tags_on_collections_keep_their_items_located(tmp_path: Path) -> None:
+    """ruamel keeps no position for the items of ``!!omap`` (found when reading this
+    change again: a TypeError before); they are located where the mapping starts."""
+    path = write(tmp_path, 'gateway: !!omap [id: gw-1, site: "a b"]\n')
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:1:10: gateway.site: "), line
+
+
+def test_an_ascii_request_of_characters_that_are_no_byte_is_located(tmp_path: Path) -> None:
+    """Found by the config fuzz: ``request: Ā`` ended the check with a UnicodeEncodeError
+    while the read plan was compiled."""
+    path = write(
+        tmp_path,
+        HEAD + "buses:\n  - {id: b, port: /dev/ttyUSB0}\ndevices:\n  - id: h\n    driver: ascii\n"
+        "    bus: b\n    request: \"\\u0100\\r\"\n    response: '^(?P<value>[0-9.]+)$'\n"
+        "    points:\n      - {id: x}\n",
+    )
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:10:5: devices[0].request: 'Ā' (U+0100) is not one byte"), line

@@ -251,6 +251,21 @@ class AsciiDevice(SerialDevice):
             raise ValueError("the regular expression needs a named group (?P<value>...)")
         return v
 
+    @field_validator("request", "terminator")
+    @classmethod
+    def _bytes_on_the_line(cls, v: str | None) -> str | None:
+        # sent and matched as bytes, one per character (latin-1)
+        if v is not None:
+            try:
+                v.encode("latin-1")
+            except UnicodeEncodeError as exc:
+                bad = v[exc.start]
+                raise ValueError(
+                    f"{bad!r} (U+{ord(bad):04X}) is not one byte: use characters up to "
+                    "U+00FF, e.g. \\x02 for STX"
+                ) from None
+        return v
+
     @model_validator(mode="after")
     def _verdicts(self) -> AsciiDevice:
         for text in [*self.status.values(), self.unknown_status]:

@@ -61,9 +61,11 @@ class OpsServer:
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._open = 0
+        self.open_connections = 0
+        """Connections being served now."""
         self.refused = 0
         """Connections closed unanswered because :data:`MAX_CONNECTIONS` were open."""
+        self._refusing = False
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -96,15 +98,25 @@ class OpsServer:
             await asyncio.sleep(self.tick_s)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
+        if self.open_connections >= MAX_CONNECTIONS:
+            if not self._refusing:  # once per flood
+                log.warning(
+                    "ops endpoint: %d connections open, closing new ones unanswered until "
+                    "they end (%d refused so far)",
+                    MAX_CONNECTIONS,
+                    self.refused,
+                )
+            self._refusing = True
             self.refused += 1
             writer.close()
             return
-        self._open += 1
+        self.open_connections += 1
         try:
             await self._answer(reader, writer)
         finally:
-            self._open -= 1
+            self.open_connections -= 1
+            if self.open_connections == 0:
+                self._refusing = False  # the next flood is logged again
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -160,17 +162,26 @@ def test_rate_meter_forecasts_outbox_capacity(tmp_path: Path) -> None:
     assert meter.forecast(1_000_000, 0) == (None, None)
 
 
-async def test_a_flood_of_idle_connections_is_bounded_and_the_endpoint_recovers() -> None:
+async def test_a_flood_of_idle_connections_is_bounded_and_the_endpoint_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """More idle connections than MAX_CONNECTIONS: the extra ones are closed at once
-    (the daemon keeps its file descriptors), and once the flood ends /health answers."""
+    (the daemon keeps its file descriptors), logged once per flood, and once the flood
+    ends /health answers."""
+    caplog.set_level(logging.WARNING, logger="metrogate.ops")
     async with OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: {"status": "ok"}) as srv:
         idle = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(40)]
         await eventually(lambda: srv.refused >= 40 - MAX_CONNECTIONS, "refused", within=5)
         assert srv.refused == 40 - MAX_CONNECTIONS
+        assert srv.open_connections == MAX_CONNECTIONS
         for _, w in idle:
             w.close()
-        await eventually(lambda: srv._open == 0, "the flood's connections closed", within=10)
+        await eventually(
+            lambda: srv.open_connections == 0, "the flood's connections closed", within=10
+        )
         assert (await request(srv.port, b"GET /health HTTP/1.1\r\n\r\n"))[0] == 200
+    floods = [r for r in caplog.records if "closing new ones unanswered" in r.getMessage()]
+    assert len(floods) == 1
 
 
 _LINES = st.one_of(

@@ -10,6 +10,7 @@ broker, so the publish below completes while its task is being cancelled — wha
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -62,7 +63,7 @@ async def test_a_stale_cancel_request_from_a_closed_task_group_does_not_stop_the
     client.publish = publish  # type: ignore[method-assign]
 
     async def lost_connection() -> None:
-        await asyncio.sleep(0.01)
+        # runs only once its group is closing (the body below does not wait): the case
         raise RuntimeError("connection lost")
 
     async def run() -> int:  # what Publisher.run does across a reconnect
@@ -80,5 +81,5 @@ async def test_a_stale_cancel_request_from_a_closed_task_group_does_not_stop_the
     async with asyncio.timeout(5):
         stale = await asyncio.create_task(run())
     assert published == ["t/status"]
-    # where this Python leaves no stale request the test still holds the publish to it
-    assert stale in (0, 1)
+    if sys.version_info < (3, 12):  # the case is there (later Pythons withdraw the request)
+        assert stale == 1
